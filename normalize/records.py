@@ -1,0 +1,251 @@
+"""Normalized record layouts, declared once as little-endian NumPy dtypes.
+
+Everything else derives from these declarations: the Arrow schemas (:func:`arrow_schema`), the
+Parquet schemas written by the tick store, the Aeron wire format and the GPU column lists.
+``tests/normalize/test_layouts.py`` pins every size and offset.
+
+Conventions (see docs/records.md):
+
+* prices are ``int64`` fixed point, 1 unit = 1e-9 (:data:`PRICE_SCALE`); ITCH ``Price(4)`` is
+  multiplied by :data:`PRICE4_TO_NANO`, ``Price(8)`` by :data:`PRICE8_TO_NANO`; a missing price
+  is :data:`UNDEF_PRICE`;
+* timestamps are ``uint64`` nanoseconds since the UNIX epoch, UTC; an unknown one is
+  :data:`UNDEF_TIMESTAMP`. ``ts_event`` is the exchange time, ``ts_recv`` the capture time;
+* ``instrument_id`` is the ITCH stock locate of the session day; ``definitions`` maps it to the
+  symbol. ``sequence`` is the MoldUDP64 sequence number (BinaryFILE: the 1-based message number
+  in the file) and ``channel`` the feed channel the message came on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+PRICE_SCALE = 1_000_000_000          # units per 1.0 of currency
+PRICE4_TO_NANO = 100_000             # ITCH Price(4) -> 1e-9 units
+PRICE8_TO_NANO = 10                  # ITCH Price(8) -> 1e-9 units
+UNDEF_PRICE = np.iinfo(np.int64).max
+UNDEF_TIMESTAMP = np.iinfo(np.uint64).max
+
+# -- mbo actions (ASCII) -----------------------------------------------------------------------
+ACTION_ADD = ord("A")        # A, F
+ACTION_EXECUTE = ord("E")    # E, C: execution of a visible resting order
+ACTION_CANCEL = ord("C")     # X: partial cancel (size = shares cancelled)
+ACTION_DELETE = ord("D")     # D: the order leaves the book
+ACTION_REPLACE = ord("U")    # U: order_id leaves, new_order_id enters at price/size (new queue place)
+ACTION_TRADE = ord("P")      # P: execution of a non-displayed order; no book change
+ACTION_CROSS = ord("Q")      # Q: cross trade; no book change
+ACTION_BROKEN = ord("B")     # B: a trade (match_id) was broken
+ACTION_CLEAR = ord("R")      # book clear (snapshots and importers; ITCH itself sends none)
+
+SIDE_BID = ord("B")
+SIDE_ASK = ord("S")
+SIDE_NONE = ord("N")
+
+# -- mbo flags ---------------------------------------------------------------------------------
+F_MPID = 0x01            # add carried an MPID attribution (message F)
+F_WITH_PRICE = 0x02      # execution carried its own price (message C)
+F_PRINTABLE = 0x04       # execution / trade is printable (counts toward volume)
+F_RESOLVED = 0x08        # price and/or side came from the order map, not from this message
+F_UNKNOWN_ORDER = 0x10   # the order reference was not live in the order map
+F_SNAPSHOT = 0x20        # synthetic event that seeds a book from a snapshot
+F_LAST = 0x40            # last message of its MoldUDP64 packet (or of the file)
+F_BAD = 0x80             # inconsistent with the order map (e.g. executes more than remains)
+
+MBO = np.dtype([
+    ("ts_event", "<u8"),
+    ("ts_recv", "<u8"),
+    ("sequence", "<u8"),
+    ("order_id", "<u8"),        # ITCH order reference number (replace: the original)
+    ("new_order_id", "<u8"),    # replace: the new reference number, else 0
+    ("match_id", "<u8"),        # executions and trades: the match number, else 0
+    ("price", "<i8"),           # 1e-9; add/replace/trade: message price; E/X/D: resolved
+    ("size", "<u8"),            # shares added / executed / cancelled / new size / traded
+    ("instrument_id", "<u4"),
+    ("channel", "<u2"),
+    ("tracking", "<u2"),
+    ("action", "u1"),
+    ("side", "u1"),
+    ("flags", "u1"),
+    ("cross_type", "u1"),       # Q: ITCH cross type, else 0
+    ("mpid", "S4"),             # F: attribution, else empty
+])
+
+TRADES = np.dtype([
+    ("ts_event", "<u8"),
+    ("ts_recv", "<u8"),
+    ("sequence", "<u8"),
+    ("match_id", "<u8"),
+    ("order_id", "<u8"),        # resting order (E/C), ITCH's P reference (0 today), 0 for Q
+    ("price", "<i8"),
+    ("size", "<u8"),
+    ("instrument_id", "<u4"),
+    ("channel", "<u2"),
+    ("kind", "u1"),             # source message: E, C, P, Q, or B for a broken trade
+    ("side", "u1"),             # side of the resting order (B/S); aggressor is the other; N unknown
+    ("printable", "u1"),        # 1 when the execution prints (E, P, Q always; C per message)
+    ("cross_type", "u1"),
+    ("_pad", "u1", (6,)),
+])
+
+DEFINITIONS = np.dtype([
+    ("ts_event", "<u8"),
+    ("sequence", "<u8"),
+    ("round_lot_size", "<u4"),
+    ("etp_leverage_factor", "<u4"),
+    ("instrument_id", "<u4"),
+    ("channel", "<u2"),
+    ("symbol", "S8"),
+    ("market_category", "S1"),
+    ("financial_status", "S1"),
+    ("round_lots_only", "S1"),
+    ("issue_classification", "S1"),
+    ("issue_subtype", "S2"),
+    ("authenticity", "S1"),
+    ("short_sale_threshold", "S1"),
+    ("ipo_flag", "S1"),
+    ("luld_tier", "S1"),
+    ("etp_flag", "S1"),
+    ("inverse", "S1"),
+    ("_pad", "u1", (6,)),
+])
+
+# status covers S (system event), H (trading action), Y (Reg SHO), L (market participant
+# position), V (MWCB levels), W (MWCB status), K (IPO quoting), J (LULD collar), h (operational
+# halt). ``code`` holds the message's main code (event code, trading state, Reg SHO action,
+# breached level, IPO qualifier, halt action, primary market maker), ``code2``/``code3`` the
+# others (L: mode, state; h: market code).
+STATUS = np.dtype([
+    ("ts_event", "<u8"),
+    ("ts_recv", "<u8"),
+    ("sequence", "<u8"),
+    ("price_1", "<i8"),         # V level 1, K IPO price, J reference price
+    ("price_2", "<i8"),         # V level 2, J upper collar
+    ("price_3", "<i8"),         # V level 3, J lower collar
+    ("value", "<u8"),           # K release time (seconds since midnight), J extension count
+    ("instrument_id", "<u4"),   # 0 for market-wide messages (S, V, W)
+    ("channel", "<u2"),
+    ("tracking", "<u2"),
+    ("msg_type", "S1"),
+    ("code", "S1"),
+    ("code2", "S1"),
+    ("code3", "S1"),
+    ("reason", "S4"),           # H reason code
+    ("mpid", "S4"),             # L market participant
+    ("symbol", "S8"),
+    ("_pad", "u1", (4,)),
+])
+
+# imbalance covers I (NOII), N (RPII) and O (DLCR price discovery).
+IMBALANCE = np.dtype([
+    ("ts_event", "<u8"),
+    ("ts_recv", "<u8"),
+    ("sequence", "<u8"),
+    ("paired_shares", "<u8"),
+    ("imbalance_shares", "<u8"),
+    ("far_price", "<i8"),
+    ("near_price", "<i8"),       # I near price; O near execution price
+    ("ref_price", "<i8"),        # I current reference price
+    ("min_price", "<i8"),        # O minimum allowable price
+    ("max_price", "<i8"),        # O maximum allowable price
+    ("lower_collar", "<i8"),     # O lower price range collar
+    ("upper_collar", "<i8"),     # O upper price range collar
+    ("near_exec_time", "<u8"),   # O near execution time (as sent)
+    ("instrument_id", "<u4"),
+    ("channel", "<u2"),
+    ("tracking", "<u2"),
+    ("msg_type", "S1"),
+    ("imbalance_direction", "S1"),
+    ("cross_type", "S1"),
+    ("price_variation", "S1"),
+    ("interest_flag", "S1"),     # N
+    ("open_eligibility", "S1"),  # O
+    ("_pad", "u1", (2,)),
+])
+
+SCHEMAS: dict[str, np.dtype] = {
+    "mbo": MBO, "trades": TRADES, "definitions": DEFINITIONS, "status": STATUS,
+    "imbalance": IMBALANCE,
+}
+
+#: Columns that hold prices (1e-9 int64) and nanosecond timestamps, per schema.
+PRICE_COLUMNS = {name: tuple(f for f in dt.names if "price" in f or f.endswith("_collar"))
+                 for name, dt in SCHEMAS.items()}
+TIME_COLUMNS = {name: tuple(f for f in dt.names if f.startswith("ts_")) for name, dt in SCHEMAS.items()}
+
+
+def _arrow_type(schema: str, name: str, dt: np.dtype) -> pa.DataType:
+    if name.startswith("ts_"):
+        return pa.timestamp("ns", tz="UTC")
+    if dt.kind == "S":
+        return pa.binary(dt.itemsize) if dt.itemsize > 1 else pa.uint8()
+    return pa.from_numpy_dtype(dt)
+
+
+def arrow_schema(schema: str) -> pa.Schema:
+    """The Arrow schema of a normalized record type, derived from its dtype.
+
+    Timestamps become ``timestamp[ns, tz=UTC]`` (same int64 storage; :data:`UNDEF_TIMESTAMP`
+    becomes null); 1-byte codes become ``uint8`` (their ASCII value); longer alpha fields
+    fixed-size binary (symbols are space-padded as on the wire); padding is dropped. The
+    schema metadata records the price scale and the no-price sentinel.
+    """
+    dt = SCHEMAS[schema]
+    fields = [pa.field(n, _arrow_type(schema, n, dt.fields[n][0]), nullable=n.startswith("ts_"))
+              for n in dt.names if not n.startswith("_")]
+    meta = {"tickpipe.schema": schema, "tickpipe.price_scale": str(PRICE_SCALE),
+            "tickpipe.undef_price": str(UNDEF_PRICE)}
+    return pa.schema(fields, metadata=meta)
+
+
+def to_arrow(schema: str, records: np.ndarray) -> pa.RecordBatch:
+    """Convert an array of normalized records to an Arrow RecordBatch (one copy per column)."""
+    dt = SCHEMAS[schema]
+    if records.dtype != dt:
+        raise TypeError(f"records for {schema!r} must have dtype {dt}, got {records.dtype}")
+    sch = arrow_schema(schema)
+    cols = []
+    for f in sch:
+        col = records[f.name]
+        if f.name.startswith("ts_"):
+            v = np.ascontiguousarray(col)
+            mask = v == UNDEF_TIMESTAMP
+            arr = pa.array(v.view(np.int64), type=pa.int64(), mask=mask if mask.any() else None)
+            cols.append(arr.cast(f.type))
+        elif col.dtype.kind == "S" and col.dtype.itemsize == 1:
+            cols.append(pa.array(np.ascontiguousarray(col).view(np.uint8), type=pa.uint8()))
+        elif col.dtype.kind == "S":
+            buf = np.ascontiguousarray(col).tobytes()
+            cols.append(pa.FixedSizeBinaryArray.from_buffers(
+                f.type, len(col), [None, pa.py_buffer(buf)]))
+        else:
+            cols.append(pa.array(np.ascontiguousarray(col), type=f.type))
+    return pa.RecordBatch.from_arrays(cols, schema=sch)
+
+
+def from_arrow(schema: str, table: pa.Table | pa.RecordBatch) -> np.ndarray:
+    """The inverse of :func:`to_arrow`: Arrow columns back into normalized records."""
+    dt = SCHEMAS[schema]
+    out = np.zeros(table.num_rows, dtype=dt)
+    for name in dt.names:
+        if name.startswith("_"):
+            continue
+        col = table.column(name)
+        if isinstance(col, pa.ChunkedArray):
+            col = col.combine_chunks()
+        kind = dt.fields[name][0]
+        if name.startswith("ts_"):
+            v = col.cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)
+            out[name] = v.view(np.uint64)
+        elif kind.kind == "S" and kind.itemsize == 1:
+            out[name] = col.to_numpy(zero_copy_only=False).astype(np.uint8).view("S1")
+        elif kind.kind == "S":
+            raw = np.frombuffer(col.buffers()[1], dtype=kind, count=len(col) + col.offset)
+            out[name] = raw[col.offset:]
+        else:
+            out[name] = col.to_numpy(zero_copy_only=False)
+    return out
+
+
+def empty_table(schema: str) -> pa.Table:
+    return arrow_schema(schema).empty_table()
