@@ -10,7 +10,8 @@ Two steps:
    produces a message index (:data:`MSG_INDEX`) with sequence numbers and receive times. Every
    length is checked against the type byte (:data:`normalize.itch_spec.MESSAGE_LENGTH`).
 2. *Decoding* (:func:`decode_messages`) reads each framed message and writes the normalized
-   ``mbo``, ``definitions``, ``status`` and ``imbalance`` records; ``normalize.ordermap`` then
+   ``mbo``, ``definitions``, ``status`` and ``imbalance`` columns (one array per field, so the
+   Arrow tables wrap them without a copy); ``normalize.ordermap`` then
    resolves prices and sides of executions, cancels and deletes and emits ``trades``.
 
 Field offsets are derived from :data:`normalize.itch_spec.WIRE_DTYPES` (``_o("A", "price")``),
@@ -112,23 +113,6 @@ O_O_ELIG, O_O_MIN, O_O_MAX, O_O_NEARP, O_O_NEART, O_O_LO, O_O_UP = (
     _o("O", "upper_price_range_collar"))
 assert all(_o(t, "stock") == O_STOCK for t in "HYKJhNO")
 
-# byte offsets of alpha fields inside the normalized records (written through a uint8 view)
-MBO_MPID = R.MBO.fields["mpid"][1]
-DEF_SYMBOL = R.DEFINITIONS.fields["symbol"][1]
-DEF_MKT = R.DEFINITIONS.fields["market_category"][1]   # followed by the 1-byte codes in order
-DEF_SUB = R.DEFINITIONS.fields["issue_subtype"][1]
-ST_TYPE = R.STATUS.fields["msg_type"][1]               # msg_type, code, code2, code3 adjacent
-ST_REASON = R.STATUS.fields["reason"][1]
-ST_MPID = R.STATUS.fields["mpid"][1]
-ST_SYMBOL = R.STATUS.fields["symbol"][1]
-IM_TYPE = R.IMBALANCE.fields["msg_type"][1]            # then direction, cross, pvi, flag, elig
-assert [R.DEFINITIONS.fields[n][1] - DEF_MKT for n in
-        ("market_category", "financial_status", "round_lots_only", "issue_classification")] == [0, 1, 2, 3]
-assert [R.STATUS.fields[n][1] - ST_TYPE for n in ("msg_type", "code", "code2", "code3")] == [0, 1, 2, 3]
-assert [R.IMBALANCE.fields[n][1] - IM_TYPE for n in
-        ("msg_type", "imbalance_direction", "cross_type", "price_variation", "interest_flag",
-         "open_eligibility")] == [0, 1, 2, 3, 4, 5]
-
 P4 = np.int64(R.PRICE4_TO_NANO)
 P8 = np.int64(R.PRICE8_TO_NANO)
 UNDEF_PRICE = np.int64(R.UNDEF_PRICE)
@@ -206,21 +190,28 @@ def _ts(b, p, clk_mid, clk_switch, clk_off0, clk_off1):
 
 
 @numba.njit(inline="always")
-def _copy(dst, row, doff, b, p, n):
+def _copy(dst, row, b, p, n):
     for k in range(n):
-        dst[row, doff + k] = b[p + k]
+        dst[row, k] = b[p + k]
+
+
+@numba.njit(inline="always")
+def _zero(dst, row, n):
+    for k in range(n):
+        dst[row, k] = 0
 
 
 @numba.njit(cache=True, nogil=True)
 def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch, clk_off0,
-                    clk_off1, mbo, mbo_b, defs, defs_b, status, status_b, imb, imb_b):
-    """Decode framed messages into normalized records.
+                    clk_off1, m, d, st, im):
+    """Decode framed messages into normalized columns.
 
     ``offsets`` (int64) lists message positions in ``buf``. ``index`` is either an empty
     :data:`MSG_INDEX` array (BinaryFILE: ``sequence = seq_base + i``, ``ts_recv`` undefined,
     ``channel`` as given) or one entry per message carrying sequence, receive time, channel and
-    flags. Output arrays must have room for every message of their kind; ``*_b`` are ``uint8``
-    2-D views of the same memory (for alpha fields).
+    flags. ``m``, ``d``, ``st``, ``im`` are the ``mbo``, ``definitions``, ``status`` and
+    ``imbalance`` columns (:data:`normalize.records.COLUMNS`), with room for every message of
+    their kind.
 
     Returns ``(n_mbo, n_defs, n_status, n_imbalance)``.
     """
@@ -248,202 +239,208 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
         locate = be16(buf, p + O_LOCATE)
         tracking = be16(buf, p + O_TRACKING)
         if kind == KIND_MBO:
-            r = mbo[km]
-            r.ts_event = ts
-            r.ts_recv = ts_recv
-            r.sequence = seq
-            r.instrument_id = locate
-            r.channel = chan
-            r.tracking = tracking
-            r.new_order_id = 0
-            r.match_id = 0
-            r.cross_type = 0
+            k = km
+            m.ts_event[k] = ts
+            m.ts_recv[k] = ts_recv
+            m.sequence[k] = seq
+            m.instrument_id[k] = locate
+            m.channel[k] = chan
+            m.tracking[k] = tracking
+            m.new_order_id[k] = 0
+            m.match_id[k] = 0
+            m.cross_type[k] = 0
+            _zero(m.mpid, k, 4)
             flags = xflags
-            for k in range(4):
-                mbo_b[km, MBO_MPID + k] = 0
             if t == 65 or t == 70:  # A F
-                r.order_id = be64(buf, p + O_REF)
-                r.action = R.ACTION_ADD
-                r.side = buf[p + O_A_SIDE]
-                r.size = be32(buf, p + O_A_SHARES)
-                r.price = np.int64(be32(buf, p + O_A_PRICE)) * P4
+                m.order_id[k] = be64(buf, p + O_REF)
+                m.action[k] = R.ACTION_ADD
+                m.side[k] = buf[p + O_A_SIDE]
+                m.size[k] = be32(buf, p + O_A_SHARES)
+                m.price[k] = np.int64(be32(buf, p + O_A_PRICE)) * P4
                 if t == 70:
                     flags |= R.F_MPID
-                    _copy(mbo_b, km, MBO_MPID, buf, p + O_F_MPID, 4)
+                    _copy(m.mpid, k, buf, p + O_F_MPID, 4)
             elif t == 69:  # E
-                r.order_id = be64(buf, p + O_REF)
-                r.action = R.ACTION_EXECUTE
-                r.side = R.SIDE_NONE
-                r.size = be32(buf, p + O_E_SHARES)
-                r.match_id = be64(buf, p + O_E_MATCH)
-                r.price = UNDEF_PRICE
+                m.order_id[k] = be64(buf, p + O_REF)
+                m.action[k] = R.ACTION_EXECUTE
+                m.side[k] = R.SIDE_NONE
+                m.size[k] = be32(buf, p + O_E_SHARES)
+                m.match_id[k] = be64(buf, p + O_E_MATCH)
+                m.price[k] = UNDEF_PRICE
                 flags |= R.F_PRINTABLE
             elif t == 67:  # C
-                r.order_id = be64(buf, p + O_REF)
-                r.action = R.ACTION_EXECUTE
-                r.side = R.SIDE_NONE
-                r.size = be32(buf, p + O_E_SHARES)
-                r.match_id = be64(buf, p + O_E_MATCH)
-                r.price = np.int64(be32(buf, p + O_C_PRICE)) * P4
+                m.order_id[k] = be64(buf, p + O_REF)
+                m.action[k] = R.ACTION_EXECUTE
+                m.side[k] = R.SIDE_NONE
+                m.size[k] = be32(buf, p + O_E_SHARES)
+                m.match_id[k] = be64(buf, p + O_E_MATCH)
+                m.price[k] = np.int64(be32(buf, p + O_C_PRICE)) * P4
                 flags |= R.F_WITH_PRICE
                 if buf[p + O_C_PRINTABLE] == 89:  # 'Y'
                     flags |= R.F_PRINTABLE
             elif t == 88:  # X
-                r.order_id = be64(buf, p + O_REF)
-                r.action = R.ACTION_CANCEL
-                r.side = R.SIDE_NONE
-                r.size = be32(buf, p + O_X_SHARES)
-                r.price = UNDEF_PRICE
+                m.order_id[k] = be64(buf, p + O_REF)
+                m.action[k] = R.ACTION_CANCEL
+                m.side[k] = R.SIDE_NONE
+                m.size[k] = be32(buf, p + O_X_SHARES)
+                m.price[k] = UNDEF_PRICE
             elif t == 68:  # D
-                r.order_id = be64(buf, p + O_REF)
-                r.action = R.ACTION_DELETE
-                r.side = R.SIDE_NONE
-                r.size = 0
-                r.price = UNDEF_PRICE
+                m.order_id[k] = be64(buf, p + O_REF)
+                m.action[k] = R.ACTION_DELETE
+                m.side[k] = R.SIDE_NONE
+                m.size[k] = 0
+                m.price[k] = UNDEF_PRICE
             elif t == 85:  # U
-                r.order_id = be64(buf, p + O_REF)
-                r.new_order_id = be64(buf, p + O_U_NEW)
-                r.action = R.ACTION_REPLACE
-                r.side = R.SIDE_NONE
-                r.size = be32(buf, p + O_U_SHARES)
-                r.price = np.int64(be32(buf, p + O_U_PRICE)) * P4
+                m.order_id[k] = be64(buf, p + O_REF)
+                m.new_order_id[k] = be64(buf, p + O_U_NEW)
+                m.action[k] = R.ACTION_REPLACE
+                m.side[k] = R.SIDE_NONE
+                m.size[k] = be32(buf, p + O_U_SHARES)
+                m.price[k] = np.int64(be32(buf, p + O_U_PRICE)) * P4
             elif t == 80:  # P
-                r.order_id = be64(buf, p + O_REF)
-                r.action = R.ACTION_TRADE
-                r.side = buf[p + O_P_SIDE]
-                r.size = be32(buf, p + O_P_SHARES)
-                r.price = np.int64(be32(buf, p + O_P_PRICE)) * P4
-                r.match_id = be64(buf, p + O_P_MATCH)
+                m.order_id[k] = be64(buf, p + O_REF)
+                m.action[k] = R.ACTION_TRADE
+                m.side[k] = buf[p + O_P_SIDE]
+                m.size[k] = be32(buf, p + O_P_SHARES)
+                m.price[k] = np.int64(be32(buf, p + O_P_PRICE)) * P4
+                m.match_id[k] = be64(buf, p + O_P_MATCH)
                 flags |= R.F_PRINTABLE
             elif t == 81:  # Q
-                r.order_id = 0
-                r.action = R.ACTION_CROSS
-                r.side = R.SIDE_NONE
-                r.size = be64(buf, p + O_Q_SHARES)
-                r.price = np.int64(be32(buf, p + O_Q_PRICE)) * P4
-                r.match_id = be64(buf, p + O_Q_MATCH)
-                r.cross_type = buf[p + O_Q_CROSS]
+                m.order_id[k] = 0
+                m.action[k] = R.ACTION_CROSS
+                m.side[k] = R.SIDE_NONE
+                m.size[k] = be64(buf, p + O_Q_SHARES)
+                m.price[k] = np.int64(be32(buf, p + O_Q_PRICE)) * P4
+                m.match_id[k] = be64(buf, p + O_Q_MATCH)
+                m.cross_type[k] = buf[p + O_Q_CROSS]
                 flags |= R.F_PRINTABLE
             else:  # B
-                r.order_id = 0
-                r.action = R.ACTION_BROKEN
-                r.side = R.SIDE_NONE
-                r.size = 0
-                r.price = UNDEF_PRICE
-                r.match_id = be64(buf, p + O_B_MATCH)
-            r.flags = flags
+                m.order_id[k] = 0
+                m.action[k] = R.ACTION_BROKEN
+                m.side[k] = R.SIDE_NONE
+                m.size[k] = 0
+                m.price[k] = UNDEF_PRICE
+                m.match_id[k] = be64(buf, p + O_B_MATCH)
+            m.flags[k] = flags
             km += 1
         elif kind == KIND_STATUS:
-            r = status[ks]
-            r.ts_event = ts
-            r.ts_recv = ts_recv
-            r.sequence = seq
-            r.instrument_id = locate
-            r.channel = chan
-            r.tracking = tracking
-            r.price_1 = UNDEF_PRICE
-            r.price_2 = UNDEF_PRICE
-            r.price_3 = UNDEF_PRICE
-            r.value = 0
-            for k in range(ST_TYPE, ST_SYMBOL + 8):
-                status_b[ks, k] = 0
-            status_b[ks, ST_TYPE] = t
+            k = ks
+            st.ts_event[k] = ts
+            st.ts_recv[k] = ts_recv
+            st.sequence[k] = seq
+            st.instrument_id[k] = locate
+            st.channel[k] = chan
+            st.tracking[k] = tracking
+            st.price_1[k] = UNDEF_PRICE
+            st.price_2[k] = UNDEF_PRICE
+            st.price_3[k] = UNDEF_PRICE
+            st.value[k] = 0
+            st.msg_type[k] = t
+            st.code[k] = 0
+            st.code2[k] = 0
+            st.code3[k] = 0
+            _zero(st.reason, k, 4)
+            _zero(st.mpid, k, 4)
+            _zero(st.symbol, k, 8)
             if t == 83:  # S
-                status_b[ks, ST_TYPE + 1] = buf[p + O_S_CODE]
+                st.code[k] = buf[p + O_S_CODE]
             elif t == 86:  # V
-                r.price_1 = np.int64(be64(buf, p + O_V_1)) * P8
-                r.price_2 = np.int64(be64(buf, p + O_V_2)) * P8
-                r.price_3 = np.int64(be64(buf, p + O_V_3)) * P8
+                st.price_1[k] = np.int64(be64(buf, p + O_V_1)) * P8
+                st.price_2[k] = np.int64(be64(buf, p + O_V_2)) * P8
+                st.price_3[k] = np.int64(be64(buf, p + O_V_3)) * P8
             elif t == 87:  # W
-                status_b[ks, ST_TYPE + 1] = buf[p + O_W_LEVEL]
+                st.code[k] = buf[p + O_W_LEVEL]
             elif t == 76:  # L
-                _copy(status_b, ks, ST_MPID, buf, p + O_L_MPID, 4)
-                _copy(status_b, ks, ST_SYMBOL, buf, p + O_L_STOCK, 8)
-                status_b[ks, ST_TYPE + 1] = buf[p + O_L_PMM]
-                status_b[ks, ST_TYPE + 2] = buf[p + O_L_MODE]
-                status_b[ks, ST_TYPE + 3] = buf[p + O_L_STATE]
+                _copy(st.mpid, k, buf, p + O_L_MPID, 4)
+                _copy(st.symbol, k, buf, p + O_L_STOCK, 8)
+                st.code[k] = buf[p + O_L_PMM]
+                st.code2[k] = buf[p + O_L_MODE]
+                st.code3[k] = buf[p + O_L_STATE]
             else:
-                _copy(status_b, ks, ST_SYMBOL, buf, p + O_STOCK, 8)
+                _copy(st.symbol, k, buf, p + O_STOCK, 8)
                 if t == 72:  # H
-                    status_b[ks, ST_TYPE + 1] = buf[p + O_H_STATE]
-                    status_b[ks, ST_TYPE + 2] = buf[p + O_H_RES]
-                    _copy(status_b, ks, ST_REASON, buf, p + O_H_REASON, 4)
+                    st.code[k] = buf[p + O_H_STATE]
+                    st.code2[k] = buf[p + O_H_RES]
+                    _copy(st.reason, k, buf, p + O_H_REASON, 4)
                 elif t == 89:  # Y
-                    status_b[ks, ST_TYPE + 1] = buf[p + O_Y_ACTION]
+                    st.code[k] = buf[p + O_Y_ACTION]
                 elif t == 75:  # K
-                    r.value = be32(buf, p + O_K_TIME)
-                    status_b[ks, ST_TYPE + 1] = buf[p + O_K_QUAL]
-                    r.price_1 = np.int64(be32(buf, p + O_K_PRICE)) * P4
+                    st.value[k] = be32(buf, p + O_K_TIME)
+                    st.code[k] = buf[p + O_K_QUAL]
+                    st.price_1[k] = np.int64(be32(buf, p + O_K_PRICE)) * P4
                 elif t == 74:  # J
-                    r.price_1 = np.int64(be32(buf, p + O_J_REF)) * P4
-                    r.price_2 = np.int64(be32(buf, p + O_J_UP)) * P4
-                    r.price_3 = np.int64(be32(buf, p + O_J_LO)) * P4
-                    r.value = be32(buf, p + O_J_EXT)
+                    st.price_1[k] = np.int64(be32(buf, p + O_J_REF)) * P4
+                    st.price_2[k] = np.int64(be32(buf, p + O_J_UP)) * P4
+                    st.price_3[k] = np.int64(be32(buf, p + O_J_LO)) * P4
+                    st.value[k] = be32(buf, p + O_J_EXT)
                 else:  # h
-                    status_b[ks, ST_TYPE + 1] = buf[p + O_h_ACTION]
-                    status_b[ks, ST_TYPE + 2] = buf[p + O_h_MKT]
+                    st.code[k] = buf[p + O_h_ACTION]
+                    st.code2[k] = buf[p + O_h_MKT]
             ks += 1
         elif kind == KIND_DEF:
-            r = defs[kd]
-            r.ts_event = ts
-            r.sequence = seq
-            r.instrument_id = locate
-            r.channel = chan
-            r.round_lot_size = be32(buf, p + O_R_LOT)
-            r.etp_leverage_factor = be32(buf, p + O_R_LEV)
-            _copy(defs_b, kd, DEF_SYMBOL, buf, p + O_R_STOCK, 8)
-            defs_b[kd, DEF_MKT] = buf[p + O_R_MKT]
-            defs_b[kd, DEF_MKT + 1] = buf[p + O_R_FIN]
-            defs_b[kd, DEF_MKT + 2] = buf[p + O_R_LOTONLY]
-            defs_b[kd, DEF_MKT + 3] = buf[p + O_R_CLASS]
-            _copy(defs_b, kd, DEF_SUB, buf, p + O_R_SUB, 2)
-            defs_b[kd, DEF_SUB + 2] = buf[p + O_R_AUTH]
-            defs_b[kd, DEF_SUB + 3] = buf[p + O_R_SSTI]
-            defs_b[kd, DEF_SUB + 4] = buf[p + O_R_IPO]
-            defs_b[kd, DEF_SUB + 5] = buf[p + O_R_LULD]
-            defs_b[kd, DEF_SUB + 6] = buf[p + O_R_ETP]
-            defs_b[kd, DEF_SUB + 7] = buf[p + O_R_INV]
+            k = kd
+            d.ts_event[k] = ts
+            d.sequence[k] = seq
+            d.instrument_id[k] = locate
+            d.channel[k] = chan
+            d.round_lot_size[k] = be32(buf, p + O_R_LOT)
+            d.etp_leverage_factor[k] = be32(buf, p + O_R_LEV)
+            _copy(d.symbol, k, buf, p + O_R_STOCK, 8)
+            d.market_category[k] = buf[p + O_R_MKT]
+            d.financial_status[k] = buf[p + O_R_FIN]
+            d.round_lots_only[k] = buf[p + O_R_LOTONLY]
+            d.issue_classification[k] = buf[p + O_R_CLASS]
+            _copy(d.issue_subtype, k, buf, p + O_R_SUB, 2)
+            d.authenticity[k] = buf[p + O_R_AUTH]
+            d.short_sale_threshold[k] = buf[p + O_R_SSTI]
+            d.ipo_flag[k] = buf[p + O_R_IPO]
+            d.luld_tier[k] = buf[p + O_R_LULD]
+            d.etp_flag[k] = buf[p + O_R_ETP]
+            d.inverse[k] = buf[p + O_R_INV]
             kd += 1
         elif kind == KIND_IMB:
-            r = imb[ki]
-            r.ts_event = ts
-            r.ts_recv = ts_recv
-            r.sequence = seq
-            r.instrument_id = locate
-            r.channel = chan
-            r.tracking = tracking
-            r.paired_shares = 0
-            r.imbalance_shares = 0
-            r.far_price = UNDEF_PRICE
-            r.near_price = UNDEF_PRICE
-            r.ref_price = UNDEF_PRICE
-            r.min_price = UNDEF_PRICE
-            r.max_price = UNDEF_PRICE
-            r.lower_collar = UNDEF_PRICE
-            r.upper_collar = UNDEF_PRICE
-            r.near_exec_time = 0
-            for k in range(6):
-                imb_b[ki, IM_TYPE + k] = 0
-            imb_b[ki, IM_TYPE] = t
+            k = ki
+            im.ts_event[k] = ts
+            im.ts_recv[k] = ts_recv
+            im.sequence[k] = seq
+            im.instrument_id[k] = locate
+            im.channel[k] = chan
+            im.tracking[k] = tracking
+            im.paired_shares[k] = 0
+            im.imbalance_shares[k] = 0
+            im.far_price[k] = UNDEF_PRICE
+            im.near_price[k] = UNDEF_PRICE
+            im.ref_price[k] = UNDEF_PRICE
+            im.min_price[k] = UNDEF_PRICE
+            im.max_price[k] = UNDEF_PRICE
+            im.lower_collar[k] = UNDEF_PRICE
+            im.upper_collar[k] = UNDEF_PRICE
+            im.near_exec_time[k] = 0
+            im.msg_type[k] = t
+            im.imbalance_direction[k] = 0
+            im.cross_type[k] = 0
+            im.price_variation[k] = 0
+            im.interest_flag[k] = 0
+            im.open_eligibility[k] = 0
             if t == 73:  # I
-                r.paired_shares = be64(buf, p + O_I_PAIRED)
-                r.imbalance_shares = be64(buf, p + O_I_IMB)
-                r.far_price = np.int64(be32(buf, p + O_I_FAR)) * P4
-                r.near_price = np.int64(be32(buf, p + O_I_NEAR)) * P4
-                r.ref_price = np.int64(be32(buf, p + O_I_REF)) * P4
-                imb_b[ki, IM_TYPE + 1] = buf[p + O_I_DIR]
-                imb_b[ki, IM_TYPE + 2] = buf[p + O_I_CROSS]
-                imb_b[ki, IM_TYPE + 3] = buf[p + O_I_PVI]
+                im.paired_shares[k] = be64(buf, p + O_I_PAIRED)
+                im.imbalance_shares[k] = be64(buf, p + O_I_IMB)
+                im.far_price[k] = np.int64(be32(buf, p + O_I_FAR)) * P4
+                im.near_price[k] = np.int64(be32(buf, p + O_I_NEAR)) * P4
+                im.ref_price[k] = np.int64(be32(buf, p + O_I_REF)) * P4
+                im.imbalance_direction[k] = buf[p + O_I_DIR]
+                im.cross_type[k] = buf[p + O_I_CROSS]
+                im.price_variation[k] = buf[p + O_I_PVI]
             elif t == 78:  # N
-                imb_b[ki, IM_TYPE + 4] = buf[p + O_N_FLAG]
+                im.interest_flag[k] = buf[p + O_N_FLAG]
             else:  # O
-                imb_b[ki, IM_TYPE + 5] = buf[p + O_O_ELIG]
-                r.min_price = np.int64(be32(buf, p + O_O_MIN)) * P4
-                r.max_price = np.int64(be32(buf, p + O_O_MAX)) * P4
-                r.near_price = np.int64(be32(buf, p + O_O_NEARP)) * P4
-                r.near_exec_time = be64(buf, p + O_O_NEART)
-                r.lower_collar = np.int64(be32(buf, p + O_O_LO)) * P4
-                r.upper_collar = np.int64(be32(buf, p + O_O_UP)) * P4
+                im.open_eligibility[k] = buf[p + O_O_ELIG]
+                im.min_price[k] = np.int64(be32(buf, p + O_O_MIN)) * P4
+                im.max_price[k] = np.int64(be32(buf, p + O_O_MAX)) * P4
+                im.near_price[k] = np.int64(be32(buf, p + O_O_NEARP)) * P4
+                im.near_exec_time[k] = be64(buf, p + O_O_NEART)
+                im.lower_collar[k] = np.int64(be32(buf, p + O_O_LO)) * P4
+                im.upper_collar[k] = np.int64(be32(buf, p + O_O_UP)) * P4
             ki += 1
     return km, kd, ks, ki
 
@@ -461,6 +458,3 @@ def gather_rows(buf, offsets, types, letter, length, out):
     return k
 
 
-def byte_view(records: np.ndarray) -> np.ndarray:
-    """A writable ``uint8`` (rows, itemsize) view of a record array."""
-    return records.view(np.uint8).reshape(records.shape[0], records.dtype.itemsize)

@@ -1,6 +1,6 @@
 """A compiled order map: order reference -> (price, side, remaining shares, instrument).
 
-Open addressing with linear probing and backward-shift deletion over parallel NumPy arrays, so
+Open addressing with linear probing and tombstone deletion over parallel NumPy arrays, so
 numba code can use it in the hot loop (no Python or typed dict). ITCH order references are
 day-unique and increase with time, so the slot is taken from the reference's low bits: orders
 added together sit together, and executions of recent orders hit warm cache lines.
@@ -18,7 +18,12 @@ import numpy as np
 
 from normalize import records as R
 
-EMPTY = np.uint64(0)   # order reference 0 is never a live order
+#: One slot of the map: 32 bytes, so a lookup touches one cache line.
+SLOT = np.dtype([("key", "<u8"), ("price", "<i8"), ("remaining", "<u8"), ("inst", "<u4"),
+                 ("side", "u1"), ("_pad", "u1", (3,))])
+
+EMPTY = np.uint64(0)                       # order reference 0 is never a live order
+TOMB = np.uint64(0xFFFFFFFFFFFFFFFF)       # a deleted slot (never a valid reference either)
 
 
 @numba.njit(inline="always")
@@ -28,6 +33,7 @@ def _slot(key, mask):
 
 @numba.njit(inline="always")
 def find(keys, key):
+    """Slot of ``key``, or -1."""
     mask = keys.shape[0] - 1
     i = _slot(key, mask)
     while True:
@@ -41,167 +47,171 @@ def find(keys, key):
 
 @numba.njit(inline="always")
 def insert_slot(keys, key):
-    """Slot for ``key``: its own if present, else the empty one where it goes."""
+    """Slot for ``key``: its own if present, else the first free (deleted or empty) one."""
     mask = keys.shape[0] - 1
     i = _slot(key, mask)
+    free = -1
     while True:
         k = keys[i]
-        if k == key or k == EMPTY:
+        if k == key:
             return i
+        if k == EMPTY:
+            return i if free < 0 else free
+        if k == TOMB and free < 0:
+            free = i
         i = (i + 1) & mask
 
 
 @numba.njit(inline="always")
-def remove(keys, price, remaining, side, inst, i):
-    """Delete slot ``i`` and shift later members of its cluster back (no tombstones)."""
+def remove(keys, i):
+    """Delete slot ``i``: a tombstone, unless the next slot is empty (then nothing follows).
+
+    Returns 1 when the slot became empty (one fewer used slot), else 0.
+    """
     mask = keys.shape[0] - 1
-    j = i
-    while True:
-        j = (j + 1) & mask
-        k = keys[j]
-        if k == EMPTY:
-            break
-        home = _slot(k, mask)
-        # move k into the hole at i when its home is not in the cyclic range (i, j]
-        if (j > i and (home <= i or home > j)) or (j < i and (home <= i and home > j)):
-            keys[i] = k
-            price[i] = price[j]
-            remaining[i] = remaining[j]
-            side[i] = side[j]
-            inst[i] = inst[j]
-            i = j
-    keys[i] = EMPTY
+    if keys[(i + 1) & mask] == EMPTY:
+        keys[i] = EMPTY
+        return 1
+    keys[i] = TOMB
+    return 0
+
+
+@numba.njit(inline="always")
+def _trade(m, i, tr, k, kind):
+    tr.ts_event[k] = m.ts_event[i]
+    tr.ts_recv[k] = m.ts_recv[i]
+    tr.sequence[k] = m.sequence[i]
+    tr.match_id[k] = m.match_id[i]
+    tr.order_id[k] = m.order_id[i]
+    tr.price[k] = m.price[i]
+    tr.size[k] = m.size[i]
+    tr.instrument_id[k] = m.instrument_id[i]
+    tr.channel[k] = m.channel[i]
+    tr.kind[k] = kind
+    tr.side[k] = m.side[i]
+    tr.printable[k] = 1 if (m.flags[i] & R.F_PRINTABLE) != 0 else 0
+    tr.cross_type[k] = m.cross_type[i]
+
+
+@numba.njit(inline="always")
+def _put(slots, keys, key, px, size, sd, instrument):
+    """Insert or overwrite ``key``; returns (was_live, took_empty_slot)."""
+    s = insert_slot(keys, key)
+    k = keys[s]
+    was_live = k == key
+    took_empty = k == EMPTY
+    keys[s] = key
+    slots[s].price = px
+    slots[s].remaining = size
+    slots[s].side = sd
+    slots[s].inst = instrument
+    return was_live, took_empty
 
 
 @numba.njit(cache=True, nogil=True)
-def resolve(mbo, start, keys, price, remaining, side, inst, count, trades, n_trades):
-    """Apply ``mbo[start:]`` to the map; resolve prices and sides; append ``trades``.
+def resolve(m, start, slots, keys, count, used, tr, n_trades):
+    """Apply ``mbo`` columns ``m`` from row ``start`` to the map; resolve; append trades.
 
-    Returns ``(next_row, count, n_trades, n_unknown)``. ``next_row < len(mbo)`` means the map
-    needs to grow before row ``next_row`` can be applied (the caller grows it and calls again).
+    ``slots`` is the :data:`SLOT` array and ``keys`` a ``uint64`` view of its ``key`` column;
+    ``count`` is the number of live orders, ``used`` live plus deleted slots; ``tr`` the
+    ``trades`` columns. Returns ``(next_row, count, used, n_trades, n_unknown)``;
+    ``next_row < len`` means the map must be rebuilt (grown or cleaned of deleted slots)
+    before row ``next_row`` can be applied.
     """
     cap = keys.shape[0]
+    n = m.action.shape[0]
     n_unknown = 0
-    for i in range(start, mbo.shape[0]):
-        r = mbo[i]
-        a = r.action
+    for i in range(start, n):
+        a = m.action[i]
         if a == R.ACTION_ADD or a == R.ACTION_REPLACE:
-            if 2 * (count + 1) > cap:
-                return i, count, n_trades, n_unknown
+            if 2 * (used + 2) > cap:
+                return i, count, used, n_trades, n_unknown
         if a == R.ACTION_ADD:
-            s = insert_slot(keys, r.order_id)
-            if keys[s] == r.order_id:
-                r.flags |= R.F_BAD       # the reference is already live: replaced
+            was_live, took_empty = _put(slots, keys, m.order_id[i], m.price[i], m.size[i],
+                                        m.side[i], m.instrument_id[i])
+            if was_live:
+                m.flags[i] |= R.F_BAD          # the reference was already live: overwritten
             else:
                 count += 1
-            keys[s] = r.order_id
-            price[s] = r.price
-            remaining[s] = r.size
-            side[s] = r.side
-            inst[s] = r.instrument_id
+                used += took_empty
             continue
-        if a == R.ACTION_TRADE or a == R.ACTION_CROSS or a == R.ACTION_BROKEN:
-            t = trades[n_trades]
-            t.ts_event = r.ts_event
-            t.ts_recv = r.ts_recv
-            t.sequence = r.sequence
-            t.match_id = r.match_id
-            t.order_id = r.order_id
-            t.price = r.price
-            t.size = r.size
-            t.instrument_id = r.instrument_id
-            t.channel = r.channel
-            t.kind = 80 if a == R.ACTION_TRADE else (81 if a == R.ACTION_CROSS else 66)
-            t.side = r.side
-            t.printable = 1 if (r.flags & R.F_PRINTABLE) != 0 else 0
-            t.cross_type = r.cross_type
+        if a == R.ACTION_TRADE:
+            _trade(m, i, tr, n_trades, 80)
             n_trades += 1
             continue
-        # E (E/C), C (X), D, U: the order must be live
-        s = find(keys, r.order_id)
+        if a == R.ACTION_CROSS:
+            _trade(m, i, tr, n_trades, 81)
+            n_trades += 1
+            continue
+        if a == R.ACTION_BROKEN:
+            _trade(m, i, tr, n_trades, 66)
+            n_trades += 1
+            continue
+        if a == R.ACTION_CLEAR:
+            continue
+        # execute, cancel, delete, replace: the order should be live
+        s = find(keys, m.order_id[i])
         if s < 0:
-            r.flags |= R.F_UNKNOWN_ORDER
+            m.flags[i] |= R.F_UNKNOWN_ORDER
             n_unknown += 1
-        else:
-            r.side = side[s]
-            r.flags |= R.F_RESOLVED
-        if a == R.ACTION_EXECUTE:
-            if s >= 0 and (r.flags & R.F_WITH_PRICE) == 0:
-                r.price = price[s]
-            t = trades[n_trades]
-            t.ts_event = r.ts_event
-            t.ts_recv = r.ts_recv
-            t.sequence = r.sequence
-            t.match_id = r.match_id
-            t.order_id = r.order_id
-            t.price = r.price
-            t.size = r.size
-            t.instrument_id = r.instrument_id
-            t.channel = r.channel
-            t.kind = 67 if (r.flags & R.F_WITH_PRICE) != 0 else 69
-            t.side = r.side
-            t.printable = 1 if (r.flags & R.F_PRINTABLE) != 0 else 0
-            t.cross_type = 0
-            n_trades += 1
-        elif a == R.ACTION_CANCEL or a == R.ACTION_DELETE:
-            if s >= 0:
-                r.price = price[s]
-        if s < 0:
-            if a == R.ACTION_REPLACE:
+            if a == R.ACTION_EXECUTE:
+                _trade(m, i, tr, n_trades, 67 if (m.flags[i] & R.F_WITH_PRICE) != 0 else 69)
+                n_trades += 1
+            elif a == R.ACTION_REPLACE:
                 # the new order is still well defined except for its side
-                s2 = insert_slot(keys, r.new_order_id)
-                if keys[s2] != r.new_order_id:
+                was_live, took_empty = _put(slots, keys, m.new_order_id[i], m.price[i], m.size[i],
+                                            R.SIDE_NONE, m.instrument_id[i])
+                if not was_live:
                     count += 1
-                keys[s2] = r.new_order_id
-                price[s2] = r.price
-                remaining[s2] = r.size
-                side[s2] = R.SIDE_NONE
-                inst[s2] = r.instrument_id
+                    used += took_empty
             continue
-        if a == R.ACTION_DELETE:
-            r.size = remaining[s]
-            remove(keys, price, remaining, side, inst, s)
+        m.side[i] = slots[s].side
+        m.flags[i] |= R.F_RESOLVED
+        if a == R.ACTION_REPLACE:
+            sd = slots[s].side
+            used -= remove(keys, s)
             count -= 1
-        elif a == R.ACTION_REPLACE:
-            sd = side[s]
-            remove(keys, price, remaining, side, inst, s)
-            count -= 1
-            s2 = insert_slot(keys, r.new_order_id)
-            if keys[s2] == r.new_order_id:
-                r.flags |= R.F_BAD
+            was_live, took_empty = _put(slots, keys, m.new_order_id[i], m.price[i], m.size[i],
+                                        sd, m.instrument_id[i])
+            if was_live:
+                m.flags[i] |= R.F_BAD
             else:
                 count += 1
-            keys[s2] = r.new_order_id
-            price[s2] = r.price
-            remaining[s2] = r.size
-            side[s2] = sd
-            inst[s2] = r.instrument_id
-        else:  # execute or partial cancel
-            rem = remaining[s]
-            if r.size > rem:
-                r.flags |= R.F_BAD
-                rem = 0
-            else:
-                rem -= r.size
-            if rem == 0:
-                remove(keys, price, remaining, side, inst, s)
-                count -= 1
-            else:
-                remaining[s] = rem
-    return mbo.shape[0], count, n_trades, n_unknown
+                used += took_empty
+            continue
+        if a != R.ACTION_EXECUTE or (m.flags[i] & R.F_WITH_PRICE) == 0:
+            m.price[i] = slots[s].price
+        if a == R.ACTION_DELETE:
+            m.size[i] = slots[s].remaining
+            used -= remove(keys, s)
+            count -= 1
+            continue
+        # execute or partial cancel
+        rem = slots[s].remaining
+        q = m.size[i]
+        if q > rem:
+            m.flags[i] |= R.F_BAD
+            rem = np.uint64(0)
+        else:
+            rem -= q
+        if a == R.ACTION_EXECUTE:
+            _trade(m, i, tr, n_trades, 67 if (m.flags[i] & R.F_WITH_PRICE) != 0 else 69)
+            n_trades += 1
+        if rem == 0:
+            used -= remove(keys, s)
+            count -= 1
+        else:
+            slots[s].remaining = rem
+    return n, count, used, n_trades, n_unknown
 
 
 @numba.njit(cache=True)
-def _rehash(keys, price, remaining, side, inst, nkeys, nprice, nremaining, nside, ninst):
+def _rehash(slots, keys, nslots, nkeys):
     for i in range(keys.shape[0]):
         k = keys[i]
-        if k != EMPTY:
+        if k != EMPTY and k != TOMB:
             s = insert_slot(nkeys, k)
-            nkeys[s] = k
-            nprice[s] = price[i]
-            nremaining[s] = remaining[i]
-            nside[s] = side[i]
-            ninst[s] = inst[i]
+            nslots[s] = slots[i]
 
 
 class OrderMap:
@@ -214,45 +224,47 @@ class OrderMap:
         cap = 1 << max(4, int(capacity - 1).bit_length())
         self._alloc(cap)
         self.count = 0
+        self.used = 0
         self.unknown = 0
 
     def _alloc(self, cap: int) -> None:
-        self.keys = np.zeros(cap, np.uint64)
-        self.price = np.zeros(cap, np.int64)
-        self.remaining = np.zeros(cap, np.uint64)
-        self.side = np.zeros(cap, np.uint8)
-        self.inst = np.zeros(cap, np.uint32)
+        self.slots = np.zeros(cap, SLOT)
+        self.keys = self.slots.view(np.uint64).reshape(cap, SLOT.itemsize // 8)[:, 0]
 
     def __len__(self) -> int:
         return self.count
 
-    def grow(self) -> None:
-        old = (self.keys, self.price, self.remaining, self.side, self.inst)
-        self._alloc(self.keys.shape[0] * 2)
-        _rehash(*old, self.keys, self.price, self.remaining, self.side, self.inst)
+    def rebuild(self) -> None:
+        """Drop deleted slots; double the capacity when live orders fill a quarter of it."""
+        old = (self.slots, self.keys)
+        cap = self.keys.shape[0]
+        self._alloc(cap * 2 if 4 * (self.count + 1) > cap else cap)
+        _rehash(*old, self.slots, self.keys)
+        self.used = self.count
 
-    def apply(self, mbo: np.ndarray, trades: np.ndarray) -> int:
-        """Resolve ``mbo`` in place and write its trades; returns the number of trades.
+    def apply(self, mbo, trades) -> int:
+        """Resolve ``mbo`` columns in place and write their trades; returns the trade count.
 
-        ``trades`` needs room for every E/C/P/Q/B event in ``mbo``.
+        ``trades`` (columns) needs room for every E/C/P/Q/B event in ``mbo``.
         """
         start, n_trades = 0, 0
+        n = mbo.action.shape[0]
         while True:
-            start, self.count, n_trades, unk = resolve(
-                mbo, start, self.keys, self.price, self.remaining, self.side, self.inst,
-                self.count, trades, n_trades)
+            start, self.count, self.used, n_trades, unk = resolve(
+                mbo, start, self.slots, self.keys, self.count, self.used, trades, n_trades)
             self.unknown += unk
-            if start >= mbo.shape[0]:
+            if start >= n:
                 return n_trades
-            self.grow()
+            self.rebuild()
 
     def live_orders(self) -> np.ndarray:
         """The live orders as a structured array (order_id, price, remaining, side, instrument_id)."""
-        m = self.keys != EMPTY
+        m = (self.keys != EMPTY) & (self.keys != TOMB)
         out = np.empty(int(m.sum()), dtype=[("order_id", "<u8"), ("price", "<i8"),
                                              ("remaining", "<u8"), ("side", "u1"),
                                              ("instrument_id", "<u4")])
-        out["order_id"], out["price"], out["remaining"] = self.keys[m], self.price[m], self.remaining[m]
-        out["side"], out["instrument_id"] = self.side[m], self.inst[m]
+        live = self.slots[m]
+        out["order_id"], out["price"], out["remaining"] = live["key"], live["price"], live["remaining"]
+        out["side"], out["instrument_id"] = live["side"], live["inst"]
         order = np.argsort(out["order_id"], kind="stable")
         return out[order]

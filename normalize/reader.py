@@ -93,33 +93,36 @@ class SessionDecoder:
         self.next_sequence = 1
 
     def decode(self, buf: np.ndarray, offsets: np.ndarray, counts: np.ndarray,
-               index: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Normalize the messages at ``offsets`` (``index``: per-message metadata, or None)."""
+               index: np.ndarray | None = None) -> dict:
+        """Normalize the messages at ``offsets`` (``index``: per-message metadata, or None).
+
+        Returns the columns (:data:`normalize.records.COLUMNS`) of each schema.
+        """
         n_mbo = int(counts[_MBO_TYPES].sum())
         n_def = int(counts[ord("R")])
         n_st = int(counts[_STATUS_TYPES].sum())
         n_imb = int(counts[_IMB_TYPES].sum())
-        mbo = np.empty(n_mbo, R.MBO)
-        defs = np.zeros(n_def, R.DEFINITIONS)
-        st = np.zeros(n_st, R.STATUS)
-        imb = np.zeros(n_imb, R.IMBALANCE)
+        mbo = R.alloc_columns("mbo", n_mbo)
+        defs = R.alloc_columns("definitions", n_def)
+        st = R.alloc_columns("status", n_st)
+        imb = R.alloc_columns("imbalance", n_imb)
         idx = index if index is not None else np.empty(0, D.MSG_INDEX)
         c = self.clock
         got = D.decode_messages(
             buf, offsets, idx, self.next_sequence, self.channel, c.local_midnight_ns, c.switch_ns,
-            c.offset_before, c.offset_after, mbo, D.byte_view(mbo), defs, D.byte_view(defs),
-            st, D.byte_view(st), imb, D.byte_view(imb))
+            c.offset_before, c.offset_after, mbo, defs, st, imb)
         assert got == (n_mbo, n_def, n_st, n_imb), (got, (n_mbo, n_def, n_st, n_imb))
         if index is None:
             self.next_sequence += offsets.shape[0]
-        trades = np.zeros(int(counts[_TRADE_TYPES].sum()), R.TRADES)
+        trades = R.alloc_columns("trades", int(counts[_TRADE_TYPES].sum()))
         n_tr = self.orders.apply(mbo, trades)
-        return {"mbo": mbo, "trades": trades[:n_tr], "definitions": defs, "status": st,
-                "imbalance": imb}
+        return {"mbo": mbo, "trades": R.slice_columns(trades, n_tr), "definitions": defs,
+                "status": st, "imbalance": imb}
 
 
-def to_batches(records: dict[str, np.ndarray]) -> dict[str, pa.RecordBatch]:
-    return {k: R.to_arrow(k, records[k]) for k in SCHEMA_KEYS}
+def to_batches(columns: dict) -> dict[str, pa.RecordBatch]:
+    """Wrap decoded columns as Arrow RecordBatches (no copy of the data)."""
+    return {k: R.columns_to_arrow(k, columns[k]) for k in SCHEMA_KEYS}
 
 
 # ---------------------------------------------------------------------------------------------

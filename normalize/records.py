@@ -18,6 +18,8 @@ Conventions (see docs/records.md):
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 import pyarrow as pa
 
@@ -245,6 +247,96 @@ def from_arrow(schema: str, table: pa.Table | pa.RecordBatch) -> np.ndarray:
         else:
             out[name] = col.to_numpy(zero_copy_only=False)
     return out
+
+
+# -- columns: the same records, one array per field (what the compiled decoders write) ---------
+
+def _column_names(dt: np.dtype) -> tuple[str, ...]:
+    return tuple(n for n in dt.names if not n.startswith("_"))
+
+
+#: A namedtuple class per schema, fields in declaration order (padding dropped). Compiled code
+#: takes an instance as one argument and writes ``cols.price[i]``. Alpha fields are ``uint8``
+#: arrays: shape ``(n,)`` for 1-byte codes, ``(n, k)`` for k-byte fields.
+COLUMNS = {name: namedtuple(f"{name.capitalize()}Columns", _column_names(dt))
+           for name, dt in SCHEMAS.items()}
+
+
+def _col_dtype(dt: np.dtype) -> tuple[np.dtype, tuple[int, ...]]:
+    if dt.kind == "S":
+        return np.dtype(np.uint8), (() if dt.itemsize == 1 else (dt.itemsize,))
+    return dt, ()
+
+
+def alloc_columns(schema: str, n: int, *, zero: bool = False):
+    """Column arrays for ``n`` records of ``schema`` (uninitialised unless ``zero``)."""
+    dt = SCHEMAS[schema]
+    make = np.zeros if zero else np.empty
+    cols = []
+    for name in COLUMNS[schema]._fields:
+        cdt, extra = _col_dtype(dt.fields[name][0])
+        cols.append(make((n,) + extra, cdt))
+    return COLUMNS[schema](*cols)
+
+
+def slice_columns(cols, stop: int):
+    return type(cols)(*(c[:stop] for c in cols))
+
+
+def concat_columns(parts: list):
+    return type(parts[0])(*(np.concatenate(cs) for cs in zip(*parts)))
+
+
+def columns_len(cols) -> int:
+    return cols[0].shape[0]
+
+
+def columns_to_arrow(schema: str, cols) -> pa.RecordBatch:
+    """Wrap column arrays as an Arrow RecordBatch without copying the data buffers.
+
+    The arrays must stay alive and unmodified while the batch is used (Arrow keeps a
+    reference to them through the buffers).
+    """
+    sch = arrow_schema(schema)
+    n = columns_len(cols)
+    arrays = []
+    for f, col in zip(sch, cols):
+        col = np.ascontiguousarray(col)
+        if f.name.startswith("ts_"):
+            undef = col == UNDEF_TIMESTAMP
+            valid = None
+            nulls = int(np.count_nonzero(undef))
+            if nulls:
+                valid = pa.py_buffer(np.packbits(~undef, bitorder="little"))
+            arrays.append(pa.Array.from_buffers(f.type, n, [valid, pa.py_buffer(col)], null_count=nulls))
+        elif pa.types.is_fixed_size_binary(f.type):
+            arrays.append(pa.Array.from_buffers(f.type, n, [None, pa.py_buffer(col)]))
+        else:
+            arrays.append(pa.Array.from_buffers(f.type, n, [None, pa.py_buffer(col)]))
+    return pa.RecordBatch.from_arrays(arrays, schema=sch)
+
+
+def columns_to_records(schema: str, cols) -> np.ndarray:
+    """Columns to the fixed-width record layout (for the bus and other record consumers)."""
+    dt = SCHEMAS[schema]
+    out = np.zeros(columns_len(cols), dt)
+    for name, col in zip(COLUMNS[schema]._fields, cols):
+        fdt = dt.fields[name][0]
+        out[name] = col.reshape(col.shape[0], -1).view(fdt).reshape(-1) if fdt.kind == "S" else col
+    return out
+
+
+def records_to_columns(schema: str, records: np.ndarray):
+    """Fixed-width records to columns (the inverse of :func:`columns_to_records`)."""
+    cols = []
+    for name in COLUMNS[schema]._fields:
+        v = np.ascontiguousarray(records[name])
+        if v.dtype.kind == "S":
+            v = v.view(np.uint8).reshape(v.shape[0], v.dtype.itemsize)
+            if v.shape[1] == 1:
+                v = v.reshape(-1)
+        cols.append(v)
+    return COLUMNS[schema](*cols)
 
 
 def empty_table(schema: str) -> pa.Table:
