@@ -260,6 +260,12 @@ def _column_names(dt: np.dtype) -> tuple[str, ...]:
 #: arrays: shape ``(n,)`` for 1-byte codes, ``(n, k)`` for k-byte fields.
 COLUMNS = {name: namedtuple(f"{name.capitalize()}Columns", _column_names(dt))
            for name, dt in SCHEMAS.items()}
+# module-level names, so the classes pickle by reference (numba's on-disk cache needs that)
+MboColumns = COLUMNS["mbo"]
+TradesColumns = COLUMNS["trades"]
+DefinitionsColumns = COLUMNS["definitions"]
+StatusColumns = COLUMNS["status"]
+ImbalanceColumns = COLUMNS["imbalance"]
 
 
 def _col_dtype(dt: np.dtype) -> tuple[np.dtype, tuple[int, ...]]:
