@@ -1,0 +1,56 @@
+"""The tickpipe command line, run as a user would (a subprocess where it matters)."""
+
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+
+import normalize
+from ingest.simulator import write_binaryfile
+from tickpipe.cli import main
+
+
+def _session(tmp_path, n=20_000, name="03152024.NASDAQ_ITCH50"):
+    path = tmp_path / name
+    write_binaryfile(path, n, 20, seed=3, date="2024-03-15")
+    return path
+
+
+def test_inspect_prints_counts_by_type_instruments_and_time_range(tmp_path, capsys):
+    path = _session(tmp_path)
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    raw = normalize.read_itch_raw(path)
+    assert f"{len(raw['A']):,}" in out and "add_order" in out
+    assert "20 locates seen" in out
+    assert "09:30:00" in out or "03:00:00" in out
+    assert f"{path.stat().st_size:,}" in out
+
+
+def test_decode_writes_parquet_per_schema_equal_to_read_itch(tmp_path, capsys):
+    path = _session(tmp_path)
+    out = tmp_path / "out"
+    assert main(["decode", str(path), "--out", str(out)]) == 0
+    want = normalize.read_itch(path)
+    for key, table in want.items():
+        got = pq.read_table(out / f"{key}.parquet")
+        assert got.equals(table), key
+    assert "decoded" in capsys.readouterr().out
+
+
+def test_decode_of_a_truncated_file_exits_2_naming_the_offset(tmp_path):
+    path = _session(tmp_path)
+    data = path.read_bytes()
+    bad = tmp_path / "03152024.NASDAQ_ITCH50.cut"
+    bad.write_bytes(data[:-5])
+    r = subprocess.run([sys.executable, "-m", "tickpipe.cli", "decode", str(bad), "--out",
+                        str(tmp_path / "o"), "--date", "2024-03-15"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "byte offset" in r.stderr and str(bad) in r.stderr
+
+
+def test_decode_without_a_date_says_which_is_missing(tmp_path, capsys):
+    path = _session(tmp_path, name="session.itch")
+    assert main(["decode", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "session date is missing" in err and "session.itch" in err
