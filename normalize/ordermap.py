@@ -1,9 +1,10 @@
 """A compiled order map: order reference -> (price, side, remaining shares, instrument).
 
-Open addressing with linear probing and tombstone deletion over parallel NumPy arrays, so
-numba code can use it in the hot loop (no Python or typed dict). ITCH order references are
-day-unique and increase with time, so the slot is taken from the reference's low bits: orders
-added together sit together, and executions of recent orders hit warm cache lines.
+Open addressing with linear probing and tombstone deletion over one NumPy array of 32-byte
+slots (a lookup touches one cache line), so numba code can use it in the hot loop (no Python
+or typed dict). ITCH order references are day-unique and sequential; taking the slot from
+their low bits would pack live orders and tombstones into one long probe cluster, so the slot
+comes from a multiplicative (Fibonacci) hash instead.
 
 :class:`OrderMap` holds the arrays between batches (streaming) and grows them when the load
 passes one half. :func:`resolve` walks decoded ``mbo`` records in order, keeps the map in step
@@ -26,9 +27,14 @@ EMPTY = np.uint64(0)                       # order reference 0 is never a live o
 TOMB = np.uint64(0xFFFFFFFFFFFFFFFF)       # a deleted slot (never a valid reference either)
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
 @numba.njit(inline="always")
 def _slot(key, mask):
-    return np.int64((key ^ (key >> np.uint64(32))) & np.uint64(mask))
+    # Fibonacci hashing: the product's high half is well mixed, so sequential references
+    # spread over the table instead of forming one long probe cluster
+    return np.int64(((key * _GOLDEN) >> np.uint64(32)) & np.uint64(mask))
 
 
 @numba.njit(inline="always")

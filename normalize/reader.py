@@ -86,10 +86,12 @@ class SessionDecoder:
     across batches. Not thread-safe.
     """
 
-    def __init__(self, clock: SessionClock, *, channel: int = 0, order_map: OrderMap | None = None):
+    def __init__(self, clock: SessionClock, *, channel: int = 0, order_map: OrderMap | None = None,
+                 resolve: bool = True):
         self.clock = clock
         self.channel = channel
         self.orders = order_map if order_map is not None else OrderMap()
+        self.resolve = resolve
         self.next_sequence = 1
 
     def decode(self, buf: np.ndarray, offsets: np.ndarray, counts: np.ndarray,
@@ -115,7 +117,7 @@ class SessionDecoder:
         if index is None:
             self.next_sequence += offsets.shape[0]
         trades = R.alloc_columns("trades", int(counts[_TRADE_TYPES].sum()))
-        n_tr = self.orders.apply(mbo, trades)
+        n_tr = self.orders.apply(mbo, trades) if self.resolve else 0
         return {"mbo": mbo, "trades": R.slice_columns(trades, n_tr), "definitions": defs,
                 "status": st, "imbalance": imb}
 
@@ -315,7 +317,7 @@ def framed_batches(path_or_buffer, *, batch_size=DEFAULT_BATCH, chunk_bytes=DEFA
 # public API
 
 def iter_itch(path_or_buffer, *, date, batch_size: int = DEFAULT_BATCH, errors: str = "raise",
-              chunk_bytes: int = DEFAULT_CHUNK, channel: int = 0,
+              chunk_bytes: int = DEFAULT_CHUNK, channel: int = 0, resolve: bool = True,
               stats: DecodeStats | None = None) -> Iterator[dict[str, pa.RecordBatch]]:
     """Stream an ITCH 5.0 source as dicts of Arrow RecordBatches.
 
@@ -323,10 +325,15 @@ def iter_itch(path_or_buffer, *, date, batch_size: int = DEFAULT_BATCH, errors: 
     holds the records of at most ``batch_size`` consecutive messages. Memory stays bounded by
     ``chunk_bytes`` and ``batch_size`` for BinaryFILE sources. Batches decoded before a fault are
     yielded before the :class:`~tickpipe.errors.DecodeError` is raised.
+
+    ``resolve=True`` (the default) runs the order map: executions, cancels and deletes get the
+    price and side of their order, and ``trades`` is filled. ``resolve=False`` skips it (faster;
+    ``trades`` stays empty and those prices stay ``UNDEF_PRICE``) for consumers that keep their
+    own books.
     """
     clock = resolve_date(path_or_buffer if isinstance(path_or_buffer, (str, os.PathLike)) else None, date)
     stats = stats if stats is not None else DecodeStats()
-    sess = SessionDecoder(clock, channel=channel)
+    sess = SessionDecoder(clock, channel=channel, resolve=resolve)
     try:
         for fb in framed_batches(path_or_buffer, batch_size=batch_size, chunk_bytes=chunk_bytes,
                                  errors=errors, stats=stats):
@@ -336,12 +343,12 @@ def iter_itch(path_or_buffer, *, date, batch_size: int = DEFAULT_BATCH, errors: 
 
 
 def read_itch(path, *, date=None, errors: str = "raise", batch_size: int = DEFAULT_BATCH,
-              stats: DecodeStats | None = None) -> dict[str, pa.Table]:
+              resolve: bool = True, stats: DecodeStats | None = None) -> dict[str, pa.Table]:
     """Decode a whole ITCH 5.0 file (BinaryFILE plain/.gz/.zst, pcap or pcapng) to Arrow tables.
 
     Returns a dict keyed ``"mbo"``, ``"trades"``, ``"definitions"``, ``"status"``,
     ``"imbalance"``. The session date comes from ``date`` or from NASDAQ's file name
-    (``MMDDYYYY.NASDAQ_ITCH50``). ``errors="skip"`` steps over bad messages and warns with
+    (``MMDDYYYY.NASDAQ_ITCH50``). ``resolve`` as in :func:`iter_itch`. ``errors="skip"`` steps over bad messages and warns with
     their count and offsets (also in ``stats``). On a :class:`~tickpipe.errors.DecodeError`
     the tables decoded before the fault are in the exception's ``partial`` attribute.
     """
@@ -354,7 +361,8 @@ def read_itch(path, *, date=None, errors: str = "raise", batch_size: int = DEFAU
         return {k: pa.Table.from_batches(parts[k], schema=R.arrow_schema(k)) for k in SCHEMA_KEYS}
 
     try:
-        for batches in iter_itch(path, date=date, batch_size=batch_size, errors=errors, stats=stats):
+        for batches in iter_itch(path, date=date, batch_size=batch_size, errors=errors,
+                                 resolve=resolve, stats=stats):
             for k in SCHEMA_KEYS:
                 if batches[k].num_rows:
                     parts[k].append(batches[k])
