@@ -40,6 +40,8 @@ def _slot(key, mask):
 @numba.njit(inline="always")
 def find(keys, key):
     """Slot of ``key``, or -1."""
+    if key == EMPTY or key == TOMB:
+        return -1
     mask = keys.shape[0] - 1
     i = _slot(key, mask)
     while True:
@@ -101,7 +103,13 @@ def _trade(m, i, tr, k, kind):
 
 @numba.njit(inline="always")
 def _put(slots, keys, key, px, size, sd, instrument):
-    """Insert or overwrite ``key``; returns (was_live, took_empty_slot)."""
+    """Insert or overwrite ``key``; returns (was_live, took_empty_slot).
+
+    The two reserved keys (0 and 2**64-1) cannot be stored: reported as already live, so the
+    caller flags the event F_BAD.
+    """
+    if key == EMPTY or key == TOMB:
+        return True, False
     s = insert_slot(keys, key)
     k = keys[s]
     was_live = k == key
@@ -167,7 +175,9 @@ def resolve(m, start, slots, keys, count, used, tr, n_trades):
                 # the new order is still well defined except for its side
                 was_live, took_empty = _put(slots, keys, m.new_order_id[i], m.price[i], m.size[i],
                                             R.SIDE_NONE, m.instrument_id[i])
-                if not was_live:
+                if was_live:
+                    m.flags[i] |= R.F_BAD
+                else:
                     count += 1
                     used += took_empty
             continue

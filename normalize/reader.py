@@ -100,6 +100,11 @@ class SessionDecoder:
 
         Returns the columns (:data:`normalize.records.COLUMNS`) of each schema.
         """
+        out = self.decode_unresolved(buf, offsets, counts, index)
+        return self.resolve_batch(out, counts)
+
+    def decode_unresolved(self, buf, offsets, counts, index=None) -> dict:
+        """First half of :meth:`decode`: the columns, before the order map has run."""
         n_mbo = int(counts[_MBO_TYPES].sum())
         n_def = int(counts[ord("R")])
         n_st = int(counts[_STATUS_TYPES].sum())
@@ -116,10 +121,14 @@ class SessionDecoder:
         assert got == (n_mbo, n_def, n_st, n_imb), (got, (n_mbo, n_def, n_st, n_imb))
         if index is None:
             self.next_sequence += offsets.shape[0]
-        trades = R.alloc_columns("trades", int(counts[_TRADE_TYPES].sum()))
-        n_tr = self.orders.apply(mbo, trades) if self.resolve else 0
-        return {"mbo": mbo, "trades": R.slice_columns(trades, n_tr), "definitions": defs,
-                "status": st, "imbalance": imb}
+        return {"mbo": mbo, "trades": None, "definitions": defs, "status": st, "imbalance": imb}
+
+    def resolve_batch(self, out: dict, counts: np.ndarray) -> dict:
+        """Second half of :meth:`decode`: run the order map over a batch (in order!)."""
+        trades = R.alloc_columns("trades", int(counts[_TRADE_TYPES].sum()) if self.resolve else 0)
+        n_tr = self.orders.apply(out["mbo"], trades) if self.resolve else 0
+        out["trades"] = R.slice_columns(trades, n_tr)
+        return out
 
 
 def to_batches(columns: dict) -> dict[str, pa.RecordBatch]:
@@ -334,10 +343,31 @@ def iter_itch(path_or_buffer, *, date, batch_size: int = DEFAULT_BATCH, errors: 
     clock = resolve_date(path_or_buffer if isinstance(path_or_buffer, (str, os.PathLike)) else None, date)
     stats = stats if stats is not None else DecodeStats()
     sess = SessionDecoder(clock, channel=channel, resolve=resolve)
+    frames = framed_batches(path_or_buffer, batch_size=batch_size, chunk_bytes=chunk_bytes,
+                            errors=errors, stats=stats)
     try:
-        for fb in framed_batches(path_or_buffer, batch_size=batch_size, chunk_bytes=chunk_bytes,
-                                 errors=errors, stats=stats):
-            yield to_batches(sess.decode(fb.buf, fb.offsets, fb.counts, fb.index))
+        if not resolve or (os.cpu_count() or 1) < 2:
+            for fb in frames:
+                yield to_batches(sess.decode(fb.buf, fb.offsets, fb.counts, fb.index))
+            return
+        # two stages on two cores: the order map (compiled, GIL released) resolves batch k in a
+        # worker thread while this thread frames and decodes batch k+1; batches stay in order
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(1, thread_name_prefix="tickpipe-ordermap") as pool:
+            pending = None
+            try:
+                for fb in frames:
+                    cols = sess.decode_unresolved(fb.buf, fb.offsets, fb.counts, fb.index)
+                    nxt = pool.submit(sess.resolve_batch, cols, fb.counts)
+                    if pending is not None:
+                        yield to_batches(pending.result())
+                    pending = nxt
+            except DecodeError:
+                if pending is not None:      # deliver what was decoded before the fault
+                    yield to_batches(pending.result())
+                raise
+            if pending is not None:
+                yield to_batches(pending.result())
     finally:
         stats.unknown_orders = sess.orders.unknown
 

@@ -171,7 +171,8 @@ SCHEMAS: dict[str, np.dtype] = {
 }
 
 #: Columns that hold prices (1e-9 int64) and nanosecond timestamps, per schema.
-PRICE_COLUMNS = {name: tuple(f for f in dt.names if "price" in f or f.endswith("_collar"))
+PRICE_COLUMNS = {name: tuple(f for f in dt.names if dt.fields[f][0] == np.dtype("<i8")
+                             and ("price" in f or f.endswith("_collar")))
                  for name, dt in SCHEMAS.items()}
 TIME_COLUMNS = {name: tuple(f for f in dt.names if f.startswith("ts_")) for name, dt in SCHEMAS.items()}
 
