@@ -6,7 +6,7 @@ write straight into preallocated record arrays (no Python object per message).
 Two steps:
 
 1. *Framing* finds each message: :func:`frame_binaryfile` walks NASDAQ BinaryFILE length
-   prefixes; ``ingest.framing`` does the same for MoldUDP64 packets and pcap/pcapng captures and
+   prefixes; ``ingest.moldudp64`` and ``ingest.pcap`` do the same for MoldUDP64 packets and pcap/pcapng captures and
    produces a message index (:data:`MSG_INDEX`) with sequence numbers and receive times. Every
    length is checked against the type byte (:data:`normalize.itch_spec.MESSAGE_LENGTH`).
 2. *Decoding* (:func:`decode_messages`) reads each framed message and writes the normalized
