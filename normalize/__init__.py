@@ -5,12 +5,13 @@ Public API::
     read_itch(path, *, date=None, errors="raise") -> dict[str, pyarrow.Table]
     iter_itch(path_or_buffer, *, date, batch_size=...) -> Iterator[dict[str, pyarrow.RecordBatch]]
     read_itch_raw(path) -> dict[str, numpy.ndarray]
+    read_moldudp64(packets, *, date, ts_recv=None, channel=0) -> dict[str, pyarrow.Table]
     encode_itch(messages, ...) -> bytes
 
 Record layouts live in :mod:`normalize.records`, ITCH wire layouts in :mod:`normalize.itch_spec`.
 """
 
 from normalize.encode import encode_itch
-from normalize.reader import DecodeStats, iter_itch, read_itch, read_itch_raw
+from normalize.reader import DecodeStats, iter_itch, read_itch, read_itch_raw, read_moldudp64
 
-__all__ = ["read_itch", "iter_itch", "read_itch_raw", "encode_itch", "DecodeStats"]
+__all__ = ["read_itch", "iter_itch", "read_itch_raw", "read_moldudp64", "encode_itch", "DecodeStats"]

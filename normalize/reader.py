@@ -426,3 +426,27 @@ def read_itch_raw(path, *, errors: str = "raise", stats: DecodeStats | None = No
             D.gather_rows(fb.buf, fb.offsets, fb.types, ord(letter), wdt.itemsize, rows)
             parts.setdefault(letter, []).append(wire_to_raw(rows.reshape(-1).view(wdt), letter))
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def read_moldudp64(packets, *, date, ts_recv=None, channel=0, errors: str = "raise",
+                   order_map: OrderMap | None = None) -> dict[str, pa.Table]:
+    """Decode MoldUDP64 packets (a sequence of ``bytes``) to the normalized tables.
+
+    ``ts_recv`` (UTC ns; one value or one per packet) and ``channel`` (one value or one per
+    packet) label the records; sequence numbers come from the packet headers. Heartbeats and
+    end-of-session packets carry no messages. Pass the same ``order_map`` to successive calls
+    to keep live orders across them (live capture decodes packet batches this way).
+    """
+    from ingest.moldudp64 import frame_packets
+    clock = resolve_date(None, date)
+    lengths = np.fromiter((len(p) for p in packets), dtype=np.int64, count=len(packets))
+    offsets = np.zeros(len(packets), np.int64)
+    if len(packets):
+        np.cumsum(lengths[:-1], out=offsets[1:])
+    buf = np.frombuffer(b"".join(bytes(p) for p in packets), dtype=np.uint8)
+    fr = frame_packets(buf, offsets, lengths, ts_recv, channel, path="<packets>", errors=errors)
+    idx = fr.index
+    counts = np.bincount(idx["type"], minlength=256).astype(np.int64)
+    sess = SessionDecoder(clock, channel=0, order_map=order_map)
+    cols = sess.decode(buf, np.ascontiguousarray(idx["offset"]), counts, idx)
+    return {k: pa.Table.from_batches([b]) for k, b in to_batches(cols).items()}
