@@ -189,6 +189,17 @@ def _ts(b, p, clk_mid, clk_switch, clk_off0, clk_off1):
     return np.uint64(clk_mid + t - off)
 
 
+P8_MAX = np.uint64(R.UNDEF_PRICE // R.PRICE8_TO_NANO)
+
+
+@numba.njit(inline="always")
+def _p8(v):
+    """A Price(8) in 1e-9 units; one too large for int64 (over $922 million) is UNDEF_PRICE."""
+    if v > P8_MAX:
+        return UNDEF_PRICE
+    return np.int64(v) * P8
+
+
 @numba.njit(inline="always")
 def _copy(dst, row, b, p, n):
     for k in range(n):
@@ -211,10 +222,28 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
     ``channel`` as given) or one entry per message carrying sequence, receive time, channel and
     flags. ``m``, ``d``, ``st``, ``im`` are the ``mbo``, ``definitions``, ``status`` and
     ``imbalance`` columns (:data:`normalize.records.COLUMNS`), with room for every message of
-    their kind.
+    their kind. The ``mbo`` columns must come zeroed (fields a message does not carry are not
+    written), and without an index their ``ts_recv`` and ``channel`` are left to the caller
+    (one value for the whole batch).
 
     Returns ``(n_mbo, n_defs, n_status, n_imbalance)``.
     """
+    # unpack the column tuples once: indexing an array taken out of a tuple inside the loop
+    # would cost a reference-count update per access
+    (m_ts_event, m_ts_recv, m_sequence, m_order_id, m_new_order_id, m_match_id, m_price, m_size,
+     m_instrument_id, m_channel, m_tracking, m_action, m_side, m_flags, m_cross_type, m_mpid) = m
+    (d_ts_event, d_sequence, d_round_lot_size, d_etp_leverage_factor, d_instrument_id, d_channel,
+     d_symbol, d_market_category, d_financial_status, d_round_lots_only, d_issue_classification,
+     d_issue_subtype, d_authenticity, d_short_sale_threshold, d_ipo_flag, d_luld_tier, d_etp_flag,
+     d_inverse) = d
+    (st_ts_event, st_ts_recv, st_sequence, st_price_1, st_price_2, st_price_3, st_value,
+     st_instrument_id, st_channel, st_tracking, st_msg_type, st_code, st_code2, st_code3,
+     st_reason, st_mpid, st_symbol) = st
+    (im_ts_event, im_ts_recv, im_sequence, im_paired_shares, im_imbalance_shares, im_far_price,
+     im_near_price, im_ref_price, im_min_price, im_max_price, im_lower_collar, im_upper_collar,
+     im_near_exec_time, im_instrument_id, im_channel, im_tracking, im_msg_type,
+     im_imbalance_direction, im_cross_type, im_price_variation, im_interest_flag,
+     im_open_eligibility) = im
     n = offsets.shape[0]
     has_index = index.shape[0] == n and n > 0
     km = 0
@@ -240,207 +269,200 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
         tracking = be16(buf, p + O_TRACKING)
         if kind == KIND_MBO:
             k = km
-            m.ts_event[k] = ts
-            m.ts_recv[k] = ts_recv
-            m.sequence[k] = seq
-            m.instrument_id[k] = locate
-            m.channel[k] = chan
-            m.tracking[k] = tracking
-            m.new_order_id[k] = 0
-            m.match_id[k] = 0
-            m.cross_type[k] = 0
-            _zero(m.mpid, k, 4)
+            m_ts_event[k] = ts
+            m_sequence[k] = seq
+            m_instrument_id[k] = locate
+            m_tracking[k] = tracking
+            if has_index:
+                m_ts_recv[k] = ts_recv
+                m_channel[k] = chan
             flags = xflags
             if t == 65 or t == 70:  # A F
-                m.order_id[k] = be64(buf, p + O_REF)
-                m.action[k] = R.ACTION_ADD
-                m.side[k] = buf[p + O_A_SIDE]
-                m.size[k] = be32(buf, p + O_A_SHARES)
-                m.price[k] = np.int64(be32(buf, p + O_A_PRICE)) * P4
+                m_order_id[k] = be64(buf, p + O_REF)
+                m_action[k] = R.ACTION_ADD
+                m_side[k] = buf[p + O_A_SIDE]
+                m_size[k] = be32(buf, p + O_A_SHARES)
+                m_price[k] = np.int64(be32(buf, p + O_A_PRICE)) * P4
                 if t == 70:
                     flags |= R.F_MPID
-                    _copy(m.mpid, k, buf, p + O_F_MPID, 4)
+                    _copy(m_mpid, k, buf, p + O_F_MPID, 4)
             elif t == 69:  # E
-                m.order_id[k] = be64(buf, p + O_REF)
-                m.action[k] = R.ACTION_EXECUTE
-                m.side[k] = R.SIDE_NONE
-                m.size[k] = be32(buf, p + O_E_SHARES)
-                m.match_id[k] = be64(buf, p + O_E_MATCH)
-                m.price[k] = UNDEF_PRICE
+                m_order_id[k] = be64(buf, p + O_REF)
+                m_action[k] = R.ACTION_EXECUTE
+                m_side[k] = R.SIDE_NONE
+                m_size[k] = be32(buf, p + O_E_SHARES)
+                m_match_id[k] = be64(buf, p + O_E_MATCH)
+                m_price[k] = UNDEF_PRICE
                 flags |= R.F_PRINTABLE
             elif t == 67:  # C
-                m.order_id[k] = be64(buf, p + O_REF)
-                m.action[k] = R.ACTION_EXECUTE
-                m.side[k] = R.SIDE_NONE
-                m.size[k] = be32(buf, p + O_E_SHARES)
-                m.match_id[k] = be64(buf, p + O_E_MATCH)
-                m.price[k] = np.int64(be32(buf, p + O_C_PRICE)) * P4
+                m_order_id[k] = be64(buf, p + O_REF)
+                m_action[k] = R.ACTION_EXECUTE
+                m_side[k] = R.SIDE_NONE
+                m_size[k] = be32(buf, p + O_E_SHARES)
+                m_match_id[k] = be64(buf, p + O_E_MATCH)
+                m_price[k] = np.int64(be32(buf, p + O_C_PRICE)) * P4
                 flags |= R.F_WITH_PRICE
                 if buf[p + O_C_PRINTABLE] == 89:  # 'Y'
                     flags |= R.F_PRINTABLE
             elif t == 88:  # X
-                m.order_id[k] = be64(buf, p + O_REF)
-                m.action[k] = R.ACTION_CANCEL
-                m.side[k] = R.SIDE_NONE
-                m.size[k] = be32(buf, p + O_X_SHARES)
-                m.price[k] = UNDEF_PRICE
+                m_order_id[k] = be64(buf, p + O_REF)
+                m_action[k] = R.ACTION_CANCEL
+                m_side[k] = R.SIDE_NONE
+                m_size[k] = be32(buf, p + O_X_SHARES)
+                m_price[k] = UNDEF_PRICE
             elif t == 68:  # D
-                m.order_id[k] = be64(buf, p + O_REF)
-                m.action[k] = R.ACTION_DELETE
-                m.side[k] = R.SIDE_NONE
-                m.size[k] = 0
-                m.price[k] = UNDEF_PRICE
+                m_order_id[k] = be64(buf, p + O_REF)
+                m_action[k] = R.ACTION_DELETE
+                m_side[k] = R.SIDE_NONE
+                m_price[k] = UNDEF_PRICE
             elif t == 85:  # U
-                m.order_id[k] = be64(buf, p + O_REF)
-                m.new_order_id[k] = be64(buf, p + O_U_NEW)
-                m.action[k] = R.ACTION_REPLACE
-                m.side[k] = R.SIDE_NONE
-                m.size[k] = be32(buf, p + O_U_SHARES)
-                m.price[k] = np.int64(be32(buf, p + O_U_PRICE)) * P4
+                m_order_id[k] = be64(buf, p + O_REF)
+                m_new_order_id[k] = be64(buf, p + O_U_NEW)
+                m_action[k] = R.ACTION_REPLACE
+                m_side[k] = R.SIDE_NONE
+                m_size[k] = be32(buf, p + O_U_SHARES)
+                m_price[k] = np.int64(be32(buf, p + O_U_PRICE)) * P4
             elif t == 80:  # P
-                m.order_id[k] = be64(buf, p + O_REF)
-                m.action[k] = R.ACTION_TRADE
-                m.side[k] = buf[p + O_P_SIDE]
-                m.size[k] = be32(buf, p + O_P_SHARES)
-                m.price[k] = np.int64(be32(buf, p + O_P_PRICE)) * P4
-                m.match_id[k] = be64(buf, p + O_P_MATCH)
+                m_order_id[k] = be64(buf, p + O_REF)
+                m_action[k] = R.ACTION_TRADE
+                m_side[k] = buf[p + O_P_SIDE]
+                m_size[k] = be32(buf, p + O_P_SHARES)
+                m_price[k] = np.int64(be32(buf, p + O_P_PRICE)) * P4
+                m_match_id[k] = be64(buf, p + O_P_MATCH)
                 flags |= R.F_PRINTABLE
             elif t == 81:  # Q
-                m.order_id[k] = 0
-                m.action[k] = R.ACTION_CROSS
-                m.side[k] = R.SIDE_NONE
-                m.size[k] = be64(buf, p + O_Q_SHARES)
-                m.price[k] = np.int64(be32(buf, p + O_Q_PRICE)) * P4
-                m.match_id[k] = be64(buf, p + O_Q_MATCH)
-                m.cross_type[k] = buf[p + O_Q_CROSS]
+                m_action[k] = R.ACTION_CROSS
+                m_side[k] = R.SIDE_NONE
+                m_size[k] = be64(buf, p + O_Q_SHARES)
+                m_price[k] = np.int64(be32(buf, p + O_Q_PRICE)) * P4
+                m_match_id[k] = be64(buf, p + O_Q_MATCH)
+                m_cross_type[k] = buf[p + O_Q_CROSS]
                 flags |= R.F_PRINTABLE
             else:  # B
-                m.order_id[k] = 0
-                m.action[k] = R.ACTION_BROKEN
-                m.side[k] = R.SIDE_NONE
-                m.size[k] = 0
-                m.price[k] = UNDEF_PRICE
-                m.match_id[k] = be64(buf, p + O_B_MATCH)
-            m.flags[k] = flags
+                m_action[k] = R.ACTION_BROKEN
+                m_side[k] = R.SIDE_NONE
+                m_price[k] = UNDEF_PRICE
+                m_match_id[k] = be64(buf, p + O_B_MATCH)
+            m_flags[k] = flags
             km += 1
         elif kind == KIND_STATUS:
             k = ks
-            st.ts_event[k] = ts
-            st.ts_recv[k] = ts_recv
-            st.sequence[k] = seq
-            st.instrument_id[k] = locate
-            st.channel[k] = chan
-            st.tracking[k] = tracking
-            st.price_1[k] = UNDEF_PRICE
-            st.price_2[k] = UNDEF_PRICE
-            st.price_3[k] = UNDEF_PRICE
-            st.value[k] = 0
-            st.msg_type[k] = t
-            st.code[k] = 0
-            st.code2[k] = 0
-            st.code3[k] = 0
-            _zero(st.reason, k, 4)
-            _zero(st.mpid, k, 4)
-            _zero(st.symbol, k, 8)
+            st_ts_event[k] = ts
+            st_ts_recv[k] = ts_recv
+            st_sequence[k] = seq
+            st_instrument_id[k] = locate
+            st_channel[k] = chan
+            st_tracking[k] = tracking
+            st_price_1[k] = UNDEF_PRICE
+            st_price_2[k] = UNDEF_PRICE
+            st_price_3[k] = UNDEF_PRICE
+            st_value[k] = 0
+            st_msg_type[k] = t
+            st_code[k] = 0
+            st_code2[k] = 0
+            st_code3[k] = 0
+            _zero(st_reason, k, 4)
+            _zero(st_mpid, k, 4)
+            _zero(st_symbol, k, 8)
             if t == 83:  # S
-                st.code[k] = buf[p + O_S_CODE]
+                st_code[k] = buf[p + O_S_CODE]
             elif t == 86:  # V
-                st.price_1[k] = np.int64(be64(buf, p + O_V_1)) * P8
-                st.price_2[k] = np.int64(be64(buf, p + O_V_2)) * P8
-                st.price_3[k] = np.int64(be64(buf, p + O_V_3)) * P8
+                st_price_1[k] = _p8(be64(buf, p + O_V_1))
+                st_price_2[k] = _p8(be64(buf, p + O_V_2))
+                st_price_3[k] = _p8(be64(buf, p + O_V_3))
             elif t == 87:  # W
-                st.code[k] = buf[p + O_W_LEVEL]
+                st_code[k] = buf[p + O_W_LEVEL]
             elif t == 76:  # L
-                _copy(st.mpid, k, buf, p + O_L_MPID, 4)
-                _copy(st.symbol, k, buf, p + O_L_STOCK, 8)
-                st.code[k] = buf[p + O_L_PMM]
-                st.code2[k] = buf[p + O_L_MODE]
-                st.code3[k] = buf[p + O_L_STATE]
+                _copy(st_mpid, k, buf, p + O_L_MPID, 4)
+                _copy(st_symbol, k, buf, p + O_L_STOCK, 8)
+                st_code[k] = buf[p + O_L_PMM]
+                st_code2[k] = buf[p + O_L_MODE]
+                st_code3[k] = buf[p + O_L_STATE]
             else:
-                _copy(st.symbol, k, buf, p + O_STOCK, 8)
+                _copy(st_symbol, k, buf, p + O_STOCK, 8)
                 if t == 72:  # H
-                    st.code[k] = buf[p + O_H_STATE]
-                    st.code2[k] = buf[p + O_H_RES]
-                    _copy(st.reason, k, buf, p + O_H_REASON, 4)
+                    st_code[k] = buf[p + O_H_STATE]
+                    st_code2[k] = buf[p + O_H_RES]
+                    _copy(st_reason, k, buf, p + O_H_REASON, 4)
                 elif t == 89:  # Y
-                    st.code[k] = buf[p + O_Y_ACTION]
+                    st_code[k] = buf[p + O_Y_ACTION]
                 elif t == 75:  # K
-                    st.value[k] = be32(buf, p + O_K_TIME)
-                    st.code[k] = buf[p + O_K_QUAL]
-                    st.price_1[k] = np.int64(be32(buf, p + O_K_PRICE)) * P4
+                    st_value[k] = be32(buf, p + O_K_TIME)
+                    st_code[k] = buf[p + O_K_QUAL]
+                    st_price_1[k] = np.int64(be32(buf, p + O_K_PRICE)) * P4
                 elif t == 74:  # J
-                    st.price_1[k] = np.int64(be32(buf, p + O_J_REF)) * P4
-                    st.price_2[k] = np.int64(be32(buf, p + O_J_UP)) * P4
-                    st.price_3[k] = np.int64(be32(buf, p + O_J_LO)) * P4
-                    st.value[k] = be32(buf, p + O_J_EXT)
+                    st_price_1[k] = np.int64(be32(buf, p + O_J_REF)) * P4
+                    st_price_2[k] = np.int64(be32(buf, p + O_J_UP)) * P4
+                    st_price_3[k] = np.int64(be32(buf, p + O_J_LO)) * P4
+                    st_value[k] = be32(buf, p + O_J_EXT)
                 else:  # h
-                    st.code[k] = buf[p + O_h_ACTION]
-                    st.code2[k] = buf[p + O_h_MKT]
+                    st_code[k] = buf[p + O_h_ACTION]
+                    st_code2[k] = buf[p + O_h_MKT]
             ks += 1
         elif kind == KIND_DEF:
             k = kd
-            d.ts_event[k] = ts
-            d.sequence[k] = seq
-            d.instrument_id[k] = locate
-            d.channel[k] = chan
-            d.round_lot_size[k] = be32(buf, p + O_R_LOT)
-            d.etp_leverage_factor[k] = be32(buf, p + O_R_LEV)
-            _copy(d.symbol, k, buf, p + O_R_STOCK, 8)
-            d.market_category[k] = buf[p + O_R_MKT]
-            d.financial_status[k] = buf[p + O_R_FIN]
-            d.round_lots_only[k] = buf[p + O_R_LOTONLY]
-            d.issue_classification[k] = buf[p + O_R_CLASS]
-            _copy(d.issue_subtype, k, buf, p + O_R_SUB, 2)
-            d.authenticity[k] = buf[p + O_R_AUTH]
-            d.short_sale_threshold[k] = buf[p + O_R_SSTI]
-            d.ipo_flag[k] = buf[p + O_R_IPO]
-            d.luld_tier[k] = buf[p + O_R_LULD]
-            d.etp_flag[k] = buf[p + O_R_ETP]
-            d.inverse[k] = buf[p + O_R_INV]
+            d_ts_event[k] = ts
+            d_sequence[k] = seq
+            d_instrument_id[k] = locate
+            d_channel[k] = chan
+            d_round_lot_size[k] = be32(buf, p + O_R_LOT)
+            d_etp_leverage_factor[k] = be32(buf, p + O_R_LEV)
+            _copy(d_symbol, k, buf, p + O_R_STOCK, 8)
+            d_market_category[k] = buf[p + O_R_MKT]
+            d_financial_status[k] = buf[p + O_R_FIN]
+            d_round_lots_only[k] = buf[p + O_R_LOTONLY]
+            d_issue_classification[k] = buf[p + O_R_CLASS]
+            _copy(d_issue_subtype, k, buf, p + O_R_SUB, 2)
+            d_authenticity[k] = buf[p + O_R_AUTH]
+            d_short_sale_threshold[k] = buf[p + O_R_SSTI]
+            d_ipo_flag[k] = buf[p + O_R_IPO]
+            d_luld_tier[k] = buf[p + O_R_LULD]
+            d_etp_flag[k] = buf[p + O_R_ETP]
+            d_inverse[k] = buf[p + O_R_INV]
             kd += 1
         elif kind == KIND_IMB:
             k = ki
-            im.ts_event[k] = ts
-            im.ts_recv[k] = ts_recv
-            im.sequence[k] = seq
-            im.instrument_id[k] = locate
-            im.channel[k] = chan
-            im.tracking[k] = tracking
-            im.paired_shares[k] = 0
-            im.imbalance_shares[k] = 0
-            im.far_price[k] = UNDEF_PRICE
-            im.near_price[k] = UNDEF_PRICE
-            im.ref_price[k] = UNDEF_PRICE
-            im.min_price[k] = UNDEF_PRICE
-            im.max_price[k] = UNDEF_PRICE
-            im.lower_collar[k] = UNDEF_PRICE
-            im.upper_collar[k] = UNDEF_PRICE
-            im.near_exec_time[k] = 0
-            im.msg_type[k] = t
-            im.imbalance_direction[k] = 0
-            im.cross_type[k] = 0
-            im.price_variation[k] = 0
-            im.interest_flag[k] = 0
-            im.open_eligibility[k] = 0
+            im_ts_event[k] = ts
+            im_ts_recv[k] = ts_recv
+            im_sequence[k] = seq
+            im_instrument_id[k] = locate
+            im_channel[k] = chan
+            im_tracking[k] = tracking
+            im_paired_shares[k] = 0
+            im_imbalance_shares[k] = 0
+            im_far_price[k] = UNDEF_PRICE
+            im_near_price[k] = UNDEF_PRICE
+            im_ref_price[k] = UNDEF_PRICE
+            im_min_price[k] = UNDEF_PRICE
+            im_max_price[k] = UNDEF_PRICE
+            im_lower_collar[k] = UNDEF_PRICE
+            im_upper_collar[k] = UNDEF_PRICE
+            im_near_exec_time[k] = 0
+            im_msg_type[k] = t
+            im_imbalance_direction[k] = 0
+            im_cross_type[k] = 0
+            im_price_variation[k] = 0
+            im_interest_flag[k] = 0
+            im_open_eligibility[k] = 0
             if t == 73:  # I
-                im.paired_shares[k] = be64(buf, p + O_I_PAIRED)
-                im.imbalance_shares[k] = be64(buf, p + O_I_IMB)
-                im.far_price[k] = np.int64(be32(buf, p + O_I_FAR)) * P4
-                im.near_price[k] = np.int64(be32(buf, p + O_I_NEAR)) * P4
-                im.ref_price[k] = np.int64(be32(buf, p + O_I_REF)) * P4
-                im.imbalance_direction[k] = buf[p + O_I_DIR]
-                im.cross_type[k] = buf[p + O_I_CROSS]
-                im.price_variation[k] = buf[p + O_I_PVI]
+                im_paired_shares[k] = be64(buf, p + O_I_PAIRED)
+                im_imbalance_shares[k] = be64(buf, p + O_I_IMB)
+                im_far_price[k] = np.int64(be32(buf, p + O_I_FAR)) * P4
+                im_near_price[k] = np.int64(be32(buf, p + O_I_NEAR)) * P4
+                im_ref_price[k] = np.int64(be32(buf, p + O_I_REF)) * P4
+                im_imbalance_direction[k] = buf[p + O_I_DIR]
+                im_cross_type[k] = buf[p + O_I_CROSS]
+                im_price_variation[k] = buf[p + O_I_PVI]
             elif t == 78:  # N
-                im.interest_flag[k] = buf[p + O_N_FLAG]
+                im_interest_flag[k] = buf[p + O_N_FLAG]
             else:  # O
-                im.open_eligibility[k] = buf[p + O_O_ELIG]
-                im.min_price[k] = np.int64(be32(buf, p + O_O_MIN)) * P4
-                im.max_price[k] = np.int64(be32(buf, p + O_O_MAX)) * P4
-                im.near_price[k] = np.int64(be32(buf, p + O_O_NEARP)) * P4
-                im.near_exec_time[k] = be64(buf, p + O_O_NEART)
-                im.lower_collar[k] = np.int64(be32(buf, p + O_O_LO)) * P4
-                im.upper_collar[k] = np.int64(be32(buf, p + O_O_UP)) * P4
+                im_open_eligibility[k] = buf[p + O_O_ELIG]
+                im_min_price[k] = np.int64(be32(buf, p + O_O_MIN)) * P4
+                im_max_price[k] = np.int64(be32(buf, p + O_O_MAX)) * P4
+                im_near_price[k] = np.int64(be32(buf, p + O_O_NEARP)) * P4
+                im_near_exec_time[k] = be64(buf, p + O_O_NEART)
+                im_lower_collar[k] = np.int64(be32(buf, p + O_O_LO)) * P4
+                im_upper_collar[k] = np.int64(be32(buf, p + O_O_UP)) * P4
             ki += 1
     return km, kd, ks, ki
 

@@ -18,6 +18,9 @@ import numba
 import numpy as np
 
 from normalize import records as R
+from normalize._bytes import prefetch
+
+PREFETCH_AHEAD = 16      # events between requesting a slot's cache line and using it
 
 #: One slot of the map: 32 bytes, so a lookup touches one cache line.
 SLOT = np.dtype([("key", "<u8"), ("price", "<i8"), ("remaining", "<u8"), ("inst", "<u4"),
@@ -85,23 +88,6 @@ def remove(keys, i):
 
 
 @numba.njit(inline="always")
-def _trade(m, i, tr, k, kind):
-    tr.ts_event[k] = m.ts_event[i]
-    tr.ts_recv[k] = m.ts_recv[i]
-    tr.sequence[k] = m.sequence[i]
-    tr.match_id[k] = m.match_id[i]
-    tr.order_id[k] = m.order_id[i]
-    tr.price[k] = m.price[i]
-    tr.size[k] = m.size[i]
-    tr.instrument_id[k] = m.instrument_id[i]
-    tr.channel[k] = m.channel[i]
-    tr.kind[k] = kind
-    tr.side[k] = m.side[i]
-    tr.printable[k] = 1 if (m.flags[i] & R.F_PRINTABLE) != 0 else 0
-    tr.cross_type[k] = m.cross_type[i]
-
-
-@numba.njit(inline="always")
 def _put(slots, keys, key, px, size, sd, instrument):
     """Insert or overwrite ``key``; returns (was_live, took_empty_slot).
 
@@ -123,96 +109,92 @@ def _put(slots, keys, key, px, size, sd, instrument):
 
 
 @numba.njit(cache=True, nogil=True)
-def resolve(m, start, slots, keys, count, used, tr, n_trades):
-    """Apply ``mbo`` columns ``m`` from row ``start`` to the map; resolve; append trades.
+def resolve(action, order_id, new_order_id, price, size, side, inst, flags, start, slots, keys,
+            count, used, trade_rows, trade_kind, n_trades):
+    """Apply ``mbo`` rows from ``start`` to the map, resolve them in place, list the trades.
 
+    The first eight arguments are ``mbo`` columns (price, size, side and flags are updated).
     ``slots`` is the :data:`SLOT` array and ``keys`` a ``uint64`` view of its ``key`` column;
-    ``count`` is the number of live orders, ``used`` live plus deleted slots; ``tr`` the
-    ``trades`` columns. Returns ``(next_row, count, used, n_trades, n_unknown)``;
-    ``next_row < len`` means the map must be rebuilt (grown or cleaned of deleted slots)
-    before row ``next_row`` can be applied.
+    ``count`` is the number of live orders, ``used`` live plus deleted slots. Each trade is
+    listed as its ``mbo`` row in ``trade_rows`` and its kind (the ITCH letter) in ``trade_kind``.
+    Returns ``(next_row, count, used, n_trades, n_unknown)``; ``next_row < len`` means the map
+    must be rebuilt (grown or cleaned of deleted slots) before row ``next_row`` can be applied.
     """
     cap = keys.shape[0]
-    n = m.action.shape[0]
+    mask = cap - 1
+    n = action.shape[0]
     n_unknown = 0
     for i in range(start, n):
-        a = m.action[i]
+        j = i + PREFETCH_AHEAD
+        if j < n:
+            prefetch(slots, _slot(order_id[j], mask))
+        a = action[i]
         if a == R.ACTION_ADD or a == R.ACTION_REPLACE:
             if 2 * (used + 2) > cap:
                 return i, count, used, n_trades, n_unknown
         if a == R.ACTION_ADD:
-            was_live, took_empty = _put(slots, keys, m.order_id[i], m.price[i], m.size[i],
-                                        m.side[i], m.instrument_id[i])
+            was_live, took_empty = _put(slots, keys, order_id[i], price[i], size[i], side[i], inst[i])
             if was_live:
-                m.flags[i] |= R.F_BAD          # the reference was already live: overwritten
+                flags[i] |= R.F_BAD          # the reference was already live: overwritten
             else:
                 count += 1
                 used += took_empty
             continue
-        if a == R.ACTION_TRADE:
-            _trade(m, i, tr, n_trades, 80)
-            n_trades += 1
-            continue
-        if a == R.ACTION_CROSS:
-            _trade(m, i, tr, n_trades, 81)
-            n_trades += 1
-            continue
-        if a == R.ACTION_BROKEN:
-            _trade(m, i, tr, n_trades, 66)
+        if a == R.ACTION_TRADE or a == R.ACTION_CROSS or a == R.ACTION_BROKEN:
+            trade_rows[n_trades] = i
+            trade_kind[n_trades] = a         # P, Q, B: the action letter is the ITCH letter
             n_trades += 1
             continue
         if a == R.ACTION_CLEAR:
             continue
         # execute, cancel, delete, replace: the order should be live
-        s = find(keys, m.order_id[i])
+        with_price = (flags[i] & R.F_WITH_PRICE) != 0
+        if a == R.ACTION_EXECUTE:
+            trade_rows[n_trades] = i
+            trade_kind[n_trades] = 67 if with_price else 69      # C or E
+            n_trades += 1
+        s = find(keys, order_id[i])
         if s < 0:
-            m.flags[i] |= R.F_UNKNOWN_ORDER
+            flags[i] |= R.F_UNKNOWN_ORDER
             n_unknown += 1
-            if a == R.ACTION_EXECUTE:
-                _trade(m, i, tr, n_trades, 67 if (m.flags[i] & R.F_WITH_PRICE) != 0 else 69)
-                n_trades += 1
-            elif a == R.ACTION_REPLACE:
+            if a == R.ACTION_REPLACE:
                 # the new order is still well defined except for its side
-                was_live, took_empty = _put(slots, keys, m.new_order_id[i], m.price[i], m.size[i],
-                                            R.SIDE_NONE, m.instrument_id[i])
+                was_live, took_empty = _put(slots, keys, new_order_id[i], price[i], size[i],
+                                            R.SIDE_NONE, inst[i])
                 if was_live:
-                    m.flags[i] |= R.F_BAD
+                    flags[i] |= R.F_BAD
                 else:
                     count += 1
                     used += took_empty
             continue
-        m.side[i] = slots[s].side
-        m.flags[i] |= R.F_RESOLVED
+        side[i] = slots[s].side
+        flags[i] |= R.F_RESOLVED
         if a == R.ACTION_REPLACE:
             sd = slots[s].side
             used -= remove(keys, s)
             count -= 1
-            was_live, took_empty = _put(slots, keys, m.new_order_id[i], m.price[i], m.size[i],
-                                        sd, m.instrument_id[i])
+            was_live, took_empty = _put(slots, keys, new_order_id[i], price[i], size[i], sd, inst[i])
             if was_live:
-                m.flags[i] |= R.F_BAD
+                flags[i] |= R.F_BAD
             else:
                 count += 1
                 used += took_empty
             continue
-        if a != R.ACTION_EXECUTE or (m.flags[i] & R.F_WITH_PRICE) == 0:
-            m.price[i] = slots[s].price
+        if not with_price:
+            price[i] = slots[s].price
         if a == R.ACTION_DELETE:
-            m.size[i] = slots[s].remaining
+            size[i] = slots[s].remaining
             used -= remove(keys, s)
             count -= 1
             continue
         # execute or partial cancel
         rem = slots[s].remaining
-        q = m.size[i]
+        q = size[i]
         if q > rem:
-            m.flags[i] |= R.F_BAD
+            flags[i] |= R.F_BAD
             rem = np.uint64(0)
         else:
             rem -= q
-        if a == R.ACTION_EXECUTE:
-            _trade(m, i, tr, n_trades, 67 if (m.flags[i] & R.F_WITH_PRICE) != 0 else 69)
-            n_trades += 1
         if rem == 0:
             used -= remove(keys, s)
             count -= 1
@@ -230,13 +212,24 @@ def _rehash(slots, keys, nslots, nkeys):
             nslots[s] = slots[i]
 
 
+def trades_from_rows(mbo, rows: np.ndarray, kind: np.ndarray):
+    """The ``trades`` columns of the listed ``mbo`` rows (after resolution)."""
+    flags = mbo.flags[rows]
+    return R.COLUMNS["trades"](
+        ts_event=mbo.ts_event[rows], ts_recv=mbo.ts_recv[rows], sequence=mbo.sequence[rows],
+        match_id=mbo.match_id[rows], order_id=mbo.order_id[rows], price=mbo.price[rows],
+        size=mbo.size[rows], instrument_id=mbo.instrument_id[rows], channel=mbo.channel[rows],
+        kind=kind, side=mbo.side[rows], printable=((flags & R.F_PRINTABLE) != 0).astype(np.uint8),
+        cross_type=mbo.cross_type[rows])
+
+
 class OrderMap:
     """The live orders of a session, carried between batches.
 
     Not thread-safe: one decoder owns it.
     """
 
-    def __init__(self, capacity: int = 1 << 16):
+    def __init__(self, capacity: int = 1 << 18):
         cap = 1 << max(4, int(capacity - 1).bit_length())
         self._alloc(cap)
         self.count = 0
@@ -258,20 +251,26 @@ class OrderMap:
         _rehash(*old, self.slots, self.keys)
         self.used = self.count
 
-    def apply(self, mbo, trades) -> int:
-        """Resolve ``mbo`` columns in place and write their trades; returns the trade count.
+    def apply(self, mbo):
+        """Resolve ``mbo`` columns in place and return their ``trades`` columns.
 
-        ``trades`` (columns) needs room for every E/C/P/Q/B event in ``mbo``.
+        Executions, cancels and deletes get their order's price and side; every E/C/P/Q/B event
+        becomes a trade row (the resting order's side; ``printable`` from the flags).
         """
-        start, n_trades = 0, 0
         n = mbo.action.shape[0]
+        rows = np.empty(n, np.int64)
+        kind = np.empty(n, np.uint8)
+        start, n_trades = 0, 0
         while True:
             start, self.count, self.used, n_trades, unk = resolve(
-                mbo, start, self.slots, self.keys, self.count, self.used, trades, n_trades)
+                mbo.action, mbo.order_id, mbo.new_order_id, mbo.price, mbo.size, mbo.side,
+                mbo.instrument_id, mbo.flags, start, self.slots, self.keys, self.count, self.used,
+                rows, kind, n_trades)
             self.unknown += unk
             if start >= n:
-                return n_trades
+                break
             self.rebuild()
+        return trades_from_rows(mbo, rows[:n_trades], kind[:n_trades])
 
     def live_orders(self) -> np.ndarray:
         """The live orders as a structured array (order_id, price, remaining, side, instrument_id)."""

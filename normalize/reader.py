@@ -29,7 +29,6 @@ SCHEMA_KEYS = ("mbo", "trades", "definitions", "status", "imbalance")
 DEFAULT_BATCH = 1 << 20           # messages per batch
 DEFAULT_CHUNK = 16 << 20          # bytes read per step
 _MBO_TYPES = np.array([ord(c) for c in "AFECXDUPQB"])
-_TRADE_TYPES = np.array([ord(c) for c in "ECPQB"])
 _STATUS_TYPES = np.array([ord(c) for c in "SHYLVWKJh"])
 _IMB_TYPES = np.array([ord(c) for c in "INO"])
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -109,7 +108,7 @@ class SessionDecoder:
         n_def = int(counts[ord("R")])
         n_st = int(counts[_STATUS_TYPES].sum())
         n_imb = int(counts[_IMB_TYPES].sum())
-        mbo = R.alloc_columns("mbo", n_mbo)
+        mbo = R.alloc_columns("mbo", n_mbo, zero=True)   # zero pages: unwritten fields stay 0
         defs = R.alloc_columns("definitions", n_def)
         st = R.alloc_columns("status", n_st)
         imb = R.alloc_columns("imbalance", n_imb)
@@ -121,13 +120,15 @@ class SessionDecoder:
         assert got == (n_mbo, n_def, n_st, n_imb), (got, (n_mbo, n_def, n_st, n_imb))
         if index is None:
             self.next_sequence += offsets.shape[0]
+            mbo.ts_recv.fill(R.UNDEF_TIMESTAMP)
+            if self.channel:
+                mbo.channel.fill(self.channel)
         return {"mbo": mbo, "trades": None, "definitions": defs, "status": st, "imbalance": imb}
 
     def resolve_batch(self, out: dict, counts: np.ndarray) -> dict:
         """Second half of :meth:`decode`: run the order map over a batch (in order!)."""
-        trades = R.alloc_columns("trades", int(counts[_TRADE_TYPES].sum()) if self.resolve else 0)
-        n_tr = self.orders.apply(out["mbo"], trades) if self.resolve else 0
-        out["trades"] = R.slice_columns(trades, n_tr)
+        out["trades"] = (self.orders.apply(out["mbo"]) if self.resolve
+                         else R.alloc_columns("trades", 0))
         return out
 
 
