@@ -341,8 +341,14 @@ def iter_itch(path_or_buffer, *, date, batch_size: int = DEFAULT_BATCH, errors: 
     ``trades`` stays empty and those prices stay ``UNDEF_PRICE``) for consumers that keep their
     own books.
     """
+    # validate now, not at the first next(): a bad argument fails at the call
     clock = resolve_date(path_or_buffer if isinstance(path_or_buffer, (str, os.PathLike)) else None, date)
-    stats = stats if stats is not None else DecodeStats()
+    _check_errors(errors)
+    return _iter_itch(path_or_buffer, clock, batch_size, errors, chunk_bytes, channel, resolve,
+                      stats if stats is not None else DecodeStats())
+
+
+def _iter_itch(path_or_buffer, clock, batch_size, errors, chunk_bytes, channel, resolve, stats):
     sess = SessionDecoder(clock, channel=channel, resolve=resolve)
     frames = framed_batches(path_or_buffer, batch_size=batch_size, chunk_bytes=chunk_bytes,
                             errors=errors, stats=stats)
@@ -400,7 +406,8 @@ def read_itch(path, *, date=None, errors: str = "raise", batch_size: int = DEFAU
     except DecodeError as e:
         e.partial = tables()
         raise
-    if stats.n_skipped and errors == "skip":
+    other = stats.n_skipped - (stats.truncated_at is not None)   # truncation warned already
+    if other > 0 and errors == "skip":
         first = ", ".join(f"{o}" for o, _ in stats.skipped[:5])
         warn(f"{_label(path)}: skipped {stats.n_skipped} bad unit(s) at byte offset(s) {first}"
              + (" ..." if stats.n_skipped > 5 else ""))

@@ -73,8 +73,7 @@ def test_order_map_resolves_price_side_and_size_like_a_dict(ops, batch, cap):
     n = m.action.shape[0]
     for s in range(0, n, batch):           # streaming: state carried across batches
         part = R.COLUMNS["mbo"](*(c[s:s + batch] for c in m))
-        trades = R.alloc_columns("trades", part.action.shape[0])
-        om.apply(part, trades)
+        om.apply(part)
     assert [(int(p), int(sd), int(sz)) for p, sd, sz in zip(m.price, m.side, m.size)] == \
            [(int(p), int(sd), int(sz)) for p, sd, sz in expect]
     assert not (m.flags & (R.F_BAD | R.F_UNKNOWN_ORDER)).any()
@@ -92,12 +91,11 @@ def test_order_map_flags_events_for_orders_it_never_saw():
     m.price[:] = R.UNDEF_PRICE
     m.size[:] = [100, 0]
     m.side[:] = R.SIDE_NONE
-    trades = R.alloc_columns("trades", 2)
     om = OrderMap()
-    n = om.apply(m, trades)
+    trades = om.apply(m)
     assert (m.flags & R.F_UNKNOWN_ORDER).all()
     assert om.unknown == 2
-    assert n == 1 and trades.price[0] == R.UNDEF_PRICE and trades.side[0] == R.SIDE_NONE
+    assert trades.price.tolist() == [R.UNDEF_PRICE] and trades.side.tolist() == [R.SIDE_NONE]
 
 
 def test_order_map_flags_an_execution_larger_than_the_order():
@@ -108,7 +106,7 @@ def test_order_map_flags_an_execution_larger_than_the_order():
     m.size[:] = [100, 150]
     m.side[0] = R.SIDE_BID
     om = OrderMap()
-    om.apply(m, R.alloc_columns("trades", 2))
+    om.apply(m)
     assert m.flags[1] & R.F_BAD
     assert len(om) == 0
 
@@ -125,7 +123,7 @@ def test_order_map_survives_many_rebuilds_with_sequential_references():
     m.action[n:] = R.ACTION_DELETE
     m.order_id[n:] = refs[::-1]
     om = OrderMap(capacity=16)
-    om.apply(m, R.alloc_columns("trades", 2 * n))
+    om.apply(m)
     assert len(om) == 0
     assert (m.price[n:] == refs[::-1].astype(np.int64) * 1000).all()
     assert (m.size[n:] == 100).all()
