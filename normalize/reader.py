@@ -26,7 +26,7 @@ from normalize.ordermap import OrderMap
 from tickpipe.errors import DecodeError, TruncatedError, warn
 
 SCHEMA_KEYS = ("mbo", "trades", "definitions", "status", "imbalance")
-DEFAULT_BATCH = 1 << 20           # messages per batch
+DEFAULT_BATCH = 1 << 18           # messages per batch
 DEFAULT_CHUNK = 16 << 20          # bytes read per step
 _MBO_TYPES = np.array([ord(c) for c in "AFECXDUPQB"])
 _STATUS_TYPES = np.array([ord(c) for c in "SHYLVWKJh"])

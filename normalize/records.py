@@ -276,13 +276,24 @@ def _col_dtype(dt: np.dtype) -> tuple[np.dtype, tuple[int, ...]]:
 
 
 def alloc_columns(schema: str, n: int, *, zero: bool = False):
-    """Column arrays for ``n`` records of ``schema`` (uninitialised unless ``zero``)."""
+    """Column arrays for ``n`` records of ``schema`` (uninitialised unless ``zero``).
+
+    All columns are views into one allocation (each 64-byte aligned): one large block gets
+    transparent huge pages, so filling fresh columns costs far fewer page faults, and two
+    threads filling columns at once do not queue on the page-fault lock.
+    """
     dt = SCHEMAS[schema]
-    make = np.zeros if zero else np.empty
-    cols = []
+    specs = []
+    total = 0
     for name in COLUMNS[schema]._fields:
         cdt, extra = _col_dtype(dt.fields[name][0])
-        cols.append(make((n,) + extra, cdt))
+        nbytes = n * cdt.itemsize * (extra[0] if extra else 1)
+        specs.append((cdt, extra, total, nbytes))
+        total += (nbytes + 63) & ~63
+    arena = (np.zeros if zero else np.empty)(total + 64, np.uint8)
+    base = (-arena.ctypes.data) % 64
+    cols = [arena[base + off: base + off + nbytes].view(cdt).reshape((n,) + extra)
+            for cdt, extra, off, nbytes in specs]
     return COLUMNS[schema](*cols)
 
 
