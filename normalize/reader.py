@@ -328,6 +328,7 @@ def framed_batches(path_or_buffer, *, batch_size=DEFAULT_BATCH, chunk_bytes=DEFA
 
 def iter_itch(path_or_buffer, *, date, batch_size: int = DEFAULT_BATCH, errors: str = "raise",
               chunk_bytes: int = DEFAULT_CHUNK, channel: int = 0, resolve: bool = True,
+              threads: int | None = None,
               stats: DecodeStats | None = None) -> Iterator[dict[str, pa.RecordBatch]]:
     """Stream an ITCH 5.0 source as dicts of Arrow RecordBatches.
 
@@ -339,21 +340,28 @@ def iter_itch(path_or_buffer, *, date, batch_size: int = DEFAULT_BATCH, errors: 
     ``resolve=True`` (the default) runs the order map: executions, cancels and deletes get the
     price and side of their order, and ``trades`` is filled. ``resolve=False`` skips it (faster;
     ``trades`` stays empty and those prices stay ``UNDEF_PRICE``) for consumers that keep their
-    own books.
+    own books. ``threads``: 1 decodes on the calling thread only; 2 runs the order map on a
+    second thread, one batch behind the decoder; ``None`` picks 2 when the machine has two or
+    more cores.
     """
     # validate now, not at the first next(): a bad argument fails at the call
     clock = resolve_date(path_or_buffer if isinstance(path_or_buffer, (str, os.PathLike)) else None, date)
     _check_errors(errors)
+    if threads is None:
+        threads = 2 if (os.cpu_count() or 1) >= 2 else 1
+    if threads not in (1, 2):
+        raise ValueError(f"The `threads` was not a valid value, was {threads!r}. Use 1, 2 or None.")
     return _iter_itch(path_or_buffer, clock, batch_size, errors, chunk_bytes, channel, resolve,
-                      stats if stats is not None else DecodeStats())
+                      threads, stats if stats is not None else DecodeStats())
 
 
-def _iter_itch(path_or_buffer, clock, batch_size, errors, chunk_bytes, channel, resolve, stats):
+def _iter_itch(path_or_buffer, clock, batch_size, errors, chunk_bytes, channel, resolve, threads,
+               stats):
     sess = SessionDecoder(clock, channel=channel, resolve=resolve)
     frames = framed_batches(path_or_buffer, batch_size=batch_size, chunk_bytes=chunk_bytes,
                             errors=errors, stats=stats)
     try:
-        if not resolve or (os.cpu_count() or 1) < 2:
+        if not resolve or threads == 1:
             for fb in frames:
                 yield to_batches(sess.decode(fb.buf, fb.offsets, fb.counts, fb.index))
             return
@@ -380,12 +388,13 @@ def _iter_itch(path_or_buffer, clock, batch_size, errors, chunk_bytes, channel, 
 
 
 def read_itch(path, *, date=None, errors: str = "raise", batch_size: int = DEFAULT_BATCH,
-              resolve: bool = True, stats: DecodeStats | None = None) -> dict[str, pa.Table]:
+              resolve: bool = True, threads: int | None = None,
+              stats: DecodeStats | None = None) -> dict[str, pa.Table]:
     """Decode a whole ITCH 5.0 file (BinaryFILE plain/.gz/.zst, pcap or pcapng) to Arrow tables.
 
     Returns a dict keyed ``"mbo"``, ``"trades"``, ``"definitions"``, ``"status"``,
     ``"imbalance"``. The session date comes from ``date`` or from NASDAQ's file name
-    (``MMDDYYYY.NASDAQ_ITCH50``). ``resolve`` as in :func:`iter_itch`. ``errors="skip"`` steps over bad messages and warns with
+    (``MMDDYYYY.NASDAQ_ITCH50``). ``resolve`` and ``threads`` as in :func:`iter_itch`. ``errors="skip"`` steps over bad messages and warns with
     their count and offsets (also in ``stats``). On a :class:`~tickpipe.errors.DecodeError`
     the tables decoded before the fault are in the exception's ``partial`` attribute.
     """
@@ -399,7 +408,7 @@ def read_itch(path, *, date=None, errors: str = "raise", batch_size: int = DEFAU
 
     try:
         for batches in iter_itch(path, date=date, batch_size=batch_size, errors=errors,
-                                 resolve=resolve, stats=stats):
+                                 resolve=resolve, threads=threads, stats=stats):
             for k in SCHEMA_KEYS:
                 if batches[k].num_rows:
                     parts[k].append(batches[k])
