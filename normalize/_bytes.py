@@ -1,7 +1,8 @@
 """Big-endian field readers and writers over ``uint8`` buffers, for compiled (numba) code.
 
-LLVM folds each shift-or chain into one load plus a byte swap. Callers check bounds first:
-numba does not.
+Each reader is one unaligned load plus a byte swap (``llvm.bswap``), emitted directly: an
+expression such as ``b[p] << 8 | b[p + 1]`` would not fold into that, because numba wraps
+every signed index with a negative-index check. Callers check bounds first: these do not.
 """
 
 from __future__ import annotations
@@ -15,28 +16,60 @@ from numba.extending import intrinsic
 _u64 = np.uint64
 
 
+def _byte_ptr(context, builder, arr_t, arr, idx):
+    ary = context.make_array(arr_t)(context, builder, arr)
+    return cgutils.get_item_pointer(context, builder, arr_t, ary, [idx], wraparound=False)
+
+
+def _make_load_be(bits: int, result):
+    @intrinsic
+    def load(typingctx, arr, idx):
+        if not (isinstance(arr, types.Array) and arr.dtype == types.uint8
+                and isinstance(idx, types.Integer)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            ptr = _byte_ptr(context, builder, arr, args[0], args[1])
+            ity = ir.IntType(bits)
+            val = builder.load(builder.bitcast(ptr, ity.as_pointer()), align=1)
+            swap = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ity, [ity]),
+                                                  f"llvm.bswap.i{bits}")
+            val = builder.call(swap, [val])
+            out = context.get_value_type(result)
+            return builder.zext(val, out) if out.width > bits else val
+
+        return result(arr, idx), codegen
+
+    return load
+
+
+_load_be16 = _make_load_be(16, types.uint32)
+_load_be32 = _make_load_be(32, types.uint32)
+_load_be64 = _make_load_be(64, types.uint64)
+
+
 @numba.njit(inline="always")
 def be16(b, p):
-    return (np.uint32(b[p]) << 8) | np.uint32(b[p + 1])
+    """Big-endian ``u16`` at ``b[p:p+2]`` (as ``uint32``)."""
+    return _load_be16(b, p)
 
 
 @numba.njit(inline="always")
 def be32(b, p):
-    return ((np.uint32(b[p]) << 24) | (np.uint32(b[p + 1]) << 16)
-            | (np.uint32(b[p + 2]) << 8) | np.uint32(b[p + 3]))
+    """Big-endian ``u32`` at ``b[p:p+4]``."""
+    return _load_be32(b, p)
 
 
 @numba.njit(inline="always")
 def be48(b, p):
-    return ((_u64(b[p]) << _u64(40)) | (_u64(b[p + 1]) << _u64(32)) | (_u64(b[p + 2]) << _u64(24))
-            | (_u64(b[p + 3]) << _u64(16)) | (_u64(b[p + 4]) << _u64(8)) | _u64(b[p + 5]))
+    """Big-endian 6-byte unsigned integer at ``b[p:p+6]`` (the ITCH timestamp)."""
+    return (_u64(_load_be16(b, p)) << _u64(32)) | _u64(_load_be32(b, p + 2))
 
 
 @numba.njit(inline="always")
 def be64(b, p):
-    return ((_u64(b[p]) << _u64(56)) | (_u64(b[p + 1]) << _u64(48)) | (_u64(b[p + 2]) << _u64(40))
-            | (_u64(b[p + 3]) << _u64(32)) | (_u64(b[p + 4]) << _u64(24))
-            | (_u64(b[p + 5]) << _u64(16)) | (_u64(b[p + 6]) << _u64(8)) | _u64(b[p + 7]))
+    """Big-endian ``u64`` at ``b[p:p+8]``."""
+    return _load_be64(b, p)
 
 
 @numba.njit(inline="always")
@@ -74,8 +107,7 @@ def prefetch(typingctx, arr, idx):
     sig = types.void(arr, idx)
 
     def codegen(context, builder, signature, args):
-        ary = context.make_array(arr)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, arr, ary, [args[1]], wraparound=False)
+        ptr = _byte_ptr(context, builder, arr, args[0], args[1])
         i8p = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
