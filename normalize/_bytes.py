@@ -43,6 +43,19 @@ def _make_load_be(bits: int, result):
     return load
 
 
+@intrinsic
+def u8(typingctx, arr, idx):
+    """The byte ``arr[idx]`` with no negative-index check (``idx`` must be in bounds)."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.uint8
+            and isinstance(idx, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.load(_byte_ptr(context, builder, arr, args[0], args[1]))
+
+    return types.uint8(arr, idx), codegen
+
+
 _load_be16 = _make_load_be(16, types.uint32)
 _load_be32 = _make_load_be(32, types.uint32)
 _load_be64 = _make_load_be(64, types.uint64)

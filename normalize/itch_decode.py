@@ -24,7 +24,7 @@ import numba
 import numpy as np
 
 from normalize import records as R
-from normalize._bytes import be16, be32, be48, be64
+from normalize._bytes import be16, be32, be48, be64, u8
 from normalize.itch_spec import MESSAGE_LENGTH, WIRE_DTYPES
 
 # framing / decoding status codes
@@ -203,7 +203,7 @@ def _p8(v):
 @numba.njit(inline="always")
 def _copy(dst, row, b, p, n):
     for k in range(n):
-        dst[row, k] = b[p + k]
+        dst[row, k] = u8(b, p + k)
 
 
 @numba.njit(inline="always")
@@ -262,13 +262,13 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
             ts_recv = UNDEF_TS
             chan = channel
             xflags = np.uint8(0)
-        t = buf[p]
+        t = u8(buf, p)
         kind = TYPE_KIND[t]
         ts = _ts(buf, p, clk_mid, clk_switch, clk_off0, clk_off1)
         locate = be16(buf, p + O_LOCATE)
         tracking = be16(buf, p + O_TRACKING)
         if kind == KIND_MBO:
-            k = km
+            k = np.uint64(km)   # unsigned: no negative-index check per store
             m_ts_event[k] = ts
             m_sequence[k] = seq
             m_instrument_id[k] = locate
@@ -280,7 +280,7 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
             if t == 65 or t == 70:  # A F
                 m_order_id[k] = be64(buf, p + O_REF)
                 m_action[k] = R.ACTION_ADD
-                m_side[k] = buf[p + O_A_SIDE]
+                m_side[k] = u8(buf, p + O_A_SIDE)
                 m_size[k] = be32(buf, p + O_A_SHARES)
                 m_price[k] = np.int64(be32(buf, p + O_A_PRICE)) * P4
                 if t == 70:
@@ -302,7 +302,7 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
                 m_match_id[k] = be64(buf, p + O_E_MATCH)
                 m_price[k] = np.int64(be32(buf, p + O_C_PRICE)) * P4
                 flags |= R.F_WITH_PRICE
-                if buf[p + O_C_PRINTABLE] == 89:  # 'Y'
+                if u8(buf, p + O_C_PRINTABLE) == 89:  # 'Y'
                     flags |= R.F_PRINTABLE
             elif t == 88:  # X
                 m_order_id[k] = be64(buf, p + O_REF)
@@ -325,7 +325,7 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
             elif t == 80:  # P
                 m_order_id[k] = be64(buf, p + O_REF)
                 m_action[k] = R.ACTION_TRADE
-                m_side[k] = buf[p + O_P_SIDE]
+                m_side[k] = u8(buf, p + O_P_SIDE)
                 m_size[k] = be32(buf, p + O_P_SHARES)
                 m_price[k] = np.int64(be32(buf, p + O_P_PRICE)) * P4
                 m_match_id[k] = be64(buf, p + O_P_MATCH)
@@ -336,7 +336,7 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
                 m_size[k] = be64(buf, p + O_Q_SHARES)
                 m_price[k] = np.int64(be32(buf, p + O_Q_PRICE)) * P4
                 m_match_id[k] = be64(buf, p + O_Q_MATCH)
-                m_cross_type[k] = buf[p + O_Q_CROSS]
+                m_cross_type[k] = u8(buf, p + O_Q_CROSS)
                 flags |= R.F_PRINTABLE
             else:  # B
                 m_action[k] = R.ACTION_BROKEN
@@ -346,7 +346,7 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
             m_flags[k] = flags
             km += 1
         elif kind == KIND_STATUS:
-            k = ks
+            k = np.uint64(ks)
             st_ts_event[k] = ts
             st_ts_recv[k] = ts_recv
             st_sequence[k] = seq
@@ -365,30 +365,30 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
             _zero(st_mpid, k, 4)
             _zero(st_symbol, k, 8)
             if t == 83:  # S
-                st_code[k] = buf[p + O_S_CODE]
+                st_code[k] = u8(buf, p + O_S_CODE)
             elif t == 86:  # V
                 st_price_1[k] = _p8(be64(buf, p + O_V_1))
                 st_price_2[k] = _p8(be64(buf, p + O_V_2))
                 st_price_3[k] = _p8(be64(buf, p + O_V_3))
             elif t == 87:  # W
-                st_code[k] = buf[p + O_W_LEVEL]
+                st_code[k] = u8(buf, p + O_W_LEVEL)
             elif t == 76:  # L
                 _copy(st_mpid, k, buf, p + O_L_MPID, 4)
                 _copy(st_symbol, k, buf, p + O_L_STOCK, 8)
-                st_code[k] = buf[p + O_L_PMM]
-                st_code2[k] = buf[p + O_L_MODE]
-                st_code3[k] = buf[p + O_L_STATE]
+                st_code[k] = u8(buf, p + O_L_PMM)
+                st_code2[k] = u8(buf, p + O_L_MODE)
+                st_code3[k] = u8(buf, p + O_L_STATE)
             else:
                 _copy(st_symbol, k, buf, p + O_STOCK, 8)
                 if t == 72:  # H
-                    st_code[k] = buf[p + O_H_STATE]
-                    st_code2[k] = buf[p + O_H_RES]
+                    st_code[k] = u8(buf, p + O_H_STATE)
+                    st_code2[k] = u8(buf, p + O_H_RES)
                     _copy(st_reason, k, buf, p + O_H_REASON, 4)
                 elif t == 89:  # Y
-                    st_code[k] = buf[p + O_Y_ACTION]
+                    st_code[k] = u8(buf, p + O_Y_ACTION)
                 elif t == 75:  # K
                     st_value[k] = be32(buf, p + O_K_TIME)
-                    st_code[k] = buf[p + O_K_QUAL]
+                    st_code[k] = u8(buf, p + O_K_QUAL)
                     st_price_1[k] = np.int64(be32(buf, p + O_K_PRICE)) * P4
                 elif t == 74:  # J
                     st_price_1[k] = np.int64(be32(buf, p + O_J_REF)) * P4
@@ -396,11 +396,11 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
                     st_price_3[k] = np.int64(be32(buf, p + O_J_LO)) * P4
                     st_value[k] = be32(buf, p + O_J_EXT)
                 else:  # h
-                    st_code[k] = buf[p + O_h_ACTION]
-                    st_code2[k] = buf[p + O_h_MKT]
+                    st_code[k] = u8(buf, p + O_h_ACTION)
+                    st_code2[k] = u8(buf, p + O_h_MKT)
             ks += 1
         elif kind == KIND_DEF:
-            k = kd
+            k = np.uint64(kd)
             d_ts_event[k] = ts
             d_sequence[k] = seq
             d_instrument_id[k] = locate
@@ -408,20 +408,20 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
             d_round_lot_size[k] = be32(buf, p + O_R_LOT)
             d_etp_leverage_factor[k] = be32(buf, p + O_R_LEV)
             _copy(d_symbol, k, buf, p + O_R_STOCK, 8)
-            d_market_category[k] = buf[p + O_R_MKT]
-            d_financial_status[k] = buf[p + O_R_FIN]
-            d_round_lots_only[k] = buf[p + O_R_LOTONLY]
-            d_issue_classification[k] = buf[p + O_R_CLASS]
+            d_market_category[k] = u8(buf, p + O_R_MKT)
+            d_financial_status[k] = u8(buf, p + O_R_FIN)
+            d_round_lots_only[k] = u8(buf, p + O_R_LOTONLY)
+            d_issue_classification[k] = u8(buf, p + O_R_CLASS)
             _copy(d_issue_subtype, k, buf, p + O_R_SUB, 2)
-            d_authenticity[k] = buf[p + O_R_AUTH]
-            d_short_sale_threshold[k] = buf[p + O_R_SSTI]
-            d_ipo_flag[k] = buf[p + O_R_IPO]
-            d_luld_tier[k] = buf[p + O_R_LULD]
-            d_etp_flag[k] = buf[p + O_R_ETP]
-            d_inverse[k] = buf[p + O_R_INV]
+            d_authenticity[k] = u8(buf, p + O_R_AUTH)
+            d_short_sale_threshold[k] = u8(buf, p + O_R_SSTI)
+            d_ipo_flag[k] = u8(buf, p + O_R_IPO)
+            d_luld_tier[k] = u8(buf, p + O_R_LULD)
+            d_etp_flag[k] = u8(buf, p + O_R_ETP)
+            d_inverse[k] = u8(buf, p + O_R_INV)
             kd += 1
         elif kind == KIND_IMB:
-            k = ki
+            k = np.uint64(ki)
             im_ts_event[k] = ts
             im_ts_recv[k] = ts_recv
             im_sequence[k] = seq
@@ -450,13 +450,13 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
                 im_far_price[k] = np.int64(be32(buf, p + O_I_FAR)) * P4
                 im_near_price[k] = np.int64(be32(buf, p + O_I_NEAR)) * P4
                 im_ref_price[k] = np.int64(be32(buf, p + O_I_REF)) * P4
-                im_imbalance_direction[k] = buf[p + O_I_DIR]
-                im_cross_type[k] = buf[p + O_I_CROSS]
-                im_price_variation[k] = buf[p + O_I_PVI]
+                im_imbalance_direction[k] = u8(buf, p + O_I_DIR)
+                im_cross_type[k] = u8(buf, p + O_I_CROSS)
+                im_price_variation[k] = u8(buf, p + O_I_PVI)
             elif t == 78:  # N
-                im_interest_flag[k] = buf[p + O_N_FLAG]
+                im_interest_flag[k] = u8(buf, p + O_N_FLAG)
             else:  # O
-                im_open_eligibility[k] = buf[p + O_O_ELIG]
+                im_open_eligibility[k] = u8(buf, p + O_O_ELIG)
                 im_min_price[k] = np.int64(be32(buf, p + O_O_MIN)) * P4
                 im_max_price[k] = np.int64(be32(buf, p + O_O_MAX)) * P4
                 im_near_price[k] = np.int64(be32(buf, p + O_O_NEARP)) * P4

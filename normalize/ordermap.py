@@ -45,32 +45,32 @@ def find(keys, key):
     """Slot of ``key``, or -1."""
     if key == EMPTY or key == TOMB:
         return -1
-    mask = keys.shape[0] - 1
-    i = _slot(key, mask)
+    mask = np.uint64(keys.shape[0] - 1)
+    i = np.uint64(_slot(key, mask))     # unsigned indices: no negative-index checks
     while True:
         k = keys[i]
         if k == key:
-            return i
+            return np.int64(i)
         if k == EMPTY:
             return -1
-        i = (i + 1) & mask
+        i = (i + np.uint64(1)) & mask
 
 
 @numba.njit(inline="always")
 def insert_slot(keys, key):
     """Slot for ``key``: its own if present, else the first free (deleted or empty) one."""
-    mask = keys.shape[0] - 1
-    i = _slot(key, mask)
+    mask = np.uint64(keys.shape[0] - 1)
+    i = np.uint64(_slot(key, mask))
     free = -1
     while True:
         k = keys[i]
         if k == key:
-            return i
+            return np.int64(i)
         if k == EMPTY:
-            return i if free < 0 else free
+            return np.int64(i) if free < 0 else free
         if k == TOMB and free < 0:
-            free = i
-        i = (i + 1) & mask
+            free = np.int64(i)
+        i = (i + np.uint64(1)) & mask
 
 
 @numba.njit(inline="always")
@@ -79,11 +79,11 @@ def remove(keys, i):
 
     Returns 1 when the slot became empty (one fewer used slot), else 0.
     """
-    mask = keys.shape[0] - 1
-    if keys[(i + 1) & mask] == EMPTY:
-        keys[i] = EMPTY
+    u = np.uint64(i)
+    if keys[(u + np.uint64(1)) & np.uint64(keys.shape[0] - 1)] == EMPTY:
+        keys[u] = EMPTY
         return 1
-    keys[i] = TOMB
+    keys[u] = TOMB
     return 0
 
 
@@ -96,7 +96,7 @@ def _put(slots, keys, key, px, size, sd, instrument):
     """
     if key == EMPTY or key == TOMB:
         return True, False
-    s = insert_slot(keys, key)
+    s = np.uint64(insert_slot(keys, key))
     k = keys[s]
     was_live = k == key
     took_empty = k == EMPTY
@@ -124,14 +124,15 @@ def resolve(action, order_id, new_order_id, price, size, side, inst, flags, star
     mask = cap - 1
     n = action.shape[0]
     n_unknown = 0
-    for i in range(start, n):
-        j = i + PREFETCH_AHEAD
+    for ii in range(start, n):
+        i = np.uint64(ii)                 # unsigned indices: no negative-index checks
+        j = ii + PREFETCH_AHEAD
         if j < n:
             prefetch(slots, _slot(order_id[j], mask))
         a = action[i]
         if a == R.ACTION_ADD or a == R.ACTION_REPLACE:
             if 2 * (used + 2) > cap:
-                return i, count, used, n_trades, n_unknown
+                return ii, count, used, n_trades, n_unknown
         if a == R.ACTION_ADD:
             was_live, took_empty = _put(slots, keys, order_id[i], price[i], size[i], side[i], inst[i])
             if was_live:
@@ -141,7 +142,7 @@ def resolve(action, order_id, new_order_id, price, size, side, inst, flags, star
                 used += took_empty
             continue
         if a == R.ACTION_TRADE or a == R.ACTION_CROSS or a == R.ACTION_BROKEN:
-            trade_rows[n_trades] = i
+            trade_rows[n_trades] = ii
             trade_kind[n_trades] = a         # P, Q, B: the action letter is the ITCH letter
             n_trades += 1
             continue
@@ -150,11 +151,11 @@ def resolve(action, order_id, new_order_id, price, size, side, inst, flags, star
         # execute, cancel, delete, replace: the order should be live
         with_price = (flags[i] & R.F_WITH_PRICE) != 0
         if a == R.ACTION_EXECUTE:
-            trade_rows[n_trades] = i
+            trade_rows[n_trades] = ii
             trade_kind[n_trades] = 67 if with_price else 69      # C or E
             n_trades += 1
-        s = find(keys, order_id[i])
-        if s < 0:
+        si = find(keys, order_id[i])
+        if si < 0:
             flags[i] |= R.F_UNKNOWN_ORDER
             n_unknown += 1
             if a == R.ACTION_REPLACE:
@@ -167,6 +168,7 @@ def resolve(action, order_id, new_order_id, price, size, side, inst, flags, star
                     count += 1
                     used += took_empty
             continue
+        s = np.uint64(si)
         side[i] = slots[s].side
         flags[i] |= R.F_RESOLVED
         if a == R.ACTION_REPLACE:
