@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+import numba
 import numpy as np
 import pyarrow as pa
 
@@ -309,6 +310,14 @@ def columns_len(cols) -> int:
     return cols[0].shape[0]
 
 
+@numba.njit(cache=True, nogil=True)
+def _count_equal(col, value):
+    n = 0
+    for i in range(col.shape[0]):
+        n += col[i] == value
+    return n
+
+
 def columns_to_arrow(schema: str, cols) -> pa.RecordBatch:
     """Wrap column arrays as an Arrow RecordBatch without copying the data buffers.
 
@@ -321,11 +330,10 @@ def columns_to_arrow(schema: str, cols) -> pa.RecordBatch:
     for f, col in zip(sch, cols):
         col = np.ascontiguousarray(col)
         if f.name.startswith("ts_"):
-            undef = col == UNDEF_TIMESTAMP
             valid = None
-            nulls = int(np.count_nonzero(undef))
+            nulls = int(_count_equal(col, np.uint64(UNDEF_TIMESTAMP))) if n else 0
             if nulls:
-                valid = pa.py_buffer(np.packbits(~undef, bitorder="little"))
+                valid = pa.py_buffer(np.packbits(col != UNDEF_TIMESTAMP, bitorder="little"))
             arrays.append(pa.Array.from_buffers(f.type, n, [valid, pa.py_buffer(col)], null_count=nulls))
         elif pa.types.is_fixed_size_binary(f.type):
             arrays.append(pa.Array.from_buffers(f.type, n, [None, pa.py_buffer(col)]))
