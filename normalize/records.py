@@ -18,6 +18,7 @@ Conventions (see docs/records.md):
 
 from __future__ import annotations
 
+import functools
 from collections import namedtuple
 
 import numba
@@ -186,6 +187,7 @@ def _arrow_type(schema: str, name: str, dt: np.dtype) -> pa.DataType:
     return pa.from_numpy_dtype(dt)
 
 
+@functools.lru_cache(maxsize=None)
 def arrow_schema(schema: str) -> pa.Schema:
     """The Arrow schema of a normalized record type, derived from its dtype.
 
