@@ -113,6 +113,48 @@ O_O_ELIG, O_O_MIN, O_O_MAX, O_O_NEARP, O_O_NEART, O_O_LO, O_O_UP = (
     _o("O", "upper_price_range_collar"))
 assert all(_o(t, "stock") == O_STOCK for t in "HYKJhNO")
 
+# Table-driven decode of the common order messages (A F E C X D U P): per type byte, where
+# each normalized field sits (0: absent) and what the message implies, derived from the wire
+# layouts. The hot loop reads through these tables instead of branching per type, so a feed
+# that mixes types does not pay a branch misprediction per message.
+_ORDER_TYPES = "AFECXDUP"
+
+
+def _field_off(letter: str, names: tuple[str, ...], size: int) -> int:
+    dt = WIRE_DTYPES[letter]
+    for n in names:
+        if n in dt.names and dt.fields[n][0].itemsize == size:
+            return dt.fields[n][1]
+    return 0
+
+
+def _type_table(dtype, fn) -> np.ndarray:
+    out = np.zeros(256, dtype=dtype)
+    for letter in _ORDER_TYPES:
+        out[ord(letter)] = fn(letter)
+    return out
+
+
+ORDER_TYPE = _type_table(np.bool_, lambda c: True)
+MB_ACTION = _type_table(np.uint8, lambda c: {"A": R.ACTION_ADD, "F": R.ACTION_ADD, "E": R.ACTION_EXECUTE,
+                                             "C": R.ACTION_EXECUTE, "X": R.ACTION_CANCEL,
+                                             "D": R.ACTION_DELETE, "U": R.ACTION_REPLACE,
+                                             "P": R.ACTION_TRADE}[c])
+MB_FLAGS = _type_table(np.uint8, lambda c: {"F": R.F_MPID, "E": R.F_PRINTABLE, "C": R.F_WITH_PRICE,
+                                            "P": R.F_PRINTABLE}.get(c, 0))
+MB_SIDE_OFF = _type_table(np.int64, lambda c: _field_off(c, ("buy_sell_indicator",), 1))
+MB_SIZE_OFF = _type_table(np.int64, lambda c: _field_off(
+    c, ("shares", "executed_shares", "cancelled_shares"), 4))
+MB_PRICE_OFF = _type_table(np.int64, lambda c: _field_off(c, ("price", "execution_price"), 4))
+MB_MATCH_OFF = _type_table(np.int64, lambda c: _field_off(c, ("match_number",), 8))
+MB_NEW_OFF = _type_table(np.int64, lambda c: _field_off(c, ("new_order_reference_number",), 8))
+MB_PRINTABLE_OFF = _type_table(np.int64, lambda c: _field_off(c, ("printable",), 1))
+assert all(_field_off(c, ("order_reference_number", "original_order_reference_number"), 8) == O_REF
+           for c in _ORDER_TYPES)
+# an absent field reads offset 0 (inside every message) and is then masked or replaced
+_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
 P4 = np.int64(R.PRICE4_TO_NANO)
 P8 = np.int64(R.PRICE8_TO_NANO)
 UNDEF_PRICE = np.int64(R.UNDEF_PRICE)
@@ -276,69 +318,40 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
             if has_index:
                 m_ts_recv[k] = ts_recv
                 m_channel[k] = chan
-            flags = xflags
-            if t == 65 or t == 70:  # A F
+            if ORDER_TYPE[t]:
                 m_order_id[k] = be64(buf, p + O_REF)
-                m_action[k] = R.ACTION_ADD
-                m_side[k] = u8(buf, p + O_A_SIDE)
-                m_size[k] = be32(buf, p + O_A_SHARES)
-                m_price[k] = np.int64(be32(buf, p + O_A_PRICE)) * P4
-                if t == 70:
-                    flags |= R.F_MPID
-                    _copy(m_mpid, k, buf, p + O_F_MPID, 4)
-            elif t == 69:  # E
-                m_order_id[k] = be64(buf, p + O_REF)
-                m_action[k] = R.ACTION_EXECUTE
-                m_side[k] = R.SIDE_NONE
-                m_size[k] = be32(buf, p + O_E_SHARES)
-                m_match_id[k] = be64(buf, p + O_E_MATCH)
-                m_price[k] = UNDEF_PRICE
-                flags |= R.F_PRINTABLE
-            elif t == 67:  # C
-                m_order_id[k] = be64(buf, p + O_REF)
-                m_action[k] = R.ACTION_EXECUTE
-                m_side[k] = R.SIDE_NONE
-                m_size[k] = be32(buf, p + O_E_SHARES)
-                m_match_id[k] = be64(buf, p + O_E_MATCH)
-                m_price[k] = np.int64(be32(buf, p + O_C_PRICE)) * P4
-                flags |= R.F_WITH_PRICE
-                if u8(buf, p + O_C_PRINTABLE) == 89:  # 'Y'
+                m_action[k] = MB_ACTION[t]
+                so = MB_SIDE_OFF[t]
+                side = u8(buf, p + so)
+                m_side[k] = side if so != 0 else np.uint8(R.SIDE_NONE)
+                zo = MB_SIZE_OFF[t]
+                size = be32(buf, p + zo)
+                m_size[k] = size if zo != 0 else np.uint32(0)
+                po = MB_PRICE_OFF[t]
+                price = np.int64(be32(buf, p + po)) * P4
+                m_price[k] = price if po != 0 else UNDEF_PRICE
+                mo = MB_MATCH_OFF[t]
+                match = be64(buf, p + mo)
+                m_match_id[k] = match if mo != 0 else np.uint64(0)
+                no = MB_NEW_OFF[t]
+                new = be64(buf, p + no)
+                m_new_order_id[k] = new if no != 0 else np.uint64(0)
+                flags = xflags | MB_FLAGS[t]
+                ro = MB_PRINTABLE_OFF[t]
+                if ro != 0 and u8(buf, p + ro) == 89:  # C printable 'Y'
                     flags |= R.F_PRINTABLE
-            elif t == 88:  # X
-                m_order_id[k] = be64(buf, p + O_REF)
-                m_action[k] = R.ACTION_CANCEL
-                m_side[k] = R.SIDE_NONE
-                m_size[k] = be32(buf, p + O_X_SHARES)
-                m_price[k] = UNDEF_PRICE
-            elif t == 68:  # D
-                m_order_id[k] = be64(buf, p + O_REF)
-                m_action[k] = R.ACTION_DELETE
-                m_side[k] = R.SIDE_NONE
-                m_price[k] = UNDEF_PRICE
-            elif t == 85:  # U
-                m_order_id[k] = be64(buf, p + O_REF)
-                m_new_order_id[k] = be64(buf, p + O_U_NEW)
-                m_action[k] = R.ACTION_REPLACE
-                m_side[k] = R.SIDE_NONE
-                m_size[k] = be32(buf, p + O_U_SHARES)
-                m_price[k] = np.int64(be32(buf, p + O_U_PRICE)) * P4
-            elif t == 80:  # P
-                m_order_id[k] = be64(buf, p + O_REF)
-                m_action[k] = R.ACTION_TRADE
-                m_side[k] = u8(buf, p + O_P_SIDE)
-                m_size[k] = be32(buf, p + O_P_SHARES)
-                m_price[k] = np.int64(be32(buf, p + O_P_PRICE)) * P4
-                m_match_id[k] = be64(buf, p + O_P_MATCH)
-                flags |= R.F_PRINTABLE
+                if t == 70:  # F: the attribution
+                    _copy(m_mpid, k, buf, p + O_F_MPID, 4)
             elif t == 81:  # Q
+                flags = xflags | R.F_PRINTABLE
                 m_action[k] = R.ACTION_CROSS
                 m_side[k] = R.SIDE_NONE
                 m_size[k] = be64(buf, p + O_Q_SHARES)
                 m_price[k] = np.int64(be32(buf, p + O_Q_PRICE)) * P4
                 m_match_id[k] = be64(buf, p + O_Q_MATCH)
                 m_cross_type[k] = u8(buf, p + O_Q_CROSS)
-                flags |= R.F_PRINTABLE
             else:  # B
+                flags = xflags
                 m_action[k] = R.ACTION_BROKEN
                 m_side[k] = R.SIDE_NONE
                 m_price[k] = UNDEF_PRICE
