@@ -26,7 +26,8 @@ from normalize.ordermap import OrderMap
 from tickpipe.errors import DecodeError, TruncatedError, warn
 
 SCHEMA_KEYS = ("mbo", "trades", "definitions", "status", "imbalance")
-DEFAULT_BATCH = 1 << 18           # messages per batch
+DEFAULT_BATCH = 1 << 20           # messages per batch on one thread
+PIPELINE_BATCH = 1 << 18          # smaller batches when the order map runs on a second thread
 DEFAULT_CHUNK = 16 << 20          # bytes read per step
 _MBO_TYPES = np.array([ord(c) for c in "AFECXDUPQB"])
 _STATUS_TYPES = np.array([ord(c) for c in "SHYLVWKJh"])
@@ -326,14 +327,15 @@ def framed_batches(path_or_buffer, *, batch_size=DEFAULT_BATCH, chunk_bytes=DEFA
 # ---------------------------------------------------------------------------------------------
 # public API
 
-def iter_itch(path_or_buffer, *, date, batch_size: int = DEFAULT_BATCH, errors: str = "raise",
+def iter_itch(path_or_buffer, *, date, batch_size: int | None = None, errors: str = "raise",
               chunk_bytes: int = DEFAULT_CHUNK, channel: int = 0, resolve: bool = True,
               threads: int | None = None,
               stats: DecodeStats | None = None) -> Iterator[dict[str, pa.RecordBatch]]:
     """Stream an ITCH 5.0 source as dicts of Arrow RecordBatches.
 
     Each dict has the keys ``mbo``, ``trades``, ``definitions``, ``status``, ``imbalance`` and
-    holds the records of at most ``batch_size`` consecutive messages. Memory stays bounded by
+    holds the records of at most ``batch_size`` consecutive messages (default: 2**18 when the
+    order map runs on a second thread, else 2**20). Memory stays bounded by
     ``chunk_bytes`` and ``batch_size`` for BinaryFILE sources. Batches decoded before a fault are
     yielded before the :class:`~tickpipe.errors.DecodeError` is raised.
 
@@ -351,6 +353,8 @@ def iter_itch(path_or_buffer, *, date, batch_size: int = DEFAULT_BATCH, errors: 
         threads = 2 if (os.cpu_count() or 1) >= 2 else 1
     if threads not in (1, 2):
         raise ValueError(f"The `threads` was not a valid value, was {threads!r}. Use 1, 2 or None.")
+    if batch_size is None:   # two threads overlap better on smaller batches
+        batch_size = PIPELINE_BATCH if (resolve and threads == 2) else DEFAULT_BATCH
     return _iter_itch(path_or_buffer, clock, batch_size, errors, chunk_bytes, channel, resolve,
                       threads, stats if stats is not None else DecodeStats())
 
@@ -387,7 +391,7 @@ def _iter_itch(path_or_buffer, clock, batch_size, errors, chunk_bytes, channel, 
         stats.unknown_orders = sess.orders.unknown
 
 
-def read_itch(path, *, date=None, errors: str = "raise", batch_size: int = DEFAULT_BATCH,
+def read_itch(path, *, date=None, errors: str = "raise", batch_size: int | None = None,
               resolve: bool = True, threads: int | None = None,
               stats: DecodeStats | None = None) -> dict[str, pa.Table]:
     """Decode a whole ITCH 5.0 file (BinaryFILE plain/.gz/.zst, pcap or pcapng) to Arrow tables.
