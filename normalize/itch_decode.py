@@ -256,8 +256,9 @@ def _zero(dst, row, n):
 
 @numba.njit(cache=True, nogil=True)
 def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch, clk_off0,
-                    clk_off1, m, d, st, im):
-    """Decode framed messages into normalized columns.
+                    clk_off1, m, d, st, im, walk_pos, walk_stop, walk_max, explen, skip,
+                    skipped_at, skipped_why):
+    """Decode messages into normalized columns, from a message list or straight off BinaryFILE.
 
     ``offsets`` (int64) lists message positions in ``buf``. ``index`` is either an empty
     :data:`MSG_INDEX` array (BinaryFILE: ``sequence = seq_base + i``, ``ts_recv`` undefined,
@@ -268,7 +269,16 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
     written), and without an index their ``ts_recv`` and ``channel`` are left to the caller
     (one value for the whole batch).
 
-    Returns ``(n_mbo, n_defs, n_status, n_imbalance)``.
+    With ``offsets`` empty and ``walk_pos < walk_stop``, the kernel frames as it decodes
+    (one pass, no message list): it walks BinaryFILE length prefixes in ``buf[walk_pos:
+    walk_stop]``, checks each length against ``explen`` like :func:`frame_binaryfile`, skips
+    (``skip``: recorded in ``skipped_at``/``skipped_why``) or stops at a bad unit, stops at an
+    incomplete message (status OK: more bytes may come) and stops with status FULL after
+    ``walk_max`` messages or when an output table has no room. Sequence numbers count framing units, skipped ones included, so
+    later messages keep their numbers.
+
+    Returns ``(n_mbo, n_defs, n_status, n_imbalance, next_pos, status, fault_pos, n_skipped,
+    n_units)``.
     """
     # unpack the column tuples once: indexing an array taken out of a tuple inside the loop
     # would cost a reference-count update per access
@@ -287,25 +297,88 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
      im_imbalance_direction, im_cross_type, im_price_variation, im_interest_flag,
      im_open_eligibility) = im
     n = offsets.shape[0]
+    walking = n == 0 and walk_pos < walk_stop
     has_index = index.shape[0] == n and n > 0
+    cap_m = m_action.shape[0]
+    cap_d = d_ts_event.shape[0]
+    cap_s = st_ts_event.shape[0]
+    cap_i = im_ts_event.shape[0]
+    scap = skipped_at.shape[0]
     km = 0
     kd = 0
     ks = 0
     ki = 0
-    for i in range(n):
-        p = offsets[i]
-        if has_index:
-            seq = index[i].sequence
-            ts_recv = index[i].ts_recv
-            chan = index[i].channel
-            xflags = index[i].flags
+    pos = walk_pos
+    status = OK
+    fault = walk_pos
+    n_skipped = 0
+    units = 0
+    i = 0
+    ts_recv = UNDEF_TS
+    chan = channel
+    xflags = np.uint8(0)
+    while True:
+        if walking:
+            if pos + 2 > walk_stop:
+                break
+            if i >= walk_max:
+                status = FULL
+                fault = pos
+                break
+            length = be16(buf, pos)
+            if length == 0:
+                if not skip:
+                    status = ERR_ZERO_LENGTH
+                    fault = pos
+                    break
+                if n_skipped < scap:
+                    skipped_at[n_skipped] = pos
+                    skipped_why[n_skipped] = ERR_ZERO_LENGTH
+                n_skipped += 1
+                units += 1
+                pos += 2
+                continue
+            end = pos + 2 + length
+            if end > walk_stop:
+                break
+            t = u8(buf, pos + 2)
+            if explen[t] != length:
+                why = ERR_UNKNOWN_TYPE if explen[t] == 0 else ERR_LENGTH
+                if not skip:
+                    status = why
+                    fault = pos
+                    break
+                if n_skipped < scap:
+                    skipped_at[n_skipped] = pos
+                    skipped_why[n_skipped] = why
+                n_skipped += 1
+                units += 1
+                pos = end
+                continue
+            kind = TYPE_KIND[t]
+            if ((kind == KIND_MBO and km >= cap_m) or (kind == KIND_DEF and kd >= cap_d)
+                    or (kind == KIND_STATUS and ks >= cap_s) or (kind == KIND_IMB and ki >= cap_i)):
+                status = FULL
+                fault = pos
+                break
+            p = pos + 2
+            seq = np.uint64(seq_base + units)
+            units += 1
+            pos = end
         else:
-            seq = np.uint64(seq_base + i)
-            ts_recv = UNDEF_TS
-            chan = channel
-            xflags = np.uint8(0)
-        t = u8(buf, p)
-        kind = TYPE_KIND[t]
+            if i >= n:
+                break
+            p = offsets[i]
+            t = u8(buf, p)
+            kind = TYPE_KIND[t]
+            if has_index:
+                seq = index[i].sequence
+                ts_recv = index[i].ts_recv
+                chan = index[i].channel
+                xflags = index[i].flags
+            else:
+                seq = np.uint64(seq_base + i)
+        i += 1
         ts = _ts(buf, p, clk_mid, clk_switch, clk_off0, clk_off1)
         locate = be16(buf, p + O_LOCATE)
         tracking = be16(buf, p + O_TRACKING)
@@ -477,7 +550,7 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
                 im_lower_collar[k] = np.int64(be32(buf, p + O_O_LO)) * P4
                 im_upper_collar[k] = np.int64(be32(buf, p + O_O_UP)) * P4
             ki += 1
-    return km, kd, ks, ki
+    return km, kd, ks, ki, pos, status, fault, n_skipped, units
 
 
 @numba.njit(cache=True, nogil=True)

@@ -29,6 +29,7 @@ SCHEMA_KEYS = ("mbo", "trades", "definitions", "status", "imbalance")
 DEFAULT_BATCH = 1 << 20           # messages per batch on one thread
 PIPELINE_BATCH = 1 << 18          # smaller batches when the order map runs on a second thread
 DEFAULT_CHUNK = 16 << 20          # bytes read per step
+SIDE_TABLE_ROWS = 1 << 15         # rows reserved per batch for definitions, status, imbalance
 _MBO_TYPES = np.array([ord(c) for c in "AFECXDUPQB"])
 _STATUS_TYPES = np.array([ord(c) for c in "SHYLVWKJh"])
 _IMB_TYPES = np.array([ord(c) for c in "INO"])
@@ -36,6 +37,10 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 ERRORS = ("raise", "skip")
+_NO_OFFSETS = np.empty(0, np.int64)
+_NO_INDEX = np.empty(0, D.MSG_INDEX)
+_NO_SKIPS = np.empty(0, np.int64)
+_NO_WHY = np.empty(0, np.uint8)
 
 
 @dataclass
@@ -101,7 +106,7 @@ class SessionDecoder:
         Returns the columns (:data:`normalize.records.COLUMNS`) of each schema.
         """
         out = self.decode_unresolved(buf, offsets, counts, index)
-        return self.resolve_batch(out, counts)
+        return self.resolve_batch(out)
 
     def decode_unresolved(self, buf, offsets, counts, index=None) -> dict:
         """First half of :meth:`decode`: the columns, before the order map has run."""
@@ -117,16 +122,44 @@ class SessionDecoder:
         c = self.clock
         got = D.decode_messages(
             buf, offsets, idx, self.next_sequence, self.channel, c.local_midnight_ns, c.switch_ns,
-            c.offset_before, c.offset_after, mbo, defs, st, imb)
-        assert got == (n_mbo, n_def, n_st, n_imb), (got, (n_mbo, n_def, n_st, n_imb))
+            c.offset_before, c.offset_after, mbo, defs, st, imb, 0, 0, 0, MESSAGE_LENGTH, False,
+            _NO_SKIPS, _NO_WHY)
+        assert got[:4] == (n_mbo, n_def, n_st, n_imb), (got, (n_mbo, n_def, n_st, n_imb))
         if index is None:
             self.next_sequence += offsets.shape[0]
-            mbo.ts_recv.fill(R.UNDEF_TIMESTAMP)
-            if self.channel:
-                mbo.channel.fill(self.channel)
+            self._fill_unlabelled(mbo)
         return {"mbo": mbo, "trades": None, "definitions": defs, "status": st, "imbalance": imb}
 
-    def resolve_batch(self, out: dict, counts: np.ndarray) -> dict:
+    def _fill_unlabelled(self, mbo) -> None:
+        mbo.ts_recv.fill(R.UNDEF_TIMESTAMP)
+        if self.channel:
+            mbo.channel.fill(self.channel)
+
+    def decode_walk(self, buf, pos: int, stop: int, max_messages: int, skip: bool,
+                    skipped_at: np.ndarray, skipped_why: np.ndarray):
+        """Frame and decode BinaryFILE bytes ``buf[pos:stop]`` in one compiled pass.
+
+        Returns ``(columns, n_messages, next_pos, status, fault_pos, n_skipped)``; the columns
+        are before the order map (see :meth:`resolve_batch`).
+        """
+        side = min(max_messages, SIDE_TABLE_ROWS)
+        mbo = R.alloc_columns("mbo", max_messages, zero=True)
+        defs = R.alloc_columns("definitions", side)
+        st = R.alloc_columns("status", side)
+        imb = R.alloc_columns("imbalance", side)
+        c = self.clock
+        km, kd, ks, ki, npos, status, fault, ns, units = D.decode_messages(
+            buf, _NO_OFFSETS, _NO_INDEX, self.next_sequence, self.channel, c.local_midnight_ns,
+            c.switch_ns, c.offset_before, c.offset_after, mbo, defs, st, imb, pos, stop,
+            max_messages, MESSAGE_LENGTH, skip, skipped_at, skipped_why)
+        self.next_sequence += units
+        mbo = R.slice_columns(mbo, km)
+        self._fill_unlabelled(mbo)
+        cols = {"mbo": mbo, "trades": None, "definitions": R.slice_columns(defs, kd),
+                "status": R.slice_columns(st, ks), "imbalance": R.slice_columns(imb, ki)}
+        return cols, km + kd + ks + ki, npos, status, fault, ns
+
+    def resolve_batch(self, out: dict) -> dict:
         """Second half of :meth:`decode`: run the order map over a batch (in order!)."""
         out["trades"] = (self.orders.apply(out["mbo"]) if self.resolve
                          else R.alloc_columns("trades", 0))
@@ -220,7 +253,6 @@ class FramedBatch:
     offsets: np.ndarray        # int64 offset of each message (its type byte)
     types: np.ndarray          # uint8 type byte of each message
     counts: np.ndarray         # int64[256] messages per type byte
-    base: int                  # file offset of buf[0]
     index: np.ndarray | None = None   # MSG_INDEX for captures
 
 
@@ -236,14 +268,18 @@ def _raise_frame_error(status: int, label: str, file_off: int, msg_index: int, b
     raise DecodeError(reason, path=label, offset=file_off, index=msg_index)
 
 
-def frame_binaryfile_stream(path_or_buffer, *, batch_size: int, chunk_bytes: int, skip: bool,
-                            stats: DecodeStats) -> Iterator[FramedBatch]:
-    """Yield framed batches of at most ``batch_size`` messages from a BinaryFILE source."""
+def _walk_binaryfile(path_or_buffer, *, chunk_bytes: int, skip: bool, stats: DecodeStats, step):
+    """Run ``step`` over a BinaryFILE source chunk by chunk; carry partial messages across.
+
+    ``step(buf, pos, stop, skipped_at, skipped_why)`` works on ``buf[pos:stop]`` and returns
+    ``(payload, n_messages, next_pos, status, fault_pos, n_skipped)``; payloads with messages
+    are yielded. Bad units are recorded in ``stats`` (skip) or raised as
+    :class:`~tickpipe.errors.DecodeError` after the payload decoded before them is yielded.
+    """
     label = _label(path_or_buffer)
-    explen = MESSAGE_LENGTH
     carry = b""
     base = 0            # file offset of the first byte of the current buffer
-    msg_index = 0       # messages framed so far (0-based index of the next one)
+    msg_index = 0       # messages delivered so far (0-based index of the next one)
     skipped_at = np.empty(1024, np.int64)
     skipped_why = np.empty(1024, np.uint8)
     for chunk in _chunks(path_or_buffer, chunk_bytes):
@@ -253,20 +289,14 @@ def frame_binaryfile_stream(path_or_buffer, *, batch_size: int, chunk_bytes: int
         stats.bytes += len(chunk)
         pos = 0
         while True:
-            cap = batch_size
-            offsets = np.empty(cap, np.int64)
-            types = np.empty(cap, np.uint8)
-            counts = np.zeros(256, np.int64)
-            n, npos, status, fault, ns = D.frame_binaryfile(
-                buf, pos, stop, explen, offsets, types, counts, skip, skipped_at, skipped_why)
+            payload, n, npos, status, fault, ns = step(buf, pos, stop, skipped_at, skipped_why)
             if ns:
                 for k in range(min(ns, skipped_at.shape[0])):
                     stats.skipped.append((base + int(skipped_at[k]), D.STATUS_TEXT[int(skipped_why[k])]))
                 stats.n_skipped += ns
             if n:
                 stats.messages += n
-                stats.add_counts(counts)
-                yield FramedBatch(buf, offsets[:n], types[:n], counts, base)
+                yield payload
                 msg_index += n
             if status not in (D.OK, D.FULL):
                 _raise_frame_error(status, label, base + fault, msg_index, buf, fault)
@@ -288,6 +318,34 @@ def frame_binaryfile_stream(path_or_buffer, *, batch_size: int, chunk_bytes: int
             raise TruncatedError(reason, path=label, offset=base, index=msg_index)
 
 
+def frame_binaryfile_stream(path_or_buffer, *, batch_size: int, chunk_bytes: int, skip: bool,
+                            stats: DecodeStats) -> Iterator[FramedBatch]:
+    """Yield framed batches of at most ``batch_size`` messages from a BinaryFILE source."""
+    def step(buf, pos, stop, skipped_at, skipped_why):
+        offsets = np.empty(batch_size, np.int64)
+        types = np.empty(batch_size, np.uint8)
+        counts = np.zeros(256, np.int64)
+        n, npos, status, fault, ns = D.frame_binaryfile(
+            buf, pos, stop, MESSAGE_LENGTH, offsets, types, counts, skip, skipped_at, skipped_why)
+        if n:
+            stats.add_counts(counts)
+        return FramedBatch(buf, offsets[:n], types[:n], counts), n, npos, status, fault, ns
+
+    yield from _walk_binaryfile(path_or_buffer, chunk_bytes=chunk_bytes, skip=skip, stats=stats,
+                                step=step)
+
+
+def _decode_binaryfile_stream(path_or_buffer, sess: SessionDecoder, *, batch_size: int,
+                              chunk_bytes: int, skip: bool, stats: DecodeStats):
+    """Columns (before the order map) of at most ``batch_size`` messages at a time, framed and
+    decoded in one pass."""
+    def step(buf, pos, stop, skipped_at, skipped_why):
+        return sess.decode_walk(buf, pos, stop, batch_size, skip, skipped_at, skipped_why)
+
+    yield from _walk_binaryfile(path_or_buffer, chunk_bytes=chunk_bytes, skip=skip, stats=stats,
+                                step=step)
+
+
 def _capture_batches(path_or_buffer, *, batch_size: int, skip: bool, stats: DecodeStats):
     from ingest.pcap import read_capture
     label = _label(path_or_buffer)
@@ -304,7 +362,7 @@ def _capture_batches(path_or_buffer, *, batch_size: int, skip: bool, stats: Deco
         stats.messages += part.shape[0]
         stats.add_counts(counts)
         yield FramedBatch(cap.buf, np.ascontiguousarray(part["offset"]),
-                          np.ascontiguousarray(part["type"]), counts, 0, part)
+                          np.ascontiguousarray(part["type"]), counts, part)
 
 
 def framed_batches(path_or_buffer, *, batch_size=DEFAULT_BATCH, chunk_bytes=DEFAULT_CHUNK,
@@ -314,14 +372,29 @@ def framed_batches(path_or_buffer, *, batch_size=DEFAULT_BATCH, chunk_bytes=DEFA
     if batch_size < 1:
         raise ValueError(f"The `batch_size` must be at least 1, was {batch_size}.")
     stats = stats if stats is not None else DecodeStats()
-    if isinstance(path_or_buffer, (str, os.PathLike)) and not Path(path_or_buffer).exists():
-        raise FileNotFoundError(f"ITCH input {str(path_or_buffer)!r} does not exist")
-    kind = "binaryfile" if hasattr(path_or_buffer, "read") else sniff(path_or_buffer)
-    if kind == "binaryfile":
+    if _source_kind(path_or_buffer) == "binaryfile":
         yield from frame_binaryfile_stream(path_or_buffer, batch_size=batch_size,
                                            chunk_bytes=chunk_bytes, skip=skip, stats=stats)
     else:
         yield from _capture_batches(path_or_buffer, batch_size=batch_size, skip=skip, stats=stats)
+
+
+def _source_kind(path_or_buffer) -> str:
+    if isinstance(path_or_buffer, (str, os.PathLike)) and not Path(path_or_buffer).exists():
+        raise FileNotFoundError(f"ITCH input {str(path_or_buffer)!r} does not exist")
+    return "binaryfile" if hasattr(path_or_buffer, "read") else sniff(path_or_buffer)
+
+
+def decoded_batches(path_or_buffer, sess: SessionDecoder, *, batch_size: int, chunk_bytes: int,
+                    skip: bool, stats: DecodeStats):
+    """Columns of each batch before the order map: BinaryFILE framed and decoded in one pass,
+    captures framed by ``ingest.pcap`` and then decoded."""
+    if _source_kind(path_or_buffer) == "binaryfile":
+        yield from _decode_binaryfile_stream(path_or_buffer, sess, batch_size=batch_size,
+                                             chunk_bytes=chunk_bytes, skip=skip, stats=stats)
+    else:
+        for fb in _capture_batches(path_or_buffer, batch_size=batch_size, skip=skip, stats=stats):
+            yield sess.decode_unresolved(fb.buf, fb.offsets, fb.counts, fb.index)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,22 +435,23 @@ def iter_itch(path_or_buffer, *, date, batch_size: int | None = None, errors: st
 def _iter_itch(path_or_buffer, clock, batch_size, errors, chunk_bytes, channel, resolve, threads,
                stats):
     sess = SessionDecoder(clock, channel=channel, resolve=resolve)
-    frames = framed_batches(path_or_buffer, batch_size=batch_size, chunk_bytes=chunk_bytes,
-                            errors=errors, stats=stats)
+    if batch_size < 1:
+        raise ValueError(f"The `batch_size` must be at least 1, was {batch_size}.")
+    parts = decoded_batches(path_or_buffer, sess, batch_size=batch_size, chunk_bytes=chunk_bytes,
+                            skip=errors == "skip", stats=stats)
     try:
         if not resolve or threads == 1:
-            for fb in frames:
-                yield to_batches(sess.decode(fb.buf, fb.offsets, fb.counts, fb.index))
+            for cols in parts:
+                yield to_batches(sess.resolve_batch(cols))
             return
         # two stages on two cores: the order map (compiled, GIL released) resolves batch k in a
-        # worker thread while this thread frames and decodes batch k+1; batches stay in order
+        # worker thread while this thread decodes batch k+1; batches stay in order
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(1, thread_name_prefix="tickpipe-ordermap") as pool:
             pending = None
             try:
-                for fb in frames:
-                    cols = sess.decode_unresolved(fb.buf, fb.offsets, fb.counts, fb.index)
-                    nxt = pool.submit(sess.resolve_batch, cols, fb.counts)
+                for cols in parts:
+                    nxt = pool.submit(sess.resolve_batch, cols)
                     if pending is not None:
                         yield to_batches(pending.result())
                     pending = nxt

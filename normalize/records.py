@@ -334,7 +334,9 @@ def columns_to_arrow(schema: str, cols) -> pa.RecordBatch:
         if f.name.startswith("ts_"):
             valid = None
             nulls = int(_count_equal(col, np.uint64(UNDEF_TIMESTAMP))) if n else 0
-            if nulls:
+            if nulls == n:      # e.g. ts_recv of a file: no capture times at all
+                valid = pa.py_buffer(np.zeros((n + 7) // 8, np.uint8))
+            elif nulls:
                 valid = pa.py_buffer(np.packbits(col != UNDEF_TIMESTAMP, bitorder="little"))
             arrays.append(pa.Array.from_buffers(f.type, n, [valid, pa.py_buffer(col)], null_count=nulls))
         elif pa.types.is_fixed_size_binary(f.type):
