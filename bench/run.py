@@ -112,14 +112,16 @@ def bench_frame(ctx: Context) -> Result:
 
 
 def bench_decode(ctx: Context) -> Result:
-    from normalize.reader import SessionDecoder, framed_batches, resolve_date
+    from normalize.reader import (DEFAULT_BATCH, DEFAULT_CHUNK, DecodeStats, SessionDecoder,
+                                  decoded_batches, resolve_date)
     clock = resolve_date(None, SESSION_DATE)
 
     def run():
         sess = SessionDecoder(clock)
         out: dict[str, int] = collections.Counter()
-        for fb in framed_batches(ctx.data):
-            for k, v in sess.decode(fb.buf, fb.offsets, fb.counts, fb.index).items():
+        for cols in decoded_batches(ctx.data, sess, batch_size=DEFAULT_BATCH,
+                                    chunk_bytes=DEFAULT_CHUNK, skip=False, stats=DecodeStats()):
+            for k, v in sess.resolve_batch(cols).items():
                 out[k] += _rows(v)
         return out
 
@@ -316,10 +318,16 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n".join(_table(results, ctx.n_messages)))
     by = {r.name: r for r in results if r.timing is not None}
-    cpp, mem, rd = by.get("itchcpp"), by.get("memcpy"), by.get("read_itch")
-    if rd and cpp:
-        print(f"\nread_itch vs itchcpp: {rd.msgs_per_s / cpp.msgs_per_s:.1f}x "
-              f"({rd.msgs_per_s / 1e6:.1f} vs {cpp.msgs_per_s / 1e6:.2f} Mmsg/s)")
+    cpp, mem = by.get("itchcpp"), by.get("memcpy")
+    if cpp and cpp.timing is not None:
+        print()
+        for name, what in (("unresolved", "decode to normalized columns, one core"),
+                           ("read_itch_1t", "read_itch with the order map, one core"),
+                           ("read_itch", "read_itch with the order map on a second core")):
+            r = by.get(name)
+            if r and r.timing is not None:
+                print(f"{what:<48} {r.msgs_per_s / cpp.msgs_per_s:5.1f}x itchcpp "
+                      f"({r.msgs_per_s / 1e6:.1f} vs {cpp.msgs_per_s / 1e6:.2f} Mmsg/s)")
     wall = time.perf_counter() - wall0
     print(f"wall time {wall:.1f} s")
 

@@ -266,8 +266,7 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
     flags. ``m``, ``d``, ``st``, ``im`` are the ``mbo``, ``definitions``, ``status`` and
     ``imbalance`` columns (:data:`normalize.records.COLUMNS`), with room for every message of
     their kind. The ``mbo`` columns must come zeroed (fields a message does not carry are not
-    written), and without an index their ``ts_recv`` and ``channel`` are left to the caller
-    (one value for the whole batch).
+    written).
 
     With ``offsets`` empty and ``walk_pos < walk_stop``, the kernel frames as it decodes
     (one pass, no message list): it walks BinaryFILE length prefixes in ``buf[walk_pos:
@@ -388,9 +387,8 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
             m_sequence[k] = seq
             m_instrument_id[k] = locate
             m_tracking[k] = tracking
-            if has_index:
-                m_ts_recv[k] = ts_recv
-                m_channel[k] = chan
+            m_ts_recv[k] = ts_recv
+            m_channel[k] = chan
             if ORDER_TYPE[t]:
                 m_order_id[k] = be64(buf, p + O_REF)
                 m_action[k] = MB_ACTION[t]

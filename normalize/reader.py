@@ -29,6 +29,7 @@ SCHEMA_KEYS = ("mbo", "trades", "definitions", "status", "imbalance")
 DEFAULT_BATCH = 1 << 20           # messages per batch on one thread
 PIPELINE_BATCH = 1 << 18          # smaller batches when the order map runs on a second thread
 DEFAULT_CHUNK = 16 << 20          # bytes read per step
+MIN_MESSAGE = int(MESSAGE_LENGTH[MESSAGE_LENGTH > 0].min())
 SIDE_TABLE_ROWS = 1 << 15         # rows reserved per batch for definitions, status, imbalance
 _MBO_TYPES = np.array([ord(c) for c in "AFECXDUPQB"])
 _STATUS_TYPES = np.array([ord(c) for c in "SHYLVWKJh"])
@@ -127,13 +128,7 @@ class SessionDecoder:
         assert got[:4] == (n_mbo, n_def, n_st, n_imb), (got, (n_mbo, n_def, n_st, n_imb))
         if index is None:
             self.next_sequence += offsets.shape[0]
-            self._fill_unlabelled(mbo)
         return {"mbo": mbo, "trades": None, "definitions": defs, "status": st, "imbalance": imb}
-
-    def _fill_unlabelled(self, mbo) -> None:
-        mbo.ts_recv.fill(R.UNDEF_TIMESTAMP)
-        if self.channel:
-            mbo.channel.fill(self.channel)
 
     def decode_walk(self, buf, pos: int, stop: int, max_messages: int, skip: bool,
                     skipped_at: np.ndarray, skipped_why: np.ndarray):
@@ -142,6 +137,8 @@ class SessionDecoder:
         Returns ``(columns, n_messages, next_pos, status, fault_pos, n_skipped)``; the columns
         are before the order map (see :meth:`resolve_batch`).
         """
+        # no more messages than the bytes can hold (the shortest is 12 bytes plus its prefix)
+        max_messages = max(1, min(max_messages, (stop - pos) // (2 + MIN_MESSAGE)))
         side = min(max_messages, SIDE_TABLE_ROWS)
         mbo = R.alloc_columns("mbo", max_messages, zero=True)
         defs = R.alloc_columns("definitions", side)
@@ -154,7 +151,6 @@ class SessionDecoder:
             max_messages, MESSAGE_LENGTH, skip, skipped_at, skipped_why)
         self.next_sequence += units
         mbo = R.slice_columns(mbo, km)
-        self._fill_unlabelled(mbo)
         cols = {"mbo": mbo, "trades": None, "definitions": R.slice_columns(defs, kd),
                 "status": R.slice_columns(st, ks), "imbalance": R.slice_columns(imb, ki)}
         return cols, km + kd + ks + ki, npos, status, fault, ns
