@@ -257,7 +257,7 @@ def _zero(dst, row, n):
 @numba.njit(cache=True, nogil=True)
 def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch, clk_off0,
                     clk_off1, m, d, st, im, walk_pos, walk_stop, walk_max, explen, skip,
-                    skipped_at, skipped_why):
+                    skipped_at, skipped_why, counts):
     """Decode messages into normalized columns, from a message list or straight off BinaryFILE.
 
     ``offsets`` (int64) lists message positions in ``buf``. ``index`` is either an empty
@@ -274,7 +274,7 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
     (``skip``: recorded in ``skipped_at``/``skipped_why``) or stops at a bad unit, stops at an
     incomplete message (status OK: more bytes may come) and stops with status FULL after
     ``walk_max`` messages or when an output table has no room. Sequence numbers count framing units, skipped ones included, so
-    later messages keep their numbers.
+    later messages keep their numbers. Walking also adds each message to ``counts[type]``.
 
     Returns ``(n_mbo, n_defs, n_status, n_imbalance, next_pos, status, fault_pos, n_skipped,
     n_units)``.
@@ -361,6 +361,7 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
                 fault = pos
                 break
             p = pos + 2
+            counts[t] += 1
             seq = np.uint64(seq_base + units)
             units += 1
             pos = end

@@ -124,17 +124,17 @@ class SessionDecoder:
         got = D.decode_messages(
             buf, offsets, idx, self.next_sequence, self.channel, c.local_midnight_ns, c.switch_ns,
             c.offset_before, c.offset_after, mbo, defs, st, imb, 0, 0, 0, MESSAGE_LENGTH, False,
-            _NO_SKIPS, _NO_WHY)
+            _NO_SKIPS, _NO_WHY, np.zeros(256, np.int64))
         assert got[:4] == (n_mbo, n_def, n_st, n_imb), (got, (n_mbo, n_def, n_st, n_imb))
         if index is None:
             self.next_sequence += offsets.shape[0]
         return {"mbo": mbo, "trades": None, "definitions": defs, "status": st, "imbalance": imb}
 
     def decode_walk(self, buf, pos: int, stop: int, max_messages: int, skip: bool,
-                    skipped_at: np.ndarray, skipped_why: np.ndarray):
+                    skipped_at: np.ndarray, skipped_why: np.ndarray, counts: np.ndarray):
         """Frame and decode BinaryFILE bytes ``buf[pos:stop]`` in one compiled pass.
 
-        Returns ``(columns, n_messages, next_pos, status, fault_pos, n_skipped)``; the columns
+        Adds the messages to ``counts`` (int64[256], by type byte). Returns ``(columns, n_messages, next_pos, status, fault_pos, n_skipped)``; the columns
         are before the order map (see :meth:`resolve_batch`).
         """
         # no more messages than the bytes can hold (the shortest is 12 bytes plus its prefix)
@@ -148,7 +148,7 @@ class SessionDecoder:
         km, kd, ks, ki, npos, status, fault, ns, units = D.decode_messages(
             buf, _NO_OFFSETS, _NO_INDEX, self.next_sequence, self.channel, c.local_midnight_ns,
             c.switch_ns, c.offset_before, c.offset_after, mbo, defs, st, imb, pos, stop,
-            max_messages, MESSAGE_LENGTH, skip, skipped_at, skipped_why)
+            max_messages, MESSAGE_LENGTH, skip, skipped_at, skipped_why, counts)
         self.next_sequence += units
         mbo = R.slice_columns(mbo, km)
         cols = {"mbo": mbo, "trades": None, "definitions": R.slice_columns(defs, kd),
@@ -336,7 +336,10 @@ def _decode_binaryfile_stream(path_or_buffer, sess: SessionDecoder, *, batch_siz
     """Columns (before the order map) of at most ``batch_size`` messages at a time, framed and
     decoded in one pass."""
     def step(buf, pos, stop, skipped_at, skipped_why):
-        return sess.decode_walk(buf, pos, stop, batch_size, skip, skipped_at, skipped_why)
+        counts = np.zeros(256, np.int64)
+        out = sess.decode_walk(buf, pos, stop, batch_size, skip, skipped_at, skipped_why, counts)
+        stats.add_counts(counts)
+        return out
 
     yield from _walk_binaryfile(path_or_buffer, chunk_bytes=chunk_bytes, skip=skip, stats=stats,
                                 step=step)

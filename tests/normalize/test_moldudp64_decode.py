@@ -52,3 +52,11 @@ def test_a_packet_whose_count_overruns_it_raises_naming_the_sequence(session_byt
     assert e.value.sequence is not None and first <= e.value.sequence < first + 200
     assert f"sequence {e.value.sequence}" in str(e.value) and "packet 2" in str(e.value)
     assert e.value.partial.n_messages > 0          # the packets before it were framed
+
+
+def test_read_itch_stats_count_messages_by_type_like_the_raw_reader(session_bytes):
+    stats = normalize.DecodeStats()
+    normalize.read_itch(session_bytes, date="2024-03-15", stats=stats)
+    raw = normalize.read_itch_raw(session_bytes)
+    assert stats.counts == {k: len(v) for k, v in raw.items()}
+    assert stats.messages == sum(len(v) for v in raw.values())
