@@ -158,23 +158,18 @@ def resolve(action, order_id, new_order_id, price, size, side, inst, flags, star
         if si < 0:
             flags[i] |= R.F_UNKNOWN_ORDER
             n_unknown += 1
-            if a == R.ACTION_REPLACE:
-                # the new order is still well defined except for its side
-                was_live, took_empty = _put(slots, keys, new_order_id[i], price[i], size[i],
-                                            R.SIDE_NONE, inst[i])
-                if was_live:
-                    flags[i] |= R.F_BAD
-                else:
-                    count += 1
-                    used += took_empty
-            continue
-        s = np.uint64(si)
-        side[i] = slots[s].side
-        flags[i] |= R.F_RESOLVED
-        if a == R.ACTION_REPLACE:
+            if a != R.ACTION_REPLACE:
+                continue
+            sd = np.uint8(R.SIDE_NONE)     # the new order is well defined but for its side
+        else:
+            s = np.uint64(si)
             sd = slots[s].side
-            used -= remove(keys, s)
-            count -= 1
+            side[i] = sd
+            flags[i] |= R.F_RESOLVED
+            if a == R.ACTION_REPLACE:
+                used -= remove(keys, s)
+                count -= 1
+        if a == R.ACTION_REPLACE:
             was_live, took_empty = _put(slots, keys, new_order_id[i], price[i], size[i], sd, inst[i])
             if was_live:
                 flags[i] |= R.F_BAD
