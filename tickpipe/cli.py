@@ -121,8 +121,8 @@ def cmd_decode(args) -> int:
             w.close()
         prog.done()
     dt = time.perf_counter() - t0
-    print(f"decoded {stats.messages:,} messages ({stats.bytes / 1e6:,.1f} MB) in {dt:.2f} s "
-          f"({stats.messages / max(dt, 1e-9) / 1e6:.1f} M msg/s) into {out}/")
+    print(f"decoded {stats.messages:,} messages ({stats.bytes / 1e6:,.1f} MB) and wrote zstd Parquet "
+          f"in {dt:.2f} s ({stats.messages / max(dt, 1e-9) / 1e6:.1f} M msg/s) into {out}/")
     print(_table(["schema", "rows", "file"],
                  [(k, f"{rows[k]:,}", str(out / f"{k}.parquet")) for k in SCHEMA_KEYS], "lrl"))
     if stats.unknown_orders:
