@@ -1,0 +1,549 @@
+"""Live capture of MoldUDP64 feeds: lines A and B, arbitration, gap recovery, journal, decode.
+
+One :class:`Capture` owns the sockets of a feed's two lines (UDP multicast, joined on a chosen
+interface, large receive buffers, kernel receive timestamps via ``SO_TIMESTAMPNS``), a UDP
+socket for re-requests, and the output: the raw journal (``ingest.journal``) and, optionally,
+normalized Parquet per schema.
+
+How packets become a stream:
+
+* Each socket is drained in batches into a preallocated buffer; one compiled call
+  (:func:`scan_packets`) checks every packet of the batch (header length, session, message
+  blocks inside the datagram) and reads its sequence number and message count. Malformed
+  packets are counted and logged, never accepted.
+* Arbitration by MoldUDP64 sequence: the first copy of a packet wins, from either line; later
+  copies are dropped and counted. Packets ahead of the next expected sequence wait.
+* A gap (the next expected sequence is missing while later packets or a heartbeat show it was
+  sent) is held for ``gap_timeout`` seconds (the other line's copy usually arrives), then
+  re-requested from the re-request server in ranges of at most ``max_request`` messages, with
+  ``retries`` attempts ``retry_timeout`` apart. A gap still open after that is declared: it is
+  journaled and reported as a ``status`` record of type ``G`` (``value`` = messages lost,
+  ``sequence`` = the first lost one, instrument 0: every instrument's book is stale from there)
+  and the capture goes on with the messages after it. It never hangs and never invents data.
+* End of session (count 0xFFFF) ends the capture once everything before it was delivered or
+  declared lost.
+
+Not thread-safe: one thread runs :meth:`Capture.poll` / :meth:`Capture.run`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numba
+import numpy as np
+import pyarrow as pa
+
+from ingest import moldudp64 as M
+from normalize import records as R
+from normalize._bytes import be16, be64, u8
+from normalize.itch_spec import MESSAGE_LENGTH
+
+log = logging.getLogger("tickpipe.capture")
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)     # Linux
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS
+SLOT = 2048                    # bytes per received datagram slot (MoldUDP64 packets fit an MTU)
+BATCH = 256                    # datagrams drained per socket per round
+
+# packet checks (scan_packets)
+P_OK = 0
+P_SHORT = 1                    # shorter than the MoldUDP64 header
+P_SESSION = 2                  # another session than the one being captured
+P_OVERRUN = 3                  # a block length or the count runs past the datagram
+P_TRUNCATED = 4                # the datagram filled its receive slot: it may have been cut
+P_BAD_MESSAGE = 5              # a message length disagrees with its type
+CHECK_TEXT = {P_SHORT: "shorter than the MoldUDP64 header", P_SESSION: "wrong session",
+              P_OVERRUN: "message count overruns the datagram", P_TRUNCATED: "datagram larger than the receive slot",
+              P_BAD_MESSAGE: "a message length disagrees with its type"}
+
+#: status record type of a declared gap (not an ITCH letter)
+GAP_TYPE = ord("G")
+
+
+@numba.njit(cache=True, nogil=True)
+def scan_packets(buf, lengths, n, session, explen, seq_out, count_out, check_out):
+    """Check ``n`` datagrams (slot ``i`` at ``buf[i * SLOT:]``, ``lengths[i]`` bytes).
+
+    ``session`` is the expected 10-byte session (empty: any). Writes each packet's first
+    sequence, message count and check code (``P_*``).
+    """
+    for i in range(n):
+        p = i * SLOT
+        ln = lengths[i]
+        seq_out[i] = 0
+        count_out[i] = 0
+        if ln > SLOT - 1:
+            check_out[i] = P_TRUNCATED
+            continue
+        if ln < M.HEADER_LENGTH:
+            check_out[i] = P_SHORT
+            continue
+        ok = True
+        if session.shape[0] == M.SESSION_LENGTH:
+            for k in range(M.SESSION_LENGTH):
+                if u8(buf, p + k) != session[k]:
+                    ok = False
+        if not ok:
+            check_out[i] = P_SESSION
+            continue
+        seq_out[i] = be64(buf, p + M.SEQUENCE_OFFSET)
+        count = be16(buf, p + M.COUNT_OFFSET)
+        count_out[i] = count
+        if count == M.HEARTBEAT or count == M.END_OF_SESSION:
+            check_out[i] = P_OK
+            continue
+        q = p + M.HEADER_LENGTH
+        end = p + ln
+        status = P_OK
+        for _ in range(count):
+            if q + 2 > end:
+                status = P_OVERRUN
+                break
+            mlen = be16(buf, q)
+            if q + 2 + mlen > end:
+                status = P_OVERRUN
+                break
+            if mlen == 0 or explen[u8(buf, q + 2)] != mlen:
+                status = P_BAD_MESSAGE
+                break
+            q += 2 + mlen
+        check_out[i] = status
+
+
+def trim_packet(packet: bytes, skip: int) -> bytes:
+    """The same packet without its first ``skip`` messages (a re-request reply that overlaps)."""
+    seq = M.sequence(packet)
+    count = M.message_count(packet)
+    q = M.HEADER_LENGTH
+    for _ in range(skip):
+        q += 2 + struct.unpack_from(">H", packet, q)[0]
+    return M.encode_header(M.session(packet), seq + skip, count - skip) + packet[q:]
+
+
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)   # Linux; needs CAP_NET_ADMIN
+
+
+def _set_rcvbuf(sock: socket.socket, nbytes: int) -> int:
+    """Ask for a large receive buffer: past ``net.core.rmem_max`` when privileged (bursts of
+    a fast feed must not overflow it), else as much as the kernel allows. Returns the size got."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, nbytes)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, nbytes)
+    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if got < nbytes // 2:
+        log.warning("receive buffer is %d bytes, asked for %d: raise net.core.rmem_max "
+                    "(sysctl) or run with CAP_NET_ADMIN, or bursts may be dropped", got, nbytes)
+    return got
+
+
+def _parse_endpoint(value, name: str) -> tuple[str, int]:
+    if isinstance(value, tuple):
+        return value[0], int(value[1])
+    host, _, port = str(value).rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"The `{name}` was not HOST:PORT, was {value!r}.")
+    return host, int(port)
+
+
+@dataclass
+class Gap:
+    first: int                  # first missing sequence
+    count: int                  # messages missing (so far)
+    opened: float               # monotonic time it was seen
+    requests: int = 0
+    last_request: float = 0.0
+
+
+@dataclass
+class CaptureStats:
+    packets_a: int = 0
+    packets_b: int = 0
+    accepted: int = 0                   # packets delivered in sequence
+    messages: int = 0                   # messages delivered
+    duplicates: int = 0                 # copies dropped by arbitration
+    heartbeats: int = 0
+    malformed: int = 0
+    malformed_reasons: dict[str, int] = field(default_factory=dict)
+    recovered_packets: int = 0          # delivered from re-request replies
+    recovered_messages: int = 0
+    rerequests: int = 0
+    gaps_declared: list[tuple[int, int]] = field(default_factory=list)   # (first, count)
+    end_of_session: bool = False
+    first_sequence: int | None = None
+    next_sequence: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def messages_lost(self) -> int:
+        return sum(c for _, c in self.gaps_declared)
+
+
+class Capture:
+    """Capture one MoldUDP64 session from lines A and B; journal it; decode it.
+
+    Parameters
+    ----------
+    line_a, line_b
+        ``(group, port)`` or ``"GROUP:PORT"`` of each line (``line_b`` may be None).
+    interface
+        The local address whose interface joins the groups (``127.0.0.1`` for loopback).
+    rerequest
+        ``(host, port)`` of the MoldUDP64 re-request server, or None (gaps are then declared
+        after ``gap_timeout``).
+    out
+        Directory for the journal (``journal/``) and, with ``decode_date``, the normalized
+        Parquet files (``mbo.parquet``, ...). None: keep nothing but statistics.
+    session
+        The 10-byte MoldUDP64 session to capture; None: the first one seen.
+    """
+
+    def __init__(self, line_a, line_b=None, *, interface: str = "127.0.0.1", rerequest=None,
+                 out=None, decode_date=None, session: bytes | None = None,
+                 gap_timeout: float = 0.05, retry_timeout: float = 0.1, retries: int = 3,
+                 max_request: int = 1000, rcvbuf: int = 64 << 20, decode_every: int = 20_000):
+        self.lines = [_parse_endpoint(line_a, "line_a")]
+        if line_b is not None:
+            self.lines.append(_parse_endpoint(line_b, "line_b"))
+        self.interface = interface
+        self.rerequest = _parse_endpoint(rerequest, "rerequest") if rerequest else None
+        self.session = session
+        self.gap_timeout, self.retry_timeout, self.retries = gap_timeout, retry_timeout, retries
+        self.max_request = max(1, min(int(max_request), M.MAX_MESSAGE_COUNT))
+        self.stats = CaptureStats()
+        self.expected: int | None = None          # next sequence to deliver
+        self.pending: dict[int, tuple[int, bytes, int, bool]] = {}   # seq -> (ts, packet, count, recovered)
+        self.gap: Gap | None = None
+        self.eos_seq: int | None = None
+        self._rcvbuf = rcvbuf
+        self._socks: list[socket.socket] = []
+        self._req_sock: socket.socket | None = None
+        self._sel = selectors.DefaultSelector()
+        self._buf = np.zeros(BATCH * SLOT, np.uint8)
+        self._lengths = np.zeros(BATCH, np.int64)
+        self._ts = [0] * BATCH
+        self._seq = np.zeros(BATCH, np.uint64)
+        self._count = np.zeros(BATCH, np.uint32)
+        self._check = np.zeros(BATCH, np.uint8)
+        self._out_packets: list[bytes] = []
+        self._out_ts: list[int] = []
+        self._out_seq: list[int] = []
+        self._decode_every = decode_every
+        self.out = Path(out) if out is not None else None
+        self.journal = None
+        self.sink = None
+        if self.out is not None:
+            from ingest.journal import JournalWriter
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.journal = JournalWriter(self.out / "journal")
+            if decode_date is not None:
+                self.sink = ParquetSink(self.out, decode_date)
+        self._t0 = time.monotonic()
+        self._open()
+
+    # -- sockets ----------------------------------------------------------------------------
+    def _open(self) -> None:
+        for name, (group, port) in zip("AB", self.lines):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            _set_rcvbuf(s, self._rcvbuf)
+            s.bind((group, port))
+            mreq = struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(self.interface))
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            s.setblocking(False)
+            self._socks.append(s)
+            self._sel.register(s, selectors.EVENT_READ, name)
+        if self.rerequest is not None:
+            r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+            _set_rcvbuf(r, self._rcvbuf)
+            r.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            r.bind((self.interface, 0))
+            r.setblocking(False)
+            self._req_sock = r
+            self._sel.register(r, selectors.EVENT_READ, "R")
+
+    def close(self) -> None:
+        """Deliver what can be delivered, flush the journal and Parquet, close the sockets."""
+        self._flush_output()
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+        if self.sink is not None:
+            self.sink.close()
+            self.sink = None
+        for s in self._socks + ([self._req_sock] if self._req_sock else []):
+            try:
+                self._sel.unregister(s)
+            except (KeyError, ValueError):
+                pass
+            s.close()
+        self._socks, self._req_sock = [], None
+        self.stats.seconds = time.monotonic() - self._t0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- receiving ----------------------------------------------------------------------------
+    def _drain(self, sock: socket.socket) -> int:
+        """Receive up to BATCH datagrams from one socket into the slot buffer."""
+        n = 0
+        mv = memoryview(self._buf)
+        while n < BATCH:
+            try:
+                nbytes, anc, _flags, _addr = sock.recvmsg_into([mv[n * SLOT:(n + 1) * SLOT]], 64)
+            except BlockingIOError:
+                break
+            ts = 0
+            for level, typ, data in anc:
+                if level == socket.SOL_SOCKET and typ == SCM_TIMESTAMPNS and len(data) >= 16:
+                    sec, nsec = struct.unpack_from("qq", data)
+                    ts = sec * 1_000_000_000 + nsec
+            self._lengths[n] = nbytes
+            self._ts[n] = ts if ts else time.time_ns()
+            n += 1
+        return n
+
+    def poll(self, timeout: float = 0.01) -> int:
+        """Receive what has arrived (waiting at most ``timeout`` s), arbitrate, handle gaps.
+
+        Returns the number of datagrams processed (bounded work per call).
+        """
+        work = 0
+        for key, _ in self._sel.select(timeout):
+            line = key.data
+            n = self._drain(key.fileobj)
+            if n == 0:
+                continue
+            work += n
+            sess = np.frombuffer(self.session, np.uint8) if self.session else np.zeros(0, np.uint8)
+            scan_packets(self._buf, self._lengths, n, sess, MESSAGE_LENGTH, self._seq, self._count,
+                         self._check)
+            seqs, counts, checks = self._seq[:n].tolist(), self._count[:n].tolist(), self._check[:n].tolist()
+            for i in range(n):
+                if line == "A":
+                    self.stats.packets_a += 1
+                elif line == "B":
+                    self.stats.packets_b += 1
+                if checks[i] != P_OK:
+                    self._malformed(i, checks[i], line)
+                    continue
+                if self.session is None:
+                    self.session = bytes(self._buf[i * SLOT:i * SLOT + M.SESSION_LENGTH])
+                    sess = np.frombuffer(self.session, np.uint8)
+                self._on_packet(i, seqs[i], counts[i], line == "R")
+        self._deliver()
+        self._handle_gap()
+        if self._out_packets and len(self._out_packets) >= self._decode_every // 20:
+            self._flush_output()
+        return work
+
+    def _malformed(self, i: int, code: int, line: str) -> None:
+        self.stats.malformed += 1
+        why = CHECK_TEXT.get(code, str(code))
+        self.stats.malformed_reasons[why] = self.stats.malformed_reasons.get(why, 0) + 1
+        log.warning("line %s: malformed MoldUDP64 datagram (%d bytes) skipped: %s", line,
+                    int(self._lengths[i]), why)
+
+    def _on_packet(self, i: int, seq: int, count: int, recovered: bool) -> None:
+        if self.stats.first_sequence is None:
+            self.stats.first_sequence = seq
+        if self.expected is None:
+            self.expected = seq
+        if count == M.HEARTBEAT:
+            self.stats.heartbeats += 1
+            if seq > self.expected and not self.pending:
+                self._open_gap(seq)         # the heartbeat says messages before `seq` were sent
+            return
+        if count == M.END_OF_SESSION:
+            self.eos_seq = seq
+            if seq > self.expected and not self.pending:
+                self._open_gap(seq)
+            return
+        end = seq + count
+        if end <= self.expected or seq in self.pending:
+            self.stats.duplicates += 1
+            return
+        pkt = bytes(self._buf[i * SLOT:i * SLOT + int(self._lengths[i])])
+        if seq < self.expected:                     # overlapping reply: keep the new part
+            pkt = trim_packet(pkt, self.expected - seq)
+            count -= self.expected - seq
+            seq = self.expected
+        self.pending[seq] = (self._ts[i], pkt, count, recovered)
+
+    def _deliver(self) -> None:
+        while self.expected in self.pending:
+            ts, pkt, count, recovered = self.pending.pop(self.expected)
+            self._out_packets.append(pkt)
+            self._out_ts.append(ts)
+            self._out_seq.append(self.expected)
+            self.stats.accepted += 1
+            self.stats.messages += count
+            if recovered:
+                self.stats.recovered_packets += 1
+                self.stats.recovered_messages += count
+            self.expected += count
+            # a stale copy that started before the new expected sequence is a duplicate
+            for s in [s for s in self.pending if s < self.expected]:
+                t2, p2, c2, r2 = self.pending.pop(s)
+                if s + c2 > self.expected:
+                    skip = self.expected - s
+                    self.pending[self.expected] = (t2, trim_packet(p2, skip), c2 - skip, r2)
+                else:
+                    self.stats.duplicates += 1
+        self.stats.next_sequence = self.expected
+        if self.gap is not None and (self.expected is None or self.expected > self.gap.first):
+            self.gap = None
+        if self.pending and self.gap is None:
+            self._open_gap(min(self.pending))
+
+    def _open_gap(self, upto: int) -> None:
+        if self.gap is None and upto > self.expected:
+            self.gap = Gap(self.expected, upto - self.expected, time.monotonic())
+
+    def _handle_gap(self) -> None:
+        g = self.gap
+        if g is None:
+            return
+        upto = min(self.pending) if self.pending else (self.eos_seq or g.first + g.count)
+        g.count = max(g.count, upto - g.first)
+        now = time.monotonic()
+        if now - g.opened < self.gap_timeout:
+            return
+        if self._req_sock is not None and g.requests < self.retries:
+            if g.requests == 0 or now - g.last_request >= self.retry_timeout:
+                self._request(g.first, g.count)
+                g.requests += 1
+                g.last_request = now
+            return
+        if self._req_sock is not None and now - g.last_request < self.retry_timeout:
+            return
+        self._declare(g)
+
+    def _request(self, first: int, count: int) -> None:
+        from ingest.exchange import rerequest_packet
+        s = first
+        while s < first + count:
+            k = min(self.max_request, first + count - s)
+            self._req_sock.sendto(rerequest_packet(self.session or b" " * 10, s, k), self.rerequest)
+            self.stats.rerequests += 1
+            s += k
+
+    def _declare(self, g: Gap) -> None:
+        upto = min(self.pending) if self.pending else (self.eos_seq or g.first + g.count)
+        count = upto - g.first
+        log.warning("gap declared: sequences %d..%d (%d messages) could not be recovered",
+                    g.first, upto - 1, count)
+        self.stats.gaps_declared.append((g.first, count))
+        self._flush_output()
+        if self.journal is not None:
+            self.journal.append_gap(g.first, count, time.time_ns())
+        if self.sink is not None:
+            self.sink.gap(g.first, count, time.time_ns())
+        self.expected = upto
+        self.gap = None
+        self._deliver()
+
+    def _flush_output(self) -> None:
+        if not self._out_packets:
+            return
+        if self.journal is not None:
+            for seq, ts, pkt in zip(self._out_seq, self._out_ts, self._out_packets):
+                self.journal.append(seq, ts, pkt)
+        if self.sink is not None:
+            self.sink.write(self._out_packets, self._out_ts)
+        self._out_packets, self._out_ts, self._out_seq = [], [], []
+
+    # -- running --------------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return (self.eos_seq is not None and self.expected is not None
+                and self.expected >= self.eos_seq and not self.pending)
+
+    def run(self, *, timeout: float | None = None, idle_timeout: float | None = 10.0) -> CaptureStats:
+        """Capture until end of session (everything before it delivered or declared lost), or
+        ``timeout`` seconds in all, or ``idle_timeout`` seconds without any datagram."""
+        t0 = last = time.monotonic()
+        try:
+            while not self.done:
+                if self.poll(0.005):
+                    last = time.monotonic()
+                now = time.monotonic()
+                if timeout is not None and now - t0 > timeout:
+                    log.warning("capture stopped after its %.1f s time limit", timeout)
+                    break
+                if idle_timeout is not None and now - last > idle_timeout and self.gap is None:
+                    log.warning("capture stopped: nothing received for %.1f s", idle_timeout)
+                    break
+        finally:
+            self.close()
+        self.stats.end_of_session = self.done
+        return self.stats
+
+
+class ParquetSink:
+    """Decodes delivered packets (in sequence order) and appends normalized Parquet per schema."""
+
+    def __init__(self, out: Path, date):
+        import pyarrow.parquet as pq
+
+        from normalize.reader import SCHEMA_KEYS, SessionDecoder, resolve_date
+        self.keys = SCHEMA_KEYS
+        self.decoder = SessionDecoder(resolve_date(None, date))
+        self.writers = {k: pq.ParquetWriter(out / f"{k}.parquet", R.arrow_schema(k), compression="zstd")
+                        for k in SCHEMA_KEYS}
+        self.rows = dict.fromkeys(SCHEMA_KEYS, 0)
+
+    def write(self, packets: list[bytes], ts: list[int]) -> None:
+        from normalize.reader import to_batches
+        lengths = np.fromiter((len(p) for p in packets), np.int64, len(packets))
+        offsets = np.zeros(len(packets), np.int64)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+        buf = np.frombuffer(b"".join(packets), np.uint8)
+        fr = M.frame_packets(buf, offsets, lengths, np.asarray(ts, np.uint64), 0, path="<capture>",
+                             errors="skip")
+        idx = fr.index
+        counts = np.bincount(idx["type"], minlength=256).astype(np.int64)
+        cols = self.decoder.decode(buf, np.ascontiguousarray(idx["offset"]), counts, idx)
+        for k, b in to_batches(cols).items():
+            if b.num_rows:
+                self.writers[k].write_batch(b)
+                self.rows[k] += b.num_rows
+
+    def gap(self, first: int, count: int, ts: int) -> None:
+        st = R.alloc_columns("status", 1, zero=True)
+        st.ts_event[0] = ts
+        st.ts_recv[0] = ts
+        st.sequence[0] = first
+        st.value[0] = count
+        st.msg_type[0] = GAP_TYPE
+        st.price_1[0] = st.price_2[0] = st.price_3[0] = R.UNDEF_PRICE
+        self.writers["status"].write_batch(R.columns_to_arrow("status", st))
+        self.rows["status"] += 1
+
+    def close(self) -> None:
+        for w in self.writers.values():
+            w.close()
+
+
+def capture_dir_tables(out) -> dict[str, pa.Table]:
+    """The normalized tables a capture wrote under ``out``."""
+    import pyarrow.parquet as pq
+    from normalize.reader import SCHEMA_KEYS
+    return {k: pq.read_table(Path(out) / f"{k}.parquet") for k in SCHEMA_KEYS
+            if (Path(out) / f"{k}.parquet").exists()}
+
+
+def default_interface() -> str:
+    return os.environ.get("TICKPIPE_INTERFACE", "127.0.0.1")
