@@ -3,7 +3,10 @@
     tickpipe inspect FILE            counts by message type, instruments, time range, bytes
     tickpipe decode FILE --out DIR   normalized Parquet per schema (mbo, trades, ...)
     tickpipe generate FILE           write a generated ITCH 5.0 session (BinaryFILE)
-    tickpipe demo                    generate a session, inspect it, decode it, summarize it
+    tickpipe simulate ...            send a generated session on MoldUDP64 lines A and B
+    tickpipe capture ... --out DIR   capture lines A and B: journal + normalized Parquet
+    tickpipe journal verify DIR      check a raw journal's hash chain, blocks and index
+    tickpipe demo                    generate, inspect, decode; simulate and capture on loopback
 """
 
 from __future__ import annotations
@@ -179,7 +182,132 @@ def cmd_demo(args) -> int:
     print(_table(["symbol", "locate", "trades", "volume", "vwap"], rows, "lrrrr"))
     m = t["mbo"]
     print(f"\nmbo events {m.num_rows:,}; first: {m.column('ts_event')[0]} (UTC), last: {m.column('ts_event')[-1]}")
+    demo_live(out, args)
     return 0
+
+
+def demo_live(out: Path, args) -> None:
+    """The simulator in its own process sends on loopback multicast; this process captures."""
+    import subprocess
+
+    import normalize
+    from ingest.capture import Capture, capture_dir_tables
+    n, inst = min(args.messages, 500_000), min(args.instruments, 100)
+    sim = [sys.executable, "-m", "tickpipe.cli", "simulate", "--messages", str(n), "--instruments",
+           str(inst), "--seed", str(args.seed), "--rate", "1000000", "--loss-a", "0.01",
+           "--loss-b", "0.01", "--dup", "0.01", "--reorder", "0.01", "--lose-both", "3",
+           "--delay", "1.0", "--linger", "2"]
+    print(f"\n== live: tickpipe simulate (own process) -> MoldUDP64 on loopback multicast, lines A and B "
+          f"(1% loss each, 1% duplicates, 1% reordered, 3 packets lost on both) -> tickpipe capture")
+    print("   " + " ".join(sim[1:]))
+    live = out / "live"
+    if live.exists():
+        import shutil
+        shutil.rmtree(live)
+    cap = Capture("239.192.1.1:31001", "239.192.1.2:31002", rerequest="127.0.0.1:31009", out=live,
+                  decode_date="2024-03-15")
+    proc = subprocess.Popen(sim, stdout=subprocess.PIPE, text=True)
+    st = cap.run(timeout=120, idle_timeout=10)
+    sent = proc.communicate(timeout=60)[0].strip()
+    print(f"simulator: {sent}")
+    print_capture(st, live)
+    truth = normalize.read_itch(_session_itch(argparse.Namespace(
+        messages=n, instruments=inst, seed=args.seed, date="2024-03-15")), date="2024-03-15")
+    got = capture_dir_tables(live)
+    same = all(got[k].select(["sequence", "order_id", "price", "size", "action"]).equals(
+        truth[k].select(["sequence", "order_id", "price", "size", "action"])) for k in ("mbo",))
+    print(f"captured mbo equals the simulator's session exactly: {'yes' if same else 'NO'} "
+          f"({got['mbo'].num_rows:,} of {truth['mbo'].num_rows:,} events)")
+
+
+def _session_itch(args) -> bytes:
+    from ingest.simulator import generate_session
+    return generate_session(args.messages, args.instruments, seed=args.seed, date=args.date).to_binaryfile()
+
+
+def cmd_simulate(args) -> int:
+    from ingest.exchange import Exchange, LineConfig
+    itch = _session_itch(args)
+    if args.binaryfile or args.pcap:
+        if args.binaryfile:
+            Path(args.binaryfile).write_bytes(itch)
+            print(f"wrote the session as BinaryFILE: {args.binaryfile} ({len(itch):,} bytes)")
+        if args.pcap:
+            from ingest.moldudp64 import packetize
+            from ingest.pcap import write_pcap
+            write_pcap(args.pcap, packetize(itch, args.session.encode(), 1))
+            print(f"wrote the session as pcap: {args.pcap}")
+        return 0
+    a = LineConfig(*_endpoint(args.line_a), loss=args.loss_a, dup=args.dup, reorder=args.reorder)
+    b = (LineConfig(*_endpoint(args.line_b), loss=args.loss_b, dup=args.dup, reorder=args.reorder)
+         if args.line_b else None)
+    rr = _endpoint(args.rerequest) if args.rerequest else None
+    lose_both = ()
+    if args.lose_both:
+        import numpy as np
+        from ingest.moldudp64 import packetize
+        n_packets = len(packetize(itch, args.session.encode(), 1))
+        rng = np.random.default_rng(args.seed + 7)
+        lose_both = sorted(rng.choice(np.arange(1, n_packets - 1), size=min(args.lose_both, n_packets - 2),
+                                      replace=False).tolist())
+    with Exchange(itch, session=args.session.encode(), line_a=a, line_b=b, interface=args.interface,
+                  rerequest=rr, rate=args.rate, seed=args.seed, lose_both=lose_both) as ex:
+        if rr:
+            ex.start_rerequest_server()
+        if args.delay:
+            time.sleep(args.delay)
+        st = ex.send()
+        print(f"sent {st.messages:,} messages in {st.packets:,} packets in {st.seconds:.2f} s "
+              f"({st.msgs_per_s / 1e6:.2f} M msg/s); line A lost {st.lost_a}, line B lost {st.lost_b}, "
+              f"duplicated {st.dup_a}/{st.dup_b}, reordered {st.reordered_a}/{st.reordered_b}", flush=True)
+        if rr and args.linger:
+            time.sleep(args.linger)          # keep answering re-requests
+    return 0
+
+
+def _endpoint(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+def cmd_capture(args) -> int:
+    from ingest.capture import Capture
+    cap = Capture(args.line_a, args.line_b or None, interface=args.interface, rerequest=args.rerequest or None,
+                  out=args.out, decode_date=args.date, gap_timeout=args.gap_timeout,
+                  retry_timeout=args.retry_timeout, retries=args.retries)
+    try:
+        st = cap.run(timeout=args.timeout, idle_timeout=args.idle_timeout)
+    except KeyboardInterrupt:
+        cap.close()
+        st = cap.stats
+        print("interrupted: journal and Parquet flushed", file=sys.stderr)
+    print_capture(st, args.out)
+    return 0 if st.end_of_session and not st.gaps_declared else 1
+
+
+def print_capture(st, out) -> None:
+    print(f"received      line A {st.packets_a:,} packets, line B {st.packets_b:,} packets "
+          f"({st.duplicates:,} duplicates dropped, {st.malformed:,} malformed)")
+    print(f"delivered     {st.messages:,} messages in {st.accepted:,} packets, sequences "
+          f"{st.first_sequence}..{(st.next_sequence or 1) - 1}, in {st.seconds:.2f} s")
+    print(f"recovered     {st.recovered_messages:,} messages in {st.recovered_packets:,} packets "
+          f"from the re-request server ({st.rerequests:,} requests)")
+    lost = ", ".join(f"{a}..{a + c - 1}" for a, c in st.gaps_declared[:5]) or "none"
+    print(f"declared lost {st.messages_lost:,} messages in {len(st.gaps_declared)} gap(s): {lost}")
+    print(f"end of session {'seen' if st.end_of_session else 'NOT seen'}; journal and Parquet in {out}/")
+
+
+def cmd_journal_verify(args) -> int:
+    from ingest.journal import verify
+    rep = verify(args.dir)
+    print(f"{args.dir}: {rep.blocks:,} blocks, {rep.packets:,} packets, {rep.gaps:,} gaps, "
+          f"{rep.bytes_raw:,} bytes raw, {rep.bytes_compressed:,} compressed")
+    for p in rep.problems:
+        print(f"  problem: {p}")
+    print("OK: every block's hash and the chain check out" if rep.ok else "FAILED")
+    return 0 if rep.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,6 +331,45 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--date", default="2024-03-15")
     s.add_argument("--compress", choices=["gzip", "zstd"])
     s.set_defaults(func=cmd_generate)
+    s = sub.add_parser("simulate", help="send a generated session on MoldUDP64 multicast lines A and B")
+    s.add_argument("--line-a", default="239.192.1.1:31001", help="GROUP:PORT of line A")
+    s.add_argument("--line-b", default="239.192.1.2:31002", help="GROUP:PORT of line B ('' for none)")
+    s.add_argument("--interface", default="127.0.0.1", help="local address of the sending interface")
+    s.add_argument("--rerequest", default="127.0.0.1:31009", help="HOST:PORT of the re-request server")
+    s.add_argument("--instruments", type=int, default=100)
+    s.add_argument("--messages", type=int, default=1_000_000)
+    s.add_argument("--rate", type=float, default=0.0, help="messages/s (0: as fast as possible)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--date", default="2024-03-15")
+    s.add_argument("--session", default="TICKPIPE01", help="10-character MoldUDP64 session")
+    s.add_argument("--loss-a", type=float, default=0.0)
+    s.add_argument("--loss-b", type=float, default=0.0)
+    s.add_argument("--dup", type=float, default=0.0)
+    s.add_argument("--reorder", type=float, default=0.0)
+    s.add_argument("--lose-both", type=int, default=0, help="packets to drop on both lines (recovered by re-request)")
+    s.add_argument("--delay", type=float, default=0.5, help="seconds to wait before sending")
+    s.add_argument("--linger", type=float, default=2.0, help="seconds to keep answering re-requests")
+    s.add_argument("--binaryfile", help="write the session as a BinaryFILE instead of sending")
+    s.add_argument("--pcap", help="write the session as a pcap instead of sending")
+    s.set_defaults(func=cmd_simulate)
+    s = sub.add_parser("capture", help="capture lines A and B into a journal and normalized Parquet")
+    s.add_argument("--line-a", default="239.192.1.1:31001")
+    s.add_argument("--line-b", default="239.192.1.2:31002")
+    s.add_argument("--interface", default="127.0.0.1")
+    s.add_argument("--rerequest", default="127.0.0.1:31009")
+    s.add_argument("--out", required=True)
+    s.add_argument("--date", default="2024-03-15", help="session date YYYY-MM-DD (for timestamps)")
+    s.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+    s.add_argument("--idle-timeout", type=float, default=10.0)
+    s.add_argument("--gap-timeout", type=float, default=0.05)
+    s.add_argument("--retry-timeout", type=float, default=0.1)
+    s.add_argument("--retries", type=int, default=3)
+    s.set_defaults(func=cmd_capture)
+    s = sub.add_parser("journal", help="raw journal tools")
+    jsub = s.add_subparsers(dest="journal_cmd", required=True)
+    j = jsub.add_parser("verify", help="check every block's hash, the chain and the index")
+    j.add_argument("dir")
+    j.set_defaults(func=cmd_journal_verify)
     s = sub.add_parser("demo", help="generate, inspect and decode a session")
     s.add_argument("--out", default="demo-out")
     s.add_argument("--messages", type=int, default=2_000_000)
