@@ -403,10 +403,16 @@ class Capture:
                 else:
                     self.stats.duplicates += 1
         self.stats.next_sequence = self.expected
+        held_since = None
         if self.gap is not None and (self.expected is None or self.expected > self.gap.first):
+            # progress: a reply (at most one packet's worth) or the other line filled the front
+            # of the gap; what remains is asked for again at once, without a second hold
+            held_since = self.gap.opened if self.gap.requests else None
             self.gap = None
         if self.pending and self.gap is None:
             self._open_gap(min(self.pending))
+            if self.gap is not None and held_since is not None:
+                self.gap.opened = held_since
 
     def _open_gap(self, upto: int) -> None:
         if self.gap is None and upto > self.expected:
@@ -423,6 +429,7 @@ class Capture:
             return
         if self._req_sock is not None and g.requests < self.retries:
             if g.requests == 0 or now - g.last_request >= self.retry_timeout:
+                # a reply holds one packet at most; the rest of the range is asked for again
                 self._request(g.first, g.count)
                 g.requests += 1
                 g.last_request = now

@@ -558,3 +558,124 @@ def _raise(cls, reason, path, offset, index, sequence, partial):
     err = cls(reason, path=path, offset=offset, sequence=sequence, partial=partial)
     err.index = index
     raise err
+
+
+# -- writer ---------------------------------------------------------------------------------------
+
+# One classic pcap record header (little-endian) and the Ethernet / IPv4 / UDP headers in front of
+# each MoldUDP64 payload written by write_pcap (network fields big-endian).
+PCAP_UDP_RECORD = np.dtype([
+    ("ts_sec", "<u4"), ("ts_frac", "<u4"), ("incl_len", "<u4"), ("orig_len", "<u4"),
+    ("eth_dst", "u1", (6,)), ("eth_src", "u1", (6,)), ("ethertype", ">u2"),
+    ("ip_ver_ihl", "u1"), ("ip_tos", "u1"), ("ip_total_length", ">u2"), ("ip_id", ">u2"),
+    ("ip_flags_frag", ">u2"), ("ip_ttl", "u1"), ("ip_protocol", "u1"), ("ip_checksum", ">u2"),
+    ("ip_src", ">u4"), ("ip_dst", ">u4"),
+    ("udp_src_port", ">u2"), ("udp_dst_port", ">u2"), ("udp_length", ">u2"),
+    ("udp_checksum", ">u2"),
+])
+_FRAME_HEADER = ETH_HEADER + IPV4_MIN_HEADER + UDP_HEADER            # 42
+_IP_AT = PCAP_RECORD_HEADER_LENGTH + ETH_HEADER                      # IPv4 header offset: 30
+_WRITE_CHUNK = 1 << 16          # packets per vectorized chunk (bounded memory)
+_MAX_TS_NS = (1 << 32) * 1_000_000_000 - 1
+_MAC_SRC = (0x02, 0, 0, 0, 0, 0x01)
+_MAC_UNICAST_DST = (0x02, 0, 0, 0, 0, 0x02)
+
+
+def _ipv4(addr, name: str) -> tuple[int, int]:
+    import socket
+    try:
+        ip, port = addr
+        packed = socket.inet_aton(ip)
+    except (TypeError, ValueError, OSError):
+        raise ValueError(f"The `{name}` must be an (IPv4 address, port) pair, was {addr!r}.")
+    if not 0 <= int(port) < 65536:
+        raise ValueError(f"The `{name}` port must be in 0..65535, was {port!r}.")
+    return int.from_bytes(packed, "big"), int(port)
+
+
+def ipv4_checksum(headers: np.ndarray) -> np.ndarray:
+    """Internet checksum of each row of ``headers`` (``uint8``, n x 20, checksum field zero)."""
+    h = headers.astype(np.uint32)
+    s = ((h[:, 0::2] << 8) | h[:, 1::2]).sum(axis=1)
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    return (~s & 0xFFFF).astype(np.uint16)
+
+
+def write_pcap(path_or_file, packets, *, ts_ns=None, src=("10.0.0.1", 40000),
+               dst=("233.54.12.111", 26477), nanosecond=True) -> int:
+    """Write MoldUDP64 packets as a classic pcap of Ethernet / IPv4 / UDP frames.
+
+    ``packets`` are UDP payloads (bytes each). ``ts_ns`` is the capture time in UTC ns: ``None``
+    (all 0), one integer for every packet, or one per packet. ``nanosecond`` picks the
+    nanosecond magic (else microseconds, truncated). IPv4 lengths, identification (packet index
+    mod 65536) and header checksum are filled in; the UDP checksum is 0 (none, valid for IPv4).
+    The Ethernet destination is the group's multicast MAC when ``dst`` is multicast. Headers are
+    built with numpy in chunks. Returns the number of bytes written.
+    """
+    n = len(packets)
+    src_ip, src_port = _ipv4(src, "src")
+    dst_ip, dst_port = _ipv4(dst, "dst")
+    lengths = np.fromiter(map(len, packets), np.int64, n)
+    if n and lengths.max() > 0xFFFF - IPV4_MIN_HEADER - UDP_HEADER:
+        k = int(np.argmax(lengths))
+        raise ValueError(f"The `packets[{k}]` is {int(lengths[k])} bytes; a UDP payload in IPv4 "
+                         f"holds at most {0xFFFF - IPV4_MIN_HEADER - UDP_HEADER}.")
+    ts = np.zeros(n, np.uint64) if ts_ns is None else np.asarray(ts_ns)
+    if ts.ndim == 0:
+        ts = np.full(n, ts)
+    if ts.shape != (n,):
+        raise ValueError(f"The `ts_ns` must be None, one integer or one per packet ({n}), had "
+                         f"shape {ts.shape}.")
+    if n and (ts.min() < 0 or ts.max() > _MAX_TS_NS):
+        raise ValueError(f"The `ts_ns` must be in [0, {_MAX_TS_NS}] (u32 seconds), had "
+                         f"[{int(ts.min())}, {int(ts.max())}].")
+    ts = ts.astype(np.uint64)
+    if dst_ip >> 28 == 0xE:                                    # 224.0.0.0/4: 01:00:5e + 23 bits
+        mac_dst = (0x01, 0x00, 0x5E, (dst_ip >> 16) & 0x7F, (dst_ip >> 8) & 0xFF, dst_ip & 0xFF)
+    else:
+        mac_dst = _MAC_UNICAST_DST
+    magic = PCAP_MAGIC_NS if nanosecond else PCAP_MAGIC_US
+    out_head = np.array([magic], "<u4").tobytes() + np.array(
+        [PCAP_VERSION_MAJOR, 4], "<u2").tobytes() + np.array(
+        [0, 0, MAX_CAPLEN, LINKTYPE_ETHERNET], "<u4").tobytes()
+    own = not hasattr(path_or_file, "write")
+    f = open(path_or_file, "wb") if own else path_or_file
+    try:
+        f.write(out_head)
+        written = len(out_head)
+        for c0 in range(0, n, _WRITE_CHUNK):
+            c1 = min(c0 + _WRITE_CHUNK, n)
+            ln = lengths[c0:c1]
+            t = ts[c0:c1]
+            h = np.zeros(c1 - c0, PCAP_UDP_RECORD)
+            h["ts_sec"] = t // np.uint64(1_000_000_000)
+            frac = t % np.uint64(1_000_000_000)
+            h["ts_frac"] = frac if nanosecond else frac // np.uint64(1000)
+            h["incl_len"] = h["orig_len"] = ln + _FRAME_HEADER
+            h["eth_dst"], h["eth_src"], h["ethertype"] = mac_dst, _MAC_SRC, ETHERTYPE_IPV4
+            h["ip_ver_ihl"] = 0x45
+            h["ip_total_length"] = ln + IPV4_MIN_HEADER + UDP_HEADER
+            h["ip_id"] = np.arange(c0, c1) & 0xFFFF
+            h["ip_flags_frag"] = 0x4000                           # don't fragment
+            h["ip_ttl"], h["ip_protocol"] = 64, IPPROTO_UDP
+            h["ip_src"], h["ip_dst"] = src_ip, dst_ip
+            h["udp_src_port"], h["udp_dst_port"] = src_port, dst_port
+            h["udp_length"] = ln + UDP_HEADER
+            raw = h.view(np.uint8).reshape(c1 - c0, PCAP_UDP_RECORD.itemsize)
+            h["ip_checksum"] = ipv4_checksum(raw[:, _IP_AT:_IP_AT + IPV4_MIN_HEADER])
+            # interleave record headers and payloads: header bytes by index, payloads by mask
+            size = PCAP_UDP_RECORD.itemsize
+            rec_at = np.arange(c1 - c0) * size + np.concatenate([[0], np.cumsum(ln)[:-1]])
+            buf = np.empty(int(ln.sum()) + (c1 - c0) * size, np.uint8)
+            at = (rec_at[:, None] + np.arange(size)).reshape(-1)
+            buf[at] = raw.reshape(-1)
+            body = np.ones(buf.shape[0], bool)
+            body[at] = False
+            buf[body] = np.frombuffer(b"".join(packets[c0:c1]), np.uint8)
+            f.write(buf.data)
+            written += buf.shape[0]
+    finally:
+        if own:
+            f.close()
+    return written
