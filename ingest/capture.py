@@ -181,6 +181,12 @@ class CaptureStats:
     first_sequence: int | None = None
     next_sequence: int | None = None
     seconds: float = 0.0
+    active_seconds: float = 0.0         # first datagram received to the last message delivered
+
+    @property
+    def msgs_per_s(self) -> float:
+        """Messages delivered per second while the feed was flowing."""
+        return self.messages / self.active_seconds if self.active_seconds > 0 else 0.0
 
     @property
     def messages_lost(self) -> int:
@@ -247,6 +253,7 @@ class Capture:
             if decode_date is not None:
                 self.sink = ParquetSink(self.out, decode_date)
         self._t0 = time.monotonic()
+        self._t_first = self._t_last = None
         self._open()
 
     # -- sockets ----------------------------------------------------------------------------
@@ -288,6 +295,8 @@ class Capture:
             s.close()
         self._socks, self._req_sock = [], None
         self.stats.seconds = time.monotonic() - self._t0
+        if self._t_first is not None and self._t_last is not None:
+            self.stats.active_seconds = self._t_last - self._t_first
 
     def __enter__(self):
         return self
@@ -359,6 +368,7 @@ class Capture:
     def _on_packet(self, i: int, seq: int, count: int, recovered: bool) -> None:
         if self.stats.first_sequence is None:
             self.stats.first_sequence = seq
+            self._t_first = time.monotonic()
         if self.expected is None:
             self.expected = seq
         if count == M.HEARTBEAT:
@@ -394,6 +404,7 @@ class Capture:
                 self.stats.recovered_packets += 1
                 self.stats.recovered_messages += count
             self.expected += count
+            self._t_last = time.monotonic()
             # a stale copy that started before the new expected sequence is a duplicate
             for s in [s for s in self.pending if s < self.expected]:
                 t2, p2, c2, r2 = self.pending.pop(s)

@@ -227,7 +227,7 @@ def _session_itch(args) -> bytes:
 
 def cmd_simulate(args) -> int:
     from ingest.exchange import Exchange, LineConfig
-    itch = _session_itch(args)
+    itch = Path(args.input).read_bytes() if args.input else _session_itch(args)
     if args.binaryfile or args.pcap:
         if args.binaryfile:
             Path(args.binaryfile).write_bytes(itch)
@@ -275,7 +275,8 @@ def _endpoint(value: str) -> tuple[str, int]:
 def cmd_capture(args) -> int:
     from ingest.capture import Capture
     cap = Capture(args.line_a, args.line_b or None, interface=args.interface, rerequest=args.rerequest or None,
-                  out=args.out, decode_date=args.date, gap_timeout=args.gap_timeout,
+                  out=args.out, decode_date=None if args.no_parquet else args.date,
+                  gap_timeout=args.gap_timeout,
                   retry_timeout=args.retry_timeout, retries=args.retries)
     try:
         st = cap.run(timeout=args.timeout, idle_timeout=args.idle_timeout)
@@ -349,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lose-both", type=int, default=0, help="packets to drop on both lines (recovered by re-request)")
     s.add_argument("--delay", type=float, default=0.5, help="seconds to wait before sending")
     s.add_argument("--linger", type=float, default=2.0, help="seconds to keep answering re-requests")
+    s.add_argument("--input", help="send this BinaryFILE instead of generating a session")
     s.add_argument("--binaryfile", help="write the session as a BinaryFILE instead of sending")
     s.add_argument("--pcap", help="write the session as a pcap instead of sending")
     s.set_defaults(func=cmd_simulate)
@@ -364,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gap-timeout", type=float, default=0.05)
     s.add_argument("--retry-timeout", type=float, default=0.1)
     s.add_argument("--retries", type=int, default=3)
+    s.add_argument("--no-parquet", action="store_true", help="journal only (decode later from it)")
     s.set_defaults(func=cmd_capture)
     s = sub.add_parser("journal", help="raw journal tools")
     jsub = s.add_subparsers(dest="journal_cmd", required=True)
