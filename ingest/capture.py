@@ -215,7 +215,8 @@ class Capture:
     def __init__(self, line_a, line_b=None, *, interface: str = "127.0.0.1", rerequest=None,
                  out=None, decode_date=None, session: bytes | None = None,
                  gap_timeout: float = 0.05, retry_timeout: float = 0.1, retries: int = 3,
-                 max_request: int = 1000, rcvbuf: int = 64 << 20, decode_every: int = 20_000):
+                 max_request: int = 1000, rcvbuf: int = 64 << 20, flush_packets: int = 500,
+                 journal_level: int = 1):
         self.lines = [_parse_endpoint(line_a, "line_a")]
         if line_b is not None:
             self.lines.append(_parse_endpoint(line_b, "line_b"))
@@ -242,16 +243,19 @@ class Capture:
         self._out_packets: list[bytes] = []
         self._out_ts: list[int] = []
         self._out_seq: list[int] = []
-        self._decode_every = decode_every
+        self._flush_packets = flush_packets
         self.out = Path(out) if out is not None else None
         self.journal = None
         self.sink = None
         if self.out is not None:
             from ingest.journal import JournalWriter
             self.out.mkdir(parents=True, exist_ok=True)
-            self.journal = JournalWriter(self.out / "journal")
+            self.journal = JournalWriter(self.out / "journal", level=journal_level)
             if decode_date is not None:
                 self.sink = ParquetSink(self.out, decode_date)
+        # journal and Parquet are written by one background thread, in delivery order, so the
+        # receive loop only receives and arbitrates (zstd, hashing, numba and Arrow release the GIL)
+        self._writer = _Writer(self.journal, self.sink) if (self.journal or self.sink) else None
         self._t0 = time.monotonic()
         self._t_first = self._t_last = None
         self._open()
@@ -281,6 +285,9 @@ class Capture:
     def close(self) -> None:
         """Deliver what can be delivered, flush the journal and Parquet, close the sockets."""
         self._flush_output()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         if self.journal is not None:
             self.journal.close()
             self.journal = None
@@ -354,7 +361,7 @@ class Capture:
                 self._on_packet(i, seqs[i], counts[i], line == "R")
         self._deliver()
         self._handle_gap()
-        if self._out_packets and len(self._out_packets) >= self._decode_every // 20:
+        if len(self._out_packets) >= self._flush_packets:
             self._flush_output()
         return work
 
@@ -465,22 +472,17 @@ class Capture:
                     g.first, upto - 1, count)
         self.stats.gaps_declared.append((g.first, count))
         self._flush_output()
-        if self.journal is not None:
-            self.journal.append_gap(g.first, count, time.time_ns())
-        if self.sink is not None:
-            self.sink.gap(g.first, count, time.time_ns())
+        if self._writer is not None:
+            self._writer.put_gap(g.first, count, time.time_ns())
         self.expected = upto
         self.gap = None
         self._deliver()
 
     def _flush_output(self) -> None:
-        if not self._out_packets:
+        if not self._out_packets or self._writer is None:
+            self._out_packets, self._out_ts, self._out_seq = [], [], []
             return
-        if self.journal is not None:
-            for seq, ts, pkt in zip(self._out_seq, self._out_ts, self._out_packets):
-                self.journal.append(seq, ts, pkt)
-        if self.sink is not None:
-            self.sink.write(self._out_packets, self._out_ts)
+        self._writer.put(self._out_seq, self._out_ts, self._out_packets)
         self._out_packets, self._out_ts, self._out_seq = [], [], []
 
     # -- running --------------------------------------------------------------------------------
@@ -510,6 +512,61 @@ class Capture:
         return self.stats
 
 
+class _Writer:
+    """One thread that journals and decodes delivered packets, in order. Errors are re-raised
+    in the capture thread at the next ``put`` or at ``close``."""
+
+    def __init__(self, journal, sink):
+        import queue
+        import threading
+        self.journal, self.sink = journal, sink
+        self.q: queue.Queue = queue.Queue(maxsize=64)
+        self.error: BaseException | None = None
+        self.t = threading.Thread(target=self._run, name="tickpipe-capture-writer", daemon=True)
+        self.t.start()
+
+    def put(self, seqs: list[int], ts: list[int], packets: list[bytes]) -> None:
+        self._raise()
+        self.q.put(("p", seqs, ts, packets))
+
+    def put_gap(self, first: int, count: int, ts: int) -> None:
+        self._raise()
+        self.q.put(("g", first, count, ts))
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            try:
+                if item[0] == "p":
+                    _, seqs, ts, packets = item
+                    lengths = np.fromiter(map(len, packets), np.int64, len(packets))
+                    buf = np.frombuffer(b"".join(packets), np.uint8)
+                    if self.journal is not None:
+                        self.journal.append_many(seqs, ts, buf, lengths)
+                    if self.sink is not None:
+                        self.sink.write(buf, lengths, ts)
+                else:
+                    _, first, count, ts = item
+                    if self.journal is not None:
+                        self.journal.append_gap(first, count, ts)
+                    if self.sink is not None:
+                        self.sink.gap(first, count, ts)
+            except BaseException as e:      # keep draining; report in the capture thread
+                log.error("capture writer failed: %s", e)
+                self.error = e
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.t.join()
+        self._raise()
+
+
 class ParquetSink:
     """Decodes delivered packets (in sequence order) and appends normalized Parquet per schema."""
 
@@ -523,12 +580,11 @@ class ParquetSink:
                         for k in SCHEMA_KEYS}
         self.rows = dict.fromkeys(SCHEMA_KEYS, 0)
 
-    def write(self, packets: list[bytes], ts: list[int]) -> None:
+    def write(self, buf: np.ndarray, lengths: np.ndarray, ts: list[int]) -> None:
+        """Decode packets lying back to back in ``buf`` and append their records."""
         from normalize.reader import to_batches
-        lengths = np.fromiter((len(p) for p in packets), np.int64, len(packets))
-        offsets = np.zeros(len(packets), np.int64)
+        offsets = np.zeros(lengths.shape[0], np.int64)
         np.cumsum(lengths[:-1], out=offsets[1:])
-        buf = np.frombuffer(b"".join(packets), np.uint8)
         fr = M.frame_packets(buf, offsets, lengths, np.asarray(ts, np.uint64), 0, path="<capture>",
                              errors="skip")
         idx = fr.index
