@@ -64,6 +64,8 @@ CHECK_TEXT = {P_SHORT: "shorter than the MoldUDP64 header", P_SESSION: "wrong se
               P_OVERRUN: "message count overruns the datagram", P_TRUNCATED: "datagram larger than the receive slot",
               P_BAD_MESSAGE: "a message length disagrees with its type"}
 
+MAX_IN_FLIGHT = 256            # re-requests sent at once for one gap
+
 #: status record type of a declared gap (not an ITCH letter)
 GAP_TYPE = ord("G")
 
@@ -237,6 +239,9 @@ class Capture:
         self._buf = np.zeros(BATCH * SLOT, np.uint8)
         self._lengths = np.zeros(BATCH, np.int64)
         self._ts = [0] * BATCH
+        self._tsa = np.zeros(BATCH, np.uint64)
+        from ingest import _recvmmsg
+        self._mm = _recvmmsg.BatchReceiver(self._buf, BATCH, SLOT) if _recvmmsg.available() else None
         self._seq = np.zeros(BATCH, np.uint64)
         self._count = np.zeros(BATCH, np.uint32)
         self._check = np.zeros(BATCH, np.uint8)
@@ -258,6 +263,7 @@ class Capture:
         self._writer = _Writer(self.journal, self.sink) if (self.journal or self.sink) else None
         self._t0 = time.monotonic()
         self._t_first = self._t_last = None
+        self._per_packet = 32          # messages per packet seen lately: the re-request size
         self._open()
 
     # -- sockets ----------------------------------------------------------------------------
@@ -314,6 +320,14 @@ class Capture:
     # -- receiving ----------------------------------------------------------------------------
     def _drain(self, sock: socket.socket) -> int:
         """Receive up to BATCH datagrams from one socket into the slot buffer."""
+        if self._mm is not None:
+            n = self._mm.recv(sock, self._lengths, self._tsa)
+            if n:
+                missing = self._tsa[:n] == 0
+                if missing.any():
+                    self._tsa[:n][missing] = time.time_ns()
+                self._ts = self._tsa[:n].tolist()
+            return n
         n = 0
         mv = memoryview(self._buf)
         while n < BATCH:
@@ -388,6 +402,7 @@ class Capture:
             if seq > self.expected and not self.pending:
                 self._open_gap(seq)
             return
+        self._per_packet = count if count < self._per_packet * 2 else self._per_packet
         end = seq + count
         if end <= self.expected or seq in self.pending:
             self.stats.duplicates += 1
@@ -457,10 +472,16 @@ class Capture:
         self._declare(g)
 
     def _request(self, first: int, count: int) -> None:
+        """Ask for ``count`` messages from ``first``: one request per packet's worth of messages
+        (a server answers a request with at most one packet), at most ``MAX_IN_FLIGHT`` at once;
+        what is still missing when the replies are in is asked for again."""
         from ingest.exchange import rerequest_packet
-        s = first
-        while s < first + count:
-            k = min(self.max_request, first + count - s)
+        chunk = max(1, min(self.max_request, self._per_packet))
+        s, end = first, first + count
+        for _ in range(MAX_IN_FLIGHT):
+            if s >= end:
+                break
+            k = min(chunk, end - s)
             self._req_sock.sendto(rerequest_packet(self.session or b" " * 10, s, k), self.rerequest)
             self.stats.rerequests += 1
             s += k

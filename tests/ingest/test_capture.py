@@ -8,6 +8,7 @@ re-request server, and declare (never invent) what it cannot recover.
 
 import socket
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -96,6 +97,9 @@ def test_one_million_messages_with_loss_duplicates_and_reordering_on_both_lines_
     assert stats.messages == sum(M.message_count(p) for p in ex.packets)
     assert stats.duplicates > 0
     assert_equals_truth(out, itch_1m)
+    # kernel receive timestamps (SO_TIMESTAMPNS) of this run, in UTC ns
+    ts = capture_dir_tables(out)["mbo"].column("ts_recv").cast("int64").to_numpy()
+    assert (ts > time.time_ns() - 600 * 10**9).all() and (ts <= time.time_ns()).all()
     # the journal replays exactly the delivered packet stream
     replay = list(journal.read_journal(out / "journal"))
     assert [p for _, p in replay] == ex.packets
