@@ -101,8 +101,12 @@ def test_one_million_messages_with_loss_duplicates_and_reordering_on_both_lines_
     ts = capture_dir_tables(out)["mbo"].column("ts_recv").cast("int64").to_numpy()
     assert (ts > time.time_ns() - 600 * 10**9).all() and (ts <= time.time_ns()).all()
     # the journal replays exactly the delivered packet stream
-    replay = list(journal.read_journal(out / "journal"))
-    assert [p for _, p in replay] == ex.packets
+    # (a packet recovered by re-request may be cut differently from the original, so the
+    # check is on the message stream and the sequence numbers, not on packet boundaries)
+    replay = [p for _, p in journal.read_journal(out / "journal")]
+    assert b"".join(p[M.HEADER_LENGTH:] for p in replay) == b"".join(p[M.HEADER_LENGTH:] for p in ex.packets)
+    seqs = [M.sequence(p) for p in replay]
+    assert seqs == [1] + [s + M.message_count(p) for s, p in zip(seqs, replay)][:-1]
     assert journal.verify(out / "journal").ok
 
 
