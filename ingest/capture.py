@@ -28,6 +28,7 @@ Not thread-safe: one thread runs :meth:`Capture.poll` / :meth:`Capture.run`.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import selectors
@@ -230,6 +231,7 @@ class Capture:
         self.stats = CaptureStats()
         self.expected: int | None = None          # next sequence to deliver
         self.pending: dict[int, tuple[int, bytes, int, bool]] = {}   # seq -> (ts, packet, count, recovered)
+        self._heap: list[int] = []                # the pending sequences, smallest first
         self.gap: Gap | None = None
         self.eos_seq: int | None = None
         self._rcvbuf = rcvbuf
@@ -412,14 +414,42 @@ class Capture:
             pkt = trim_packet(pkt, self.expected - seq)
             count -= self.expected - seq
             seq = self.expected
-        self.pending[seq] = (self._ts[i], pkt, count, recovered)
+        self._hold(seq, (self._ts[i], pkt, count, recovered))
+
+    def _min_pending(self) -> int | None:
+        """Smallest pending sequence (the heap may hold keys already taken out)."""
+        h = self._heap
+        while h and h[0] not in self.pending:
+            heapq.heappop(h)
+        return h[0] if h else None
+
+    def _hold(self, seq: int, entry) -> None:
+        if seq not in self.pending:
+            heapq.heappush(self._heap, seq)
+        self.pending[seq] = entry
 
     def _deliver(self) -> None:
-        while self.expected in self.pending:
-            ts, pkt, count, recovered = self.pending.pop(self.expected)
+        while True:
+            first = self._min_pending()
+            if first is None:
+                break
+            if first < self.expected:
+                # a copy cut differently (a re-request reply) that the stream has passed
+                heapq.heappop(self._heap)
+                t2, p2, c2, r2 = self.pending.pop(first)
+                if first + c2 > self.expected:
+                    skip = self.expected - first
+                    self._hold(self.expected, (t2, trim_packet(p2, skip), c2 - skip, r2))
+                else:
+                    self.stats.duplicates += 1
+                continue
+            if first != self.expected:
+                break
+            heapq.heappop(self._heap)
+            ts, pkt, count, recovered = self.pending.pop(first)
             self._out_packets.append(pkt)
             self._out_ts.append(ts)
-            self._out_seq.append(self.expected)
+            self._out_seq.append(first)
             self.stats.accepted += 1
             self.stats.messages += count
             if recovered:
@@ -427,14 +457,6 @@ class Capture:
                 self.stats.recovered_messages += count
             self.expected += count
             self._t_last = time.monotonic()
-            # a stale copy that started before the new expected sequence is a duplicate
-            for s in [s for s in self.pending if s < self.expected]:
-                t2, p2, c2, r2 = self.pending.pop(s)
-                if s + c2 > self.expected:
-                    skip = self.expected - s
-                    self.pending[self.expected] = (t2, trim_packet(p2, skip), c2 - skip, r2)
-                else:
-                    self.stats.duplicates += 1
         self.stats.next_sequence = self.expected
         held_since = None
         if self.gap is not None and (self.expected is None or self.expected > self.gap.first):
@@ -442,8 +464,9 @@ class Capture:
             # of the gap; what remains is asked for again at once, without a second hold
             held_since = self.gap.opened if self.gap.requests else None
             self.gap = None
-        if self.pending and self.gap is None:
-            self._open_gap(min(self.pending))
+        first = self._min_pending()
+        if first is not None and self.gap is None:
+            self._open_gap(first)
             if self.gap is not None and held_since is not None:
                 self.gap.opened = held_since
 
@@ -455,7 +478,8 @@ class Capture:
         g = self.gap
         if g is None:
             return
-        upto = min(self.pending) if self.pending else (self.eos_seq or g.first + g.count)
+        first = self._min_pending()
+        upto = first if first is not None else (self.eos_seq or g.first + g.count)
         g.count = max(g.count, upto - g.first)
         now = time.monotonic()
         if now - g.opened < self.gap_timeout:
@@ -487,7 +511,8 @@ class Capture:
             s += k
 
     def _declare(self, g: Gap) -> None:
-        upto = min(self.pending) if self.pending else (self.eos_seq or g.first + g.count)
+        first = self._min_pending()
+        upto = first if first is not None else (self.eos_seq or g.first + g.count)
         count = upto - g.first
         log.warning("gap declared: sequences %d..%d (%d messages) could not be recovered",
                     g.first, upto - 1, count)
