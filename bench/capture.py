@@ -26,7 +26,7 @@ sys.path.insert(0, str(BENCH_DIR.parent))
 from ingest.capture import Capture  # noqa: E402
 
 SIZES = {"quick": (300_000, [250_000, 1_000_000]),
-         "full": (3_000_000, [500_000, 1_000_000, 1_500_000, 2_000_000, 3_000_000])}
+         "full": (6_000_000, [1_000_000, 1_500_000, 2_000_000, 2_500_000, 3_000_000])}
 
 
 def session_file(n: int) -> Path:
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", choices=sorted(SIZES), default="quick")
     ap.add_argument("--parquet", action="store_true", help="also decode to normalized Parquet")
-    ap.add_argument("--rcvbuf", type=int, default=16 << 20, help="receive buffer per line (bytes)")
+    ap.add_argument("--rcvbuf", type=int, default=64 << 20, help="receive buffer per line (bytes)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     n, rates = SIZES[args.size]
