@@ -51,11 +51,14 @@ def run_rate(path: Path, n: int, rate: float, parquet: bool, rcvbuf: int, port: 
                             "--delay", "0.5", "--linger", "1"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     st = cap.run(timeout=120, idle_timeout=5)
-    sim.communicate(timeout=60)
+    sim_out = sim.communicate(timeout=60)[0]
+    import re
+    m = re.search(r"\(([0-9.]+) M msg/s\)", sim_out)
+    sent_rate = float(m.group(1)) * 1e6 if m else 0.0
     jbytes = sum(f.stat().st_size for f in (out / "journal").glob("*"))
     raw = st.accepted * 20 + path.stat().st_size  # MoldUDP64 headers + message blocks
     ok = st.end_of_session and not st.gaps_declared and st.recovered_messages == 0 and st.messages == n
-    return {"rate": rate, "delivered": st.messages, "of": n, "recovered": st.recovered_messages,
+    return {"rate": rate, "sent_msgs_per_s": sent_rate, "delivered": st.messages, "of": n, "recovered": st.recovered_messages,
             "lost": st.messages_lost, "eos": st.end_of_session, "zero_loss": ok,
             "capture_msgs_per_s": st.msgs_per_s, "packets_per_s": st.accepted / st.active_seconds if st.active_seconds else 0.0,
             "active_s": st.active_seconds, "journal_bytes": jbytes, "raw_bytes": raw,
@@ -84,10 +87,10 @@ def main(argv=None) -> int:
         print(f"  {rate / 1e6:4.2f} M msg/s offered: delivered {r['delivered']:,}/{n:,}, "
               f"recovered {r['recovered']:,}, lost {r['lost']:,}, capture {r['capture_msgs_per_s'] / 1e6:.2f} M msg/s "
               f"-> {'zero loss' if r['zero_loss'] else 'LOSS'}", flush=True)
-    best = max((r["rate"] for r in rows if r["zero_loss"]), default=0.0)
-    hdr = ["offered M msg/s", "delivered", "recovered", "lost", "capture M msg/s", "packets/s",
+    best = max((r["sent_msgs_per_s"] for r in rows if r["zero_loss"]), default=0.0)
+    hdr = ["offered M msg/s", "sent M msg/s", "delivered", "recovered", "lost", "capture M msg/s", "packets/s",
            "journal MB/s", "compression", "zero loss"]
-    table = [[f"{r['rate'] / 1e6:.2f}", f"{r['delivered']:,}", f"{r['recovered']:,}", f"{r['lost']:,}",
+    table = [[f"{r['rate'] / 1e6:.2f}", f"{r['sent_msgs_per_s'] / 1e6:.2f}", f"{r['delivered']:,}", f"{r['recovered']:,}", f"{r['lost']:,}",
               f"{r['capture_msgs_per_s'] / 1e6:.2f}", f"{r['packets_per_s']:,.0f}",
               f"{r['journal_mb_per_s']:.1f}", f"{r['compression']:.2f}x", "yes" if r["zero_loss"] else "no"]
              for r in rows]
@@ -96,7 +99,7 @@ def main(argv=None) -> int:
     print("  ".join("-" * x for x in w))
     for t in table:
         print("  ".join(c.rjust(x) for c, x in zip(t, w)))
-    print(f"highest offered rate with zero loss: {best / 1e6:.2f} M msg/s (target 2.00)")
+    print(f"highest rate sent with zero loss after arbitration: {best / 1e6:.2f} M msg/s (target 2.00)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"size": args.size, "messages": n, "rows": rows,
