@@ -55,7 +55,7 @@ def run_rate(path: Path, n: int, rate: float, parquet: bool, rcvbuf: int, port: 
     import re
     m = re.search(r"\(([0-9.]+) M msg/s\)", sim_out)
     sent_rate = float(m.group(1)) * 1e6 if m else 0.0
-    jbytes = sum(f.stat().st_size for f in (out / "journal").glob("*"))
+    jbytes = sum(f.stat().st_size for f in (out / n for n in ("journal.bin", "index.bin") if (out / n).exists()))
     raw = st.accepted * 20 + path.stat().st_size  # MoldUDP64 headers + message blocks
     ok = st.end_of_session and not st.gaps_declared and st.recovered_messages == 0 and st.messages == n
     return {"rate": rate, "sent_msgs_per_s": sent_rate, "delivered": st.messages, "of": n, "recovered": st.recovered_messages,

@@ -209,8 +209,8 @@ class Capture:
         ``(host, port)`` of the MoldUDP64 re-request server, or None (gaps are then declared
         after ``gap_timeout``).
     out
-        Directory for the journal (``journal/``) and, with ``decode_date``, the normalized
-        Parquet files (``mbo.parquet``, ...). None: keep nothing but statistics.
+        Directory for the journal (``journal.bin``, ``index.bin``: ``ingest.read_journal(out)``)
+        and, with ``decode_date``, the normalized Parquet files (``mbo.parquet``, ...). None: keep nothing but statistics.
     session
         The 10-byte MoldUDP64 session to capture; None: the first one seen.
     """
@@ -258,7 +258,7 @@ class Capture:
         if self.out is not None:
             from ingest.journal import JournalWriter
             self.out.mkdir(parents=True, exist_ok=True)
-            self.journal = JournalWriter(self.out / "journal", level=journal_level)
+            self.journal = JournalWriter(self.out, level=journal_level)   # beside the Parquet files
             if decode_date is not None:
                 self.sink = ParquetSink(self.out, decode_date)
         # journal and Parquet are written by one background thread, in delivery order, so the

@@ -103,11 +103,11 @@ def test_one_million_messages_with_loss_duplicates_and_reordering_on_both_lines_
     # the journal replays exactly the delivered packet stream
     # (a packet recovered by re-request may be cut differently from the original, so the
     # check is on the message stream and the sequence numbers, not on packet boundaries)
-    replay = [p for _, p in journal.read_journal(out / "journal")]
+    replay = [p for _, p in journal.read_journal(out)]
     assert b"".join(p[M.HEADER_LENGTH:] for p in replay) == b"".join(p[M.HEADER_LENGTH:] for p in ex.packets)
     seqs = [M.sequence(p) for p in replay]
     assert seqs == [1] + [s + M.message_count(p) for s, p in zip(seqs, replay)][:-1]
-    assert journal.verify(out / "journal").ok
+    assert journal.verify(out).ok
 
 
 def test_packets_lost_on_both_lines_are_recovered_from_the_rerequest_server(tmp_path, itch_small):
@@ -126,7 +126,7 @@ def test_a_silent_rerequest_server_leads_to_declared_gaps_and_the_capture_goes_o
     want = [(M.sequence(ex.packets[i]), M.message_count(ex.packets[i])) for i in lose]
     assert stats.gaps_declared == want
     assert stats.end_of_session
-    assert journal.read_gaps(out / "journal") == want
+    assert journal.read_gaps(out) == want
     assert_equals_truth(out, itch_small, lost=want)
     gaps = capture_dir_tables(out)["status"].filter(
         capture_dir_tables(out)["status"].column("msg_type").to_numpy() == ord("G"))
