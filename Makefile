@@ -38,10 +38,12 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
-	$(PY) bench/run.py --size full
+	$(PY) bench/run.py --size full --json bench/out/full.json
+	$(PY) bench/capture.py --size full --json bench/out/capture.json
 
 bench-quick: $(STAMP)
 	$(PY) bench/run.py --size quick --json bench/out/quick.json
+	$(PY) bench/capture.py --size quick --json bench/out/capture-quick.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache bench/out demo-out
