@@ -173,7 +173,12 @@ def _flow(n, n_inst, seed, ev, mids, weights_cum, start_ref, t0, t1):
                 live_sz[inst, j] = live_sz[inst, nl - 1]
                 live_side[inst, j] = live_side[inst, nl - 1]
         k += 1
-    return next_ref, match, nlive
+    return next_ref, match, nlive, live, live_px, live_sz, live_side
+
+
+#: One live order of the generator's ground-truth books (price in ITCH Price(4) units).
+LIVE_ORDER = np.dtype([("order_id", "<u8"), ("instrument_id", "<u4"), ("side", "u1"),
+                       ("price4", "<u8"), ("shares", "<u8")])
 
 
 @dataclass
@@ -185,6 +190,7 @@ class Session:
     seed: int
     date: _dt.date
     symbols: list[str]
+    live_orders: np.ndarray     # LIVE_ORDER: the generator's books after the last message
 
     def tables(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Raw per-type tables and each row's output position (for ``encode_itch``)."""
@@ -253,7 +259,8 @@ def generate_session(n_messages: int = 100_000, n_instruments: int = 100, *, see
     wc = np.cumsum(w / w.sum())
     n_flow = max(1, n_messages - sum(len(x) for x in pre) - 3 * n_instruments - 12)
     ev = np.zeros(n_flow, EVENT)
-    next_ref, match, _ = _flow(n_flow, n_instruments, seed, ev, mids, wc, np.uint64(1),
+    next_ref, match, nlive, live, live_px, live_sz, live_side = _flow(
+        n_flow, n_instruments, seed, ev, mids, wc, np.uint64(1),
                                OPEN_NS, CLOSE_NS - 1_000_000)
     # opening cross per instrument right at the open, closing cross at the close
     oc = block(n_instruments, "Q"); oc["locate"] = loc; oc["ts"] = OPEN_NS; oc["flag"] = ord("O")
@@ -284,7 +291,16 @@ def generate_session(n_messages: int = 100_000, n_instruments: int = 100, *, see
     flow = np.concatenate([oc, ev, *extra, cc])
     flow = flow[np.argsort(flow["ts"], kind="stable")]
     events = np.concatenate(pre + [flow] + post)
-    return Session(events, n_instruments, seed, d, syms)
+    return Session(events, n_instruments, seed, d, syms,
+                   _ground_truth(nlive, live, live_px, live_sz, live_side))
+
+
+def _ground_truth(nlive, live, px, sz, side) -> np.ndarray:
+    """The generator's own books at the end of the session: every live order."""
+    rows = [(int(live[i, j]), i + 1, int(side[i, j]), int(px[i, j]), int(sz[i, j]))
+            for i in range(nlive.shape[0]) for j in range(int(nlive[i]))]
+    out = np.array(rows, dtype=LIVE_ORDER) if rows else np.zeros(0, LIVE_ORDER)
+    return out[np.argsort(out["order_id"], kind="stable")]
 
 
 def session_tables(events: np.ndarray, symbols: list[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -60,3 +60,30 @@ def test_read_itch_stats_count_messages_by_type_like_the_raw_reader(session_byte
     raw = normalize.read_itch_raw(session_bytes)
     assert stats.counts == {k: len(v) for k, v in raw.items()}
     assert stats.messages == sum(len(v) for v in raw.values())
+
+
+def test_the_simulators_ground_truth_books_equal_the_live_orders_after_decoding():
+    from ingest.simulator import generate_session
+    from normalize.ordermap import OrderMap
+    from normalize.reader import SessionDecoder, decoded_batches, DecodeStats
+    from normalize.clock import session_clock
+    s = generate_session(100_000, 30, seed=9)
+    sess = SessionDecoder(session_clock(s.date), order_map=OrderMap())
+    for cols in decoded_batches(s.to_binaryfile(), sess, batch_size=1 << 14, chunk_bytes=1 << 20,
+                                skip=False, stats=DecodeStats()):
+        sess.resolve_batch(cols)
+    got = sess.orders.live_orders()
+    want = s.live_orders
+    assert len(want) > 1000
+    assert got["order_id"].tolist() == want["order_id"].tolist()
+    assert (got["remaining"] == want["shares"]).all()
+    assert (got["price"] == want["price4"].astype(np.int64) * R.PRICE4_TO_NANO).all()
+    assert (got["side"] == want["side"]).all() and (got["instrument_id"] == want["instrument_id"]).all()
+
+
+def test_the_simulator_handles_ten_thousand_instruments():
+    from ingest.simulator import generate_session
+    s = generate_session(50_000, 10_000, seed=1)
+    t = normalize.read_itch(s.to_binaryfile(), date="2024-03-15")
+    assert t["definitions"].num_rows == 10_000
+    assert not (t["mbo"].column("flags").to_numpy() & (R.F_UNKNOWN_ORDER | R.F_BAD)).any()
