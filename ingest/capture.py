@@ -66,6 +66,7 @@ CHECK_TEXT = {P_SHORT: "shorter than the MoldUDP64 header", P_SESSION: "wrong se
               P_BAD_MESSAGE: "a message length disagrees with its type"}
 
 MAX_IN_FLIGHT = 256            # re-requests sent at once for one gap
+FLUSH_INTERVAL = 0.02          # seconds delivered packets may wait for the journal/decoder
 
 #: status record type of a declared gap (not an ITCH letter)
 GAP_TYPE = ord("G")
@@ -219,7 +220,7 @@ class Capture:
                  out=None, decode_date=None, session: bytes | None = None,
                  gap_timeout: float = 0.05, retry_timeout: float = 0.1, retries: int = 3,
                  max_request: int = 1000, rcvbuf: int = 64 << 20, flush_packets: int = 500,
-                 journal_level: int = 1):
+                 journal_level: int = 1, sink=None):
         self.lines = [_parse_endpoint(line_a, "line_a")]
         if line_b is not None:
             self.lines.append(_parse_endpoint(line_b, "line_b"))
@@ -259,13 +260,16 @@ class Capture:
             from ingest.journal import JournalWriter
             self.out.mkdir(parents=True, exist_ok=True)
             self.journal = JournalWriter(self.out, level=journal_level)   # beside the Parquet files
-            if decode_date is not None:
+            if sink is not None:
+                self.sink = sink
+            elif decode_date is not None:
                 self.sink = ParquetSink(self.out, decode_date)
         # journal and Parquet are written by one background thread, in delivery order, so the
         # receive loop only receives and arbitrates (zstd, hashing, numba and Arrow release the GIL)
         self._writer = _Writer(self.journal, self.sink) if (self.journal or self.sink) else None
         self._t0 = time.monotonic()
         self._t_first = self._t_last = None
+        self._last_flush = time.monotonic()
         self._per_packet = 32          # messages per packet seen lately: the re-request size
         self._open()
 
@@ -386,7 +390,8 @@ class Capture:
                 self._on_packet(i, seqs[i], counts[i], line == "R")
         self._deliver()
         self._handle_gap()
-        if len(self._out_packets) >= self._flush_packets:
+        if self._out_packets and (len(self._out_packets) >= self._flush_packets
+                                  or time.monotonic() - self._last_flush > FLUSH_INTERVAL):
             self._flush_output()
         return work
 
@@ -539,6 +544,7 @@ class Capture:
             return
         self._writer.put(self._out_seq, self._out_ts, self._out_packets)
         self._out_packets, self._out_ts, self._out_seq = [], [], []
+        self._last_flush = time.monotonic()
 
     # -- running --------------------------------------------------------------------------------
     @property
@@ -622,33 +628,99 @@ class _Writer:
         self._raise()
 
 
-class ParquetSink:
-    """Decodes delivered packets (in sequence order) and appends normalized Parquet per schema."""
+class ParquetOutput:
+    """Normalized Parquet per schema (``mbo.parquet``, ...) under ``out``."""
 
-    def __init__(self, out: Path, date):
+    def __init__(self, out: Path):
         import pyarrow.parquet as pq
 
-        from normalize.reader import SCHEMA_KEYS, SessionDecoder, resolve_date
-        self.keys = SCHEMA_KEYS
-        self.decoder = SessionDecoder(resolve_date(None, date))
-        self.writers = {k: pq.ParquetWriter(out / f"{k}.parquet", R.arrow_schema(k), compression="zstd")
-                        for k in SCHEMA_KEYS}
+        from normalize.reader import SCHEMA_KEYS
+        self.writers = {k: pq.ParquetWriter(Path(out) / f"{k}.parquet", R.arrow_schema(k),
+                                            compression="zstd") for k in SCHEMA_KEYS}
         self.rows = dict.fromkeys(SCHEMA_KEYS, 0)
 
+    def _write(self, key: str, table) -> None:
+        for b in (table.to_batches() if isinstance(table, pa.Table) else [table]):
+            if b.num_rows:
+                self.writers[key].write_batch(b)
+                self.rows[key] += b.num_rows
+
+    def put(self, channel: int, key: str, batch) -> None:
+        self._write(key, batch)
+
+    def close_channel(self, channel: int) -> None:
+        pass
+
+    def close(self) -> None:
+        for w in self.writers.values():
+            w.close()
+
+
+class MergedOutput(ParquetOutput):
+    """Parquet of several channels merged into ``ts_event`` order (``ingest.merge``).
+
+    Thread-safe: each channel's writer thread calls :meth:`put`."""
+
+    def __init__(self, out: Path, channels, *, window_s: float = 0.5):
+        import threading
+
+        from ingest.merge import ChannelMerger
+        super().__init__(out)
+        self.mergers = {k: ChannelMerger(channels, window_s=window_s) for k in self.writers}
+        self.lock = threading.Lock()
+
+    def put(self, channel: int, key: str, batch) -> None:
+        with self.lock:
+            for t in self.mergers[key].push(channel, batch):
+                self._write(key, t)
+
+    def close_channel(self, channel: int) -> None:
+        with self.lock:
+            for key, m in self.mergers.items():
+                for t in m.close(channel):
+                    self._write(key, t)
+
+    def close(self) -> None:
+        with self.lock:
+            for key, m in self.mergers.items():
+                for t in m.flush():
+                    self._write(key, t)
+        super().close()
+
+    @property
+    def late(self) -> int:
+        return sum(m.late for m in self.mergers.values())
+
+
+class ParquetSink:
+    """Decodes delivered packets (in sequence order) into normalized records for an output
+    (its own :class:`ParquetOutput` under ``out`` unless one is given); records carry
+    ``channel``."""
+
+    def __init__(self, out: Path, date, *, channel: int = 0, output: ParquetOutput | None = None):
+        from normalize.reader import SessionDecoder, resolve_date
+        self.channel = channel
+        self.decoder = SessionDecoder(resolve_date(None, date), channel=channel)
+        self.own = output is None
+        self.output = ParquetOutput(out) if output is None else output
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return self.output.rows
+
     def write(self, buf: np.ndarray, lengths: np.ndarray, ts: list[int]) -> None:
-        """Decode packets lying back to back in ``buf`` and append their records."""
+        """Decode packets lying back to back in ``buf`` and pass on their records."""
         from normalize.reader import to_batches
         offsets = np.zeros(lengths.shape[0], np.int64)
         np.cumsum(lengths[:-1], out=offsets[1:])
-        fr = M.frame_packets(buf, offsets, lengths, np.asarray(ts, np.uint64), 0, path="<capture>",
-                             errors="skip")
+        fr = M.frame_packets(buf, offsets, lengths, np.asarray(ts, np.uint64), self.channel,
+                             path="<capture>", errors="skip")
         idx = fr.index
         counts = np.bincount(idx["type"], minlength=256).astype(np.int64)
         cols = self.decoder.decode(buf, np.ascontiguousarray(idx["offset"]), counts, idx)
         for k, b in to_batches(cols).items():
             if b.num_rows:
-                self.writers[k].write_batch(b)
-                self.rows[k] += b.num_rows
+                self.output.put(self.channel, k, b)
 
     def gap(self, first: int, count: int, ts: int) -> None:
         st = R.alloc_columns("status", 1, zero=True)
@@ -656,14 +728,56 @@ class ParquetSink:
         st.ts_recv[0] = ts
         st.sequence[0] = first
         st.value[0] = count
+        st.channel[0] = self.channel
         st.msg_type[0] = GAP_TYPE
         st.price_1[0] = st.price_2[0] = st.price_3[0] = R.UNDEF_PRICE
-        self.writers["status"].write_batch(R.columns_to_arrow("status", st))
-        self.rows["status"] += 1
+        self.output.put(self.channel, "status", R.columns_to_arrow("status", st))
 
     def close(self) -> None:
-        for w in self.writers.values():
-            w.close()
+        self.output.close_channel(self.channel)
+        if self.own:
+            self.output.close()
+
+
+class MultiCapture:
+    """Several channels (MoldUDP64 sessions), each with lines A/B and its own re-request
+    server, captured together: one journal per channel (``out/channel<k>/``) and one set of
+    normalized Parquet under ``out`` merged in ``ts_event`` order (a channel silent for
+    ``window_s`` seconds stops holding the others back).
+
+    ``channels`` is a list of ``(line_a, line_b, rerequest)``. Not thread-safe.
+    """
+
+    def __init__(self, channels, *, out, decode_date, interface: str = "127.0.0.1",
+                 window_s: float = 0.5, **capture_options):
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        ids = list(range(len(channels)))
+        self.output = MergedOutput(self.out, ids, window_s=window_s)
+        self.captures = []
+        for k, (a, b, rr) in zip(ids, channels):
+            sink = ParquetSink(self.out, decode_date, channel=k, output=self.output)
+            self.captures.append(Capture(a, b, interface=interface, rerequest=rr,
+                                         out=self.out / f"channel{k}", sink=sink, **capture_options))
+
+    def run(self, *, timeout: float | None = None, idle_timeout: float | None = 10.0) -> list[CaptureStats]:
+        t0 = last = time.monotonic()
+        try:
+            while not all(c.done for c in self.captures):
+                work = sum(c.poll(0.001) for c in self.captures if not c.done)
+                now = time.monotonic()
+                if work:
+                    last = now
+                if timeout is not None and now - t0 > timeout:
+                    break
+                if idle_timeout is not None and now - last > idle_timeout:
+                    break
+        finally:
+            for c in self.captures:
+                c.stats.end_of_session = c.done
+                c.close()
+            self.output.close()
+        return [c.stats for c in self.captures]
 
 
 def capture_dir_tables(out) -> dict[str, pa.Table]:

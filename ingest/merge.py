@@ -5,27 +5,38 @@ order; consumers want one stream in exchange-time order. :class:`ChannelMerger` 
 (Arrow RecordBatches or Tables of one schema, e.g. ``mbo``) per channel as they arrive and
 releases, in ``ts_event`` order, everything at or before the watermark: the smallest latest
 ``ts_event`` over the channels still open. A channel that falls silent would stall that
-watermark, so the merge is bounded: events older than ``window_ns`` before the newest event seen
-are released regardless, and an event that arrives behind what was already released is counted
-(``late``) and released at once rather than dropped. Ties keep channel order, then arrival order.
+watermark, so the merge is bounded: a channel that has delivered nothing for ``window_s``
+seconds (wall clock; exchange time can run faster than that in a replay) stops holding the
+stream back, and no more than ``max_rows`` rows are held (the oldest go first). An event that
+arrives behind what was already released is counted (``late``) and released at once, never
+dropped. Ties keep channel order, then arrival order.
 
 Not thread-safe: one thread feeds it.
 """
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyarrow as pa
 
 
+NOTHING = -(1 << 63)        # a watermark below every timestamp
+
+
 class ChannelMerger:
-    def __init__(self, channels, *, window_ns: int = 50_000_000):
+    def __init__(self, channels, *, window_s: float = 0.5, max_rows: int = 1 << 22,
+                 clock=time.monotonic):
         self.channels = list(channels)
         if not self.channels:
             raise ValueError("The `channels` must name at least one channel.")
-        if window_ns <= 0:
-            raise ValueError(f"The `window_ns` must be positive, was {window_ns!r}.")
-        self.window_ns = int(window_ns)
+        if not window_s > 0:
+            raise ValueError(f"The `window_s` must be positive, was {window_s!r}.")
+        self.window_s = float(window_s)
+        self.max_rows = int(max_rows)
+        self.clock = clock
+        self._heard = {c: clock() for c in self.channels}
         self._latest = {c: None for c in self.channels}
         self._open = set(self.channels)
         self._held: list[pa.Table] = []
@@ -39,6 +50,7 @@ class ChannelMerger:
         if channel not in self._rank:
             raise ValueError(f"The `channel` was not one of {self.channels}, was {channel!r}.")
         t = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        self._heard[channel] = self.clock()
         if t.num_rows:
             ts = t.column("ts_event").cast(pa.int64()).to_numpy()
             self._latest[channel] = int(ts.max()) if self._latest[channel] is None else max(
@@ -59,26 +71,27 @@ class ChannelMerger:
         """Release everything held (end of the merged stream)."""
         return self._release(None)
 
-    def _watermark(self) -> int | None:
+    def _watermark(self) -> int:
+        """Release up to here (``NOTHING``: hold everything for now)."""
+        now = self.clock()
+        holding = [c for c in self._open if now - self._heard[c] <= self.window_s]
+        if any(self._latest[c] is None for c in holding):
+            return NOTHING                 # an active channel has not said where it is yet
         seen = [v for v in self._latest.values() if v is not None]
         if not seen:
-            return None
-        open_latest = [self._latest[c] for c in self._open]
-        if self._open and all(v is not None for v in open_latest):
-            mark = min(open_latest)
-        elif not self._open:
-            mark = max(seen)
-        else:
-            mark = None
-        bound = max(seen) - self.window_ns          # a silent channel holds back no longer
-        return bound if mark is None else max(mark, bound)
+            return NOTHING
+        return min(self._latest[c] for c in holding) if holding else max(seen)
 
     def _release(self, mark: int | None) -> list[pa.Table]:
+        """Release events at or before ``mark`` (None: everything)."""
         if not self._held:
             return []
         held = pa.concat_tables(self._held)
         ts = held.column("ts_event").cast(pa.int64()).to_numpy()
         out_mask = np.ones(len(ts), bool) if mark is None else ts <= mark
+        if len(ts) - out_mask.sum() > self.max_rows:        # bounded: the oldest go first
+            cut = np.sort(ts[~out_mask])[len(ts) - int(out_mask.sum()) - self.max_rows - 1]
+            out_mask |= ts <= cut
         if self.released_upto is not None:
             late = ts < self.released_upto
             self.late += int(late.sum())

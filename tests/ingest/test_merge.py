@@ -18,7 +18,7 @@ def _batch(ts, channel):
 @settings(max_examples=150, deadline=None)
 def test_merged_stream_is_the_stable_ts_order_of_all_channels(chans, split, rnd):
     streams = [sorted(c) for c in chans]
-    m = ChannelMerger(range(len(streams)), window_ns=10**9)
+    m = ChannelMerger(range(len(streams)), window_s=3600)
     cursors = [0] * len(streams)
     out = []
     while any(c < len(s) for c, s in zip(cursors, streams)):
@@ -38,9 +38,18 @@ def test_merged_stream_is_the_stable_ts_order_of_all_channels(chans, split, rnd)
 
 
 def test_a_silent_channel_holds_events_back_no_longer_than_the_window():
-    m = ChannelMerger(["A", "B"], window_ns=100)
+    now = [0.0]
+    m = ChannelMerger(["A", "B"], window_s=0.05, clock=lambda: now[0])
     assert m.push("A", _batch([10, 20], 0)) == []           # B has said nothing yet
-    released = m.push("A", _batch([500], 0))               # 500 - 100: 10 and 20 must go
-    assert pa.concat_tables(released).column("ts_event").cast(pa.int64()).to_pylist() == [10, 20]
+    now[0] = 0.2                                            # B silent for longer than the window
+    released = m.push("A", _batch([500], 0))
+    assert pa.concat_tables(released).column("ts_event").cast(pa.int64()).to_pylist() == [10, 20, 500]
     late = m.push("B", _batch([15], 1))                    # behind what was released
     assert m.late == 1 and pa.concat_tables(late).column("ts_event").cast(pa.int64()).to_pylist() == [15]
+
+
+def test_the_merger_holds_no_more_than_max_rows():
+    m = ChannelMerger(["A", "B"], window_s=3600, max_rows=3)
+    m.push("B", _batch([0], 1))
+    out = m.push("A", _batch([1, 2, 3, 4, 5, 6], 0))       # B holds the watermark at 0
+    assert sum(t.num_rows for t in out) == 4                # 0 plus the oldest of A, 3 held
