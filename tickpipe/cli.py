@@ -273,7 +273,23 @@ def _endpoint(value: str) -> tuple[str, int]:
 
 
 def cmd_capture(args) -> int:
-    from ingest.capture import Capture
+    from ingest.capture import Capture, MultiCapture
+    if args.channel:
+        chans = []
+        for spec in args.channel:
+            parts = spec.split(",")
+            if len(parts) != 3:
+                raise ValueError(f"The `--channel` must be LINE_A,LINE_B,REREQUEST, was {spec!r}.")
+            chans.append((parts[0], parts[1] or None, parts[2] or None))
+        mc = MultiCapture(chans, out=args.out, decode_date=args.date, interface=args.interface,
+                          gap_timeout=args.gap_timeout, retry_timeout=args.retry_timeout,
+                          retries=args.retries)
+        all_stats = mc.run(timeout=args.timeout, idle_timeout=args.idle_timeout)
+        for k, st in enumerate(all_stats):
+            print(f"-- channel {k} (journal in {args.out}/channel{k}/)")
+            print_capture(st, args.out)
+        print(f"merged Parquet in {args.out}/ ({mc.output.late} events arrived behind the merge)")
+        return 0 if all(st.end_of_session and not st.gaps_declared for st in all_stats) else 1
     cap = Capture(args.line_a, args.line_b or None, interface=args.interface, rerequest=args.rerequest or None,
                   out=args.out, decode_date=None if args.no_parquet else args.date,
                   gap_timeout=args.gap_timeout,
@@ -367,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--retry-timeout", type=float, default=0.1)
     s.add_argument("--retries", type=int, default=3)
     s.add_argument("--no-parquet", action="store_true", help="journal only (decode later from it)")
+    s.add_argument("--channel", action="append", metavar="LINE_A,LINE_B,REREQUEST",
+                   help="capture several channels (repeat); Parquet merged in ts_event order")
     s.set_defaults(func=cmd_capture)
     s = sub.add_parser("journal", help="raw journal tools")
     jsub = s.add_subparsers(dest="journal_cmd", required=True)
