@@ -177,6 +177,7 @@ class CaptureStats:
     heartbeats: int = 0
     malformed: int = 0
     malformed_reasons: dict[str, int] = field(default_factory=dict)
+    other_sessions: dict[str, int] = field(default_factory=dict)   # session -> packets seen
     recovered_packets: int = 0          # delivered from re-request replies
     recovered_messages: int = 0
     rerequests: int = 0
@@ -398,6 +399,16 @@ class Capture:
     def _malformed(self, i: int, code: int, line: str) -> None:
         self.stats.malformed += 1
         why = CHECK_TEXT.get(code, str(code))
+        if code == P_SESSION:
+            other = bytes(self._buf[i * SLOT:i * SLOT + M.SESSION_LENGTH]).decode("ascii", "replace")
+            n = self.stats.other_sessions.get(other, 0)
+            self.stats.other_sessions[other] = n + 1
+            if n == 0:
+                log.warning("line %s: packets of session %r while capturing %r: counted, not "
+                            "accepted; this capture ends with %r (capture %r with a new run)",
+                            line, other, self.session.decode("ascii", "replace"),
+                            self.session.decode("ascii", "replace"), other)
+            return
         self.stats.malformed_reasons[why] = self.stats.malformed_reasons.get(why, 0) + 1
         log.warning("line %s: malformed MoldUDP64 datagram (%d bytes) skipped: %s", line,
                     int(self._lengths[i]), why)

@@ -161,7 +161,8 @@ def test_malformed_datagrams_are_counted_and_skipped_never_accepted(tmp_path, it
     stats = cap.run(timeout=30, idle_timeout=3)
     assert stats.malformed == 3 and stats.end_of_session and not stats.gaps_declared
     assert set(stats.malformed_reasons) == {"shorter than the MoldUDP64 header",
-                                            "message count overruns the datagram", "wrong session"}
+                                            "message count overruns the datagram"}
+    assert stats.other_sessions == {"OTHERSESS1": 1}
     assert_equals_truth(tmp_path / "c", itch_small)
 
 
