@@ -429,7 +429,8 @@ class Capture:
             if seq > self.expected and not self.pending:
                 self._open_gap(seq)
             return
-        self._per_packet = count if count < self._per_packet * 2 else self._per_packet
+        if not recovered:          # the feed's packets, not replies, set the request size
+            self._per_packet = max(self._per_packet, count) if count < self._per_packet * 2 else self._per_packet
         end = seq + count
         if end <= self.expected or seq in self.pending:
             self.stats.duplicates += 1
