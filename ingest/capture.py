@@ -182,6 +182,7 @@ class CaptureStats:
     recovered_messages: int = 0
     rerequests: int = 0
     gaps_declared: list[tuple[int, int]] = field(default_factory=list)   # (first, count)
+    gap_seconds: list[float] = field(default_factory=list)  # seen-to-declared time of each
     end_of_session: bool = False
     first_sequence: int | None = None
     next_sequence: int | None = None
@@ -543,6 +544,7 @@ class Capture:
         log.warning("gap declared: sequences %d..%d (%d messages) could not be recovered",
                     g.first, upto - 1, count)
         self.stats.gaps_declared.append((g.first, count))
+        self.stats.gap_seconds.append(time.monotonic() - g.opened)
         self._flush_output()
         if self._writer is not None:
             self._writer.put_gap(g.first, count, time.time_ns())

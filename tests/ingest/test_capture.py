@@ -125,6 +125,8 @@ def test_a_silent_rerequest_server_leads_to_declared_gaps_and_the_capture_goes_o
     stats, out, ex = run_session(tmp_path, itch_small, lose_both=lose, silent=True)
     want = [(M.sequence(ex.packets[i]), M.message_count(ex.packets[i])) for i in lose]
     assert stats.gaps_declared == want
+    # declared within the configured time: hold 0.05 s + 3 tries 0.1 s apart (+ scheduling slack)
+    assert all(t < 0.05 + 3 * 0.1 + 0.3 for t in stats.gap_seconds), stats.gap_seconds
     assert stats.end_of_session
     assert journal.read_gaps(out) == want
     assert_equals_truth(out, itch_small, lost=want)
@@ -137,6 +139,7 @@ def test_a_silent_rerequest_server_leads_to_declared_gaps_and_the_capture_goes_o
 def test_without_a_rerequest_server_a_gap_is_declared_after_the_hold_time(tmp_path, itch_small):
     stats, out, ex = run_session(tmp_path, itch_small, lose_both=[3], rerequest=False)
     assert stats.gaps_declared == [(M.sequence(ex.packets[3]), M.message_count(ex.packets[3]))]
+    assert stats.gap_seconds[0] < 0.05 + 0.2
     assert stats.messages == sum(M.message_count(p) for p in ex.packets) - stats.messages_lost
 
 
