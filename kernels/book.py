@@ -1,0 +1,419 @@
+"""Order-book reconstruction: ``mbo`` events to the book after every event (L3 -> MBP-k).
+
+:func:`reconstruct` rebuilds, for any number of instruments interleaved, the top ``levels`` price
+levels of each side (price, size, order count) after every event. :class:`BookBuilder` is the
+same machine fed batch by batch (state carried between batches) and exports its end state as
+snapshot events that seed a later run.
+
+The compiled core walks the events once. Per order it keeps (price, remaining, side, instrument)
+in the open-addressing order map of :mod:`normalize.ordermap` (no Python or typed dict in the
+loop); per instrument and side a sorted array of price levels (bids descending, asks ascending)
+that grows when a side runs out of room. Semantics:
+
+* add: a new order joins its level (a replace's new order keeps nothing of the old queue place);
+* execute / partial cancel: the order's level loses the shares; a fully filled order leaves;
+* delete: the order's remaining shares leave its level;
+* replace: delete of the old order, add of the new at the new price and size, same side;
+* non-displayed trades, crosses, broken trades: no book change;
+* clear (``ACTION_CLEAR``): the instrument's levels are emptied (used before snapshot adds).
+
+An event for an order the book has never seen (placed before the data started) is applied at the
+event's own price, side and size when it carries them (LOBSTER, ``F_WITH_PRICE`` executions) and
+counted in ``applied_unknown``; when it carries none it changes nothing and is counted in
+``unknown``: never guessed. A book that ends up crossed or locked (best bid >= best ask) is
+counted, with the first events that caused it listed.
+
+Devices: the numba CPU implementation is here (``device="cpu"``; ``"auto"`` picks it). The
+CUDA implementation is the next step of this module; until then ``device="gpu"`` is refused
+with a clear error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+import pyarrow as pa
+
+from normalize import records as R
+from normalize.ordermap import EMPTY, SLOT, TOMB, find, insert_slot, remove
+
+BID, ASK = 0, 1
+DEVICES = ("auto", "cpu")
+NEED_LEVELS = -1          # kernel result: a side has no room for another level
+NEED_ORDERS = -2          # kernel result: the order map must grow
+
+
+@numba.njit(inline="always")
+def _level_pos(px, n, price, s):
+    """Index of ``price`` in one side's sorted levels, or where it would go."""
+    k = 0
+    if s == BID:
+        while k < n and px[k] > price:
+            k += 1
+    else:
+        while k < n and px[k] < price:
+            k += 1
+    return k
+
+
+@numba.njit(inline="always")
+def _add(px, sz, ct, nlev, ii, s, price, qty, dcount):
+    """Add ``qty`` shares (``dcount`` orders) at ``price``; False when the side is full."""
+    n = nlev[ii, s]
+    row_px = px[ii, s]
+    k = _level_pos(row_px, n, price, s)
+    if k < n and row_px[k] == price:
+        sz[ii, s, k] += qty
+        ct[ii, s, k] += dcount
+        return True
+    if n >= row_px.shape[0]:
+        return False
+    for j in range(n, k, -1):
+        px[ii, s, j] = px[ii, s, j - 1]
+        sz[ii, s, j] = sz[ii, s, j - 1]
+        ct[ii, s, j] = ct[ii, s, j - 1]
+    px[ii, s, k] = price
+    sz[ii, s, k] = qty
+    ct[ii, s, k] = dcount
+    nlev[ii, s] = n + 1
+    return True
+
+
+@numba.njit(inline="always")
+def _sub(px, sz, ct, nlev, ii, s, price, qty, dcount):
+    """Take ``qty`` shares (``dcount`` orders) from ``price``; False when no such level."""
+    n = nlev[ii, s]
+    k = _level_pos(px[ii, s], n, price, s)
+    if k >= n or px[ii, s, k] != price:
+        return False
+    left = sz[ii, s, k] - qty if sz[ii, s, k] > qty else np.uint64(0)
+    cleft = ct[ii, s, k] - dcount if ct[ii, s, k] > dcount else np.uint32(0)
+    if left == 0:
+        for j in range(k, n - 1):
+            px[ii, s, j] = px[ii, s, j + 1]
+            sz[ii, s, j] = sz[ii, s, j + 1]
+            ct[ii, s, j] = ct[ii, s, j + 1]
+        nlev[ii, s] = n - 1
+    else:
+        sz[ii, s, k] = left
+        ct[ii, s, k] = cleft
+    return True
+
+
+@numba.njit(inline="always")
+def _side(c):
+    if c == R.SIDE_BID:
+        return BID
+    if c == R.SIDE_ASK:
+        return ASK
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def apply_events(action, order_id, new_order_id, price, size, side, flags, ix, start,
+                 px, sz, ct, nlev, slots, keys, count, used, out_px, out_sz, out_ct, tally,
+                 crossed_at):
+    """Apply events ``start..`` and write the top levels after each (``out_*[i, side, k]``).
+
+    ``ix`` is each event's dense instrument index. ``tally`` counts: 0 unknown (not applied),
+    1 applied_unknown, 2 crossed, 3 inconsistent (a level or order the event needs is missing).
+    Returns ``(next_event, count, used, status)``; status NEED_LEVELS / NEED_ORDERS asks the
+    caller to grow the level arrays or the order map and call again from ``next_event``.
+    """
+    n = action.shape[0]
+    L = out_px.shape[2]
+    cap = keys.shape[0]
+    for i in range(start, n):
+        a = action[i]
+        ii = ix[i]
+        if a == R.ACTION_ADD or a == R.ACTION_REPLACE:
+            if 2 * (used + 2) > cap:
+                return i, count, used, NEED_ORDERS
+            # room for one more level on either side (a replace may move sides' levels)
+            if nlev[ii, BID] >= px.shape[2] - 1 or nlev[ii, ASK] >= px.shape[2] - 1:
+                return i, count, used, NEED_LEVELS
+        if a == R.ACTION_ADD:
+            s = _side(side[i])
+            if s < 0 or price[i] == R.UNDEF_PRICE:
+                tally[3] += 1
+            else:
+                oid = order_id[i]
+                if oid != EMPTY and oid != TOMB:
+                    k = insert_slot(keys, oid)
+                    if keys[k] == oid:       # reused live reference: its old shares leave
+                        _sub(px, sz, ct, nlev, ii, _side(slots[k].side), slots[k].price,
+                             slots[k].remaining, 1)
+                        tally[3] += 1
+                    else:
+                        count += 1
+                        if keys[k] == EMPTY:
+                            used += 1
+                    keys[k] = oid
+                    slots[k].price = price[i]
+                    slots[k].remaining = size[i]
+                    slots[k].side = side[i]
+                    slots[k].inst = ii
+                _add(px, sz, ct, nlev, ii, s, price[i], size[i], 1)
+        elif a == R.ACTION_EXECUTE or a == R.ACTION_CANCEL or a == R.ACTION_DELETE:
+            k = find(keys, order_id[i])
+            if k < 0:
+                s = _side(side[i])
+                q = size[i]
+                if s >= 0 and price[i] != R.UNDEF_PRICE and q > 0:
+                    if not _sub(px, sz, ct, nlev, ii, s, price[i], q, 0):
+                        tally[3] += 1
+                    tally[1] += 1
+                else:
+                    tally[0] += 1
+            else:
+                rem = slots[k].remaining
+                q = rem if a == R.ACTION_DELETE else size[i]
+                if q > rem:
+                    tally[3] += 1
+                    q = rem
+                gone = q >= rem
+                if not _sub(px, sz, ct, nlev, ii, _side(slots[k].side), slots[k].price, q,
+                            1 if gone else 0):
+                    tally[3] += 1
+                if gone:
+                    used -= remove(keys, k)
+                    count -= 1
+                else:
+                    slots[k].remaining = rem - q
+        elif a == R.ACTION_REPLACE:
+            k = find(keys, order_id[i])
+            sd = side[i]
+            if k >= 0:
+                sd = slots[k].side
+                if not _sub(px, sz, ct, nlev, ii, _side(sd), slots[k].price, slots[k].remaining, 1):
+                    tally[3] += 1
+                used -= remove(keys, k)
+                count -= 1
+            s = _side(sd)
+            if s < 0:
+                tally[0] += 1            # the new order's side is unknown: reported, not guessed
+            else:
+                if k < 0:
+                    tally[1] += 1
+                oid = new_order_id[i]
+                k2 = insert_slot(keys, oid)
+                if keys[k2] != oid:
+                    count += 1
+                    if keys[k2] == EMPTY:
+                        used += 1
+                keys[k2] = oid
+                slots[k2].price = price[i]
+                slots[k2].remaining = size[i]
+                slots[k2].side = sd
+                slots[k2].inst = ii
+                _add(px, sz, ct, nlev, ii, s, price[i], size[i], 1)
+        elif a == R.ACTION_CLEAR:
+            nlev[ii, BID] = 0
+            nlev[ii, ASK] = 0
+        nb = nlev[ii, BID]
+        na = nlev[ii, ASK]
+        if nb > 0 and na > 0 and px[ii, BID, 0] >= px[ii, ASK, 0]:
+            if tally[2] < crossed_at.shape[0]:
+                crossed_at[tally[2]] = i
+            tally[2] += 1
+        for s in range(2):
+            m = nlev[ii, s]
+            for k in range(L):
+                if k < m:
+                    out_px[i, s, k] = px[ii, s, k]
+                    out_sz[i, s, k] = sz[ii, s, k]
+                    out_ct[i, s, k] = ct[ii, s, k]
+                else:
+                    out_px[i, s, k] = R.UNDEF_PRICE
+                    out_sz[i, s, k] = 0
+                    out_ct[i, s, k] = 0
+    return n, count, used, 0
+
+
+@dataclass
+class BookReport:
+    events: int = 0
+    unknown: int = 0              # events for unseen orders that carried no price/side: not applied
+    applied_unknown: int = 0      # events for unseen orders applied at their own price and size
+    crossed: int = 0              # events after which the book was crossed or locked
+    crossed_at: list[int] = field(default_factory=list)   # first such events (global index)
+    inconsistent: int = 0         # a level or order an event needed was missing
+
+
+def _col(t: pa.Table | pa.RecordBatch, name: str, dtype) -> np.ndarray:
+    c = t.column(name)
+    if isinstance(c, pa.ChunkedArray):
+        c = c.combine_chunks()
+    if pa.types.is_timestamp(c.type):
+        c = c.cast(pa.int64())
+    return np.ascontiguousarray(c.to_numpy(zero_copy_only=False)).astype(dtype, copy=False)
+
+
+class BookBuilder:
+    """Books of many instruments, fed ``mbo`` batches in order. Not thread-safe."""
+
+    def __init__(self, *, levels: int = 10, initial_levels: int = 64):
+        if not 1 <= levels <= 1000:
+            raise ValueError(f"The `levels` must be in 1..1000, was {levels!r}.")
+        self.levels = int(levels)
+        self.instruments = np.zeros(0, np.uint32)            # dense index -> instrument_id
+        self._cap = max(int(initial_levels), self.levels + 2)
+        self.px = np.zeros((0, 2, self._cap), np.int64)
+        self.sz = np.zeros((0, 2, self._cap), np.uint64)
+        self.ct = np.zeros((0, 2, self._cap), np.uint32)
+        self.nlev = np.zeros((0, 2), np.int64)
+        self.slots = np.zeros(1 << 16, SLOT)
+        self.count = 0
+        self.used = 0
+        self.report = BookReport()
+
+    @property
+    def _keys(self):
+        return self.slots.view(np.uint64).reshape(self.slots.shape[0], SLOT.itemsize // 8)[:, 0]
+
+    def _index(self, inst: np.ndarray) -> np.ndarray:
+        """Dense index of each event's instrument (new instruments get new book rows)."""
+        uniq = np.unique(inst)
+        new = uniq[~np.isin(uniq, self.instruments)]
+        if new.size:
+            g = new.size
+            self.instruments = np.concatenate([self.instruments, new.astype(np.uint32)])
+            self.px = np.concatenate([self.px, np.zeros((g, 2, self._cap), np.int64)])
+            self.sz = np.concatenate([self.sz, np.zeros((g, 2, self._cap), np.uint64)])
+            self.ct = np.concatenate([self.ct, np.zeros((g, 2, self._cap), np.uint32)])
+            self.nlev = np.concatenate([self.nlev, np.zeros((g, 2), np.int64)])
+        order = np.argsort(self.instruments, kind="stable")
+        return order[np.searchsorted(self.instruments[order], inst)].astype(np.int64)
+
+    def _grow_levels(self) -> None:
+        cap = self._cap * 2
+        for name, dt in (("px", np.int64), ("sz", np.uint64), ("ct", np.uint32)):
+            old = getattr(self, name)
+            new = np.zeros((old.shape[0], 2, cap), dt)
+            new[:, :, :self._cap] = old
+            setattr(self, name, new)
+        self._cap = cap
+
+    def _grow_orders(self) -> None:
+        old, okeys = self.slots, self._keys
+        live = (okeys != EMPTY) & (okeys != TOMB)
+        cap = old.shape[0] * 2 if 4 * (self.count + 1) > old.shape[0] else old.shape[0]
+        self.slots = np.zeros(cap, SLOT)
+        _rehash_slots(old, okeys, live, self.slots, self._keys)
+        self.used = self.count
+
+    def apply(self, mbo: pa.Table | pa.RecordBatch) -> pa.Table:
+        """Apply a batch of ``mbo`` events; return the book after each (one row per event)."""
+        n = mbo.num_rows
+        action = _col(mbo, "action", np.uint8)
+        inst = _col(mbo, "instrument_id", np.uint32)
+        ix = self._index(inst)
+        args = (action, _col(mbo, "order_id", np.uint64), _col(mbo, "new_order_id", np.uint64),
+                _col(mbo, "price", np.int64), _col(mbo, "size", np.uint64),
+                _col(mbo, "side", np.uint8), _col(mbo, "flags", np.uint8), ix)
+        L = self.levels
+        out_px = np.empty((n, 2, L), np.int64)
+        out_sz = np.empty((n, 2, L), np.uint64)
+        out_ct = np.empty((n, 2, L), np.uint32)
+        tally = np.zeros(4, np.int64)
+        crossed_at = np.zeros(16, np.int64)
+        start = 0
+        while True:
+            start, self.count, self.used, status = apply_events(
+                *args, start, self.px, self.sz, self.ct, self.nlev, self.slots, self._keys,
+                self.count, self.used, out_px, out_sz, out_ct, tally, crossed_at)
+            if status == NEED_LEVELS:
+                self._grow_levels()
+            elif status == NEED_ORDERS:
+                self._grow_orders()
+            else:
+                break
+        base = self.report.events
+        r = self.report
+        r.unknown += int(tally[0])
+        r.applied_unknown += int(tally[1])
+        r.inconsistent += int(tally[3])
+        r.crossed_at += [base + int(i) for i in crossed_at[:min(int(tally[2]), 16)]][:16 - len(r.crossed_at)]
+        r.crossed += int(tally[2])
+        r.events += n
+        return _book_table(mbo, out_px, out_sz, out_ct)
+
+    def live_orders(self) -> np.ndarray:
+        """Every live order: (order_id, instrument_id, side, price, remaining), by order id."""
+        k = self._keys
+        m = (k != EMPTY) & (k != TOMB)
+        s = self.slots[m]
+        out = np.zeros(int(m.sum()), [("order_id", "<u8"), ("instrument_id", "<u4"), ("side", "u1"),
+                                      ("price", "<i8"), ("remaining", "<u8")])
+        out["order_id"], out["side"] = s["key"], s["side"]
+        out["price"], out["remaining"] = s["price"], s["remaining"]
+        out["instrument_id"] = self.instruments[s["inst"]]
+        return out[np.argsort(out["order_id"], kind="stable")]
+
+    def snapshot(self, ts_event: int = 0) -> pa.Table:
+        """The end state as ``mbo`` events: per instrument a clear, then one add per live order
+        (``F_SNAPSHOT``). Feeding it to a new builder reproduces these books."""
+        orders = self.live_orders()
+        inst = np.unique(self.instruments)
+        n = inst.size + orders.size
+        c = R.alloc_columns("mbo", n, zero=True)
+        c.ts_event[:] = ts_event
+        c.ts_recv[:] = R.UNDEF_TIMESTAMP
+        c.instrument_id[:inst.size] = inst
+        c.action[:inst.size] = R.ACTION_CLEAR
+        c.side[:inst.size] = R.SIDE_NONE
+        c.price[:inst.size] = R.UNDEF_PRICE
+        o = slice(inst.size, n)
+        c.instrument_id[o] = orders["instrument_id"]
+        c.action[o] = R.ACTION_ADD
+        c.order_id[o] = orders["order_id"]
+        c.side[o] = orders["side"]
+        c.price[o] = orders["price"]
+        c.size[o] = orders["remaining"]
+        c.flags[:] = R.F_SNAPSHOT
+        order = np.argsort(c.instrument_id, kind="stable")   # clear first within an instrument
+        return pa.Table.from_batches([R.columns_to_arrow("mbo", c)]).take(pa.array(order))
+
+
+@numba.njit(cache=True)
+def _rehash_slots(old, okeys, live, slots, keys):
+    for i in range(old.shape[0]):
+        if live[i]:
+            k = insert_slot(keys, okeys[i])
+            slots[k] = old[i]
+
+
+def book_schema(levels: int) -> pa.Schema:
+    fields = [pa.field("instrument_id", pa.uint32(), False),
+              pa.field("ts_event", pa.timestamp("ns", tz="UTC")),
+              pa.field("sequence", pa.uint64(), False)]
+    for k in range(levels):
+        for s in ("bid", "ask"):
+            fields += [pa.field(f"{s}_px_{k}", pa.int64(), False),
+                       pa.field(f"{s}_sz_{k}", pa.uint64(), False),
+                       pa.field(f"{s}_ct_{k}", pa.uint32(), False)]
+    return pa.schema(fields, metadata={"tickpipe.schema": f"mbp-{levels}",
+                                       "tickpipe.price_scale": str(R.PRICE_SCALE),
+                                       "tickpipe.undef_price": str(R.UNDEF_PRICE)})
+
+
+def _book_table(mbo, out_px, out_sz, out_ct) -> pa.Table:
+    L = out_px.shape[2]
+    cols = {"instrument_id": mbo.column("instrument_id"), "ts_event": mbo.column("ts_event"),
+            "sequence": mbo.column("sequence")}
+    for k in range(L):
+        for s, name in ((BID, "bid"), (ASK, "ask")):
+            cols[f"{name}_px_{k}"] = pa.array(np.ascontiguousarray(out_px[:, s, k]))
+            cols[f"{name}_sz_{k}"] = pa.array(np.ascontiguousarray(out_sz[:, s, k]))
+            cols[f"{name}_ct_{k}"] = pa.array(np.ascontiguousarray(out_ct[:, s, k]))
+    return pa.table(cols, schema=book_schema(L))
+
+
+def reconstruct(mbo: pa.Table, *, levels: int = 10, device: str = "auto") -> pa.Table:
+    """The book after every ``mbo`` event: one row per event (see the module docstring)."""
+    if device not in DEVICES:
+        raise ValueError(f"The `device` was not a valid value, was {device!r}. Use any of "
+                         f"{DEVICES} (the CUDA book is not built yet).")
+    return BookBuilder(levels=levels).apply(mbo)

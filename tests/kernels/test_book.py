@@ -1,0 +1,125 @@
+"""Book reconstruction against the simulator's ground truth and hand-built cases."""
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import normalize
+from ingest.simulator import generate_session
+from kernels.book import BookBuilder, reconstruct
+from normalize import records as R
+
+L = 5
+
+
+@pytest.fixture(scope="module")
+def session():
+    s = generate_session(120_000, 15, seed=5)
+    return s, normalize.read_itch(s.to_binaryfile(), date=s.date)["mbo"]
+
+
+def _levels(orders: pd.DataFrame, side: int, levels: int):
+    g = orders[orders.side == side].groupby("price").shares.agg(["sum", "count"])
+    g = g.sort_index(ascending=(side == R.SIDE_ASK)).head(levels)
+    return list(zip(g.index, g["sum"], g["count"]))
+
+
+def test_the_final_books_equal_the_simulators_ground_truth(session):
+    s, mbo = session
+    b = BookBuilder(levels=L)
+    book = b.apply(mbo).to_pandas()
+    gt = pd.DataFrame(s.live_orders)
+    gt["price"] = gt.price4.astype(np.int64) * R.PRICE4_TO_NANO
+    last = book.groupby("instrument_id").tail(1).set_index("instrument_id")
+    for inst, orders in gt.groupby("instrument_id"):
+        row = last.loc[inst]
+        for name, side in (("bid", R.SIDE_BID), ("ask", R.SIDE_ASK)):
+            want = _levels(orders, side, L)
+            got = [(row[f"{name}_px_{k}"], row[f"{name}_sz_{k}"], row[f"{name}_ct_{k}"])
+                   for k in range(len(want))]
+            assert got == want, (inst, name)
+            for k in range(len(want), L):
+                assert row[f"{name}_px_{k}"] == R.UNDEF_PRICE and row[f"{name}_sz_{k}"] == 0
+    lo = b.live_orders()
+    assert lo["order_id"].tolist() == s.live_orders["order_id"].tolist()
+    assert (lo["remaining"] == s.live_orders["shares"]).all()
+    assert b.report.unknown == 0 and b.report.inconsistent == 0
+
+
+def test_batches_fed_one_by_one_give_the_same_books_as_one_call(session):
+    _, mbo = session
+    whole = reconstruct(mbo, levels=L)
+    b = BookBuilder(levels=L, initial_levels=8)          # grows its level arrays on the way
+    parts = [b.apply(mbo.slice(i, 7_777)) for i in range(0, mbo.num_rows, 7_777)]
+    assert pa.concat_tables(parts).equals(whole)
+
+
+def test_a_snapshot_seeds_a_later_run_with_the_same_books(session):
+    _, mbo = session
+    half = mbo.num_rows // 2
+    a = BookBuilder(levels=L)
+    a.apply(mbo.slice(0, half))
+    rest_a = a.apply(mbo.slice(half))
+    b = BookBuilder(levels=L)
+    first = BookBuilder(levels=L)
+    first.apply(mbo.slice(0, half))
+    b.apply(first.snapshot())
+    rest_b = b.apply(mbo.slice(half))
+    assert rest_b.equals(rest_a)
+
+
+def _events(rows):
+    c = R.alloc_columns("mbo", len(rows), zero=True)
+    for i, (action, oid, side, price, size) in enumerate(rows):
+        c.action[i], c.order_id[i], c.side[i] = action, oid, side
+        c.price[i], c.size[i], c.instrument_id[i], c.sequence[i] = price, size, 7, i + 1
+    return pa.Table.from_batches([R.columns_to_arrow("mbo", c)])
+
+
+def test_an_event_for_an_unseen_order_is_applied_at_its_own_price_or_reported():
+    P = R.PRICE_SCALE
+    ev = _events([
+        (R.ACTION_ADD, 1, R.SIDE_BID, 10 * P, 300),
+        (R.ACTION_EXECUTE, 99, R.SIDE_BID, 10 * P, 100),        # unseen, carries price: applied
+        (R.ACTION_DELETE, 98, R.SIDE_NONE, R.UNDEF_PRICE, 0),    # unseen, carries nothing: reported
+    ])
+    b = BookBuilder(levels=2)
+    out = b.apply(ev).to_pandas()
+    assert out.bid_sz_0.tolist() == [300, 200, 200]
+    assert b.report.applied_unknown == 1 and b.report.unknown == 1
+
+
+def test_a_crossed_book_is_reported_with_the_event_that_crossed_it():
+    P = R.PRICE_SCALE
+    ev = _events([
+        (R.ACTION_ADD, 1, R.SIDE_ASK, 10 * P, 100),
+        (R.ACTION_ADD, 2, R.SIDE_BID, 9 * P, 100),
+        (R.ACTION_ADD, 3, R.SIDE_BID, 10 * P, 100),              # locks the book
+        (R.ACTION_DELETE, 3, R.SIDE_NONE, R.UNDEF_PRICE, 0),
+    ])
+    b = BookBuilder(levels=2)
+    out = b.apply(ev).to_pandas()
+    assert b.report.crossed == 1 and b.report.crossed_at == [2]
+    assert out.bid_px_0.tolist() == [R.UNDEF_PRICE, 9 * P, 10 * P, 9 * P]
+    assert out.bid_ct_0.tolist() == [0, 1, 1, 1]
+
+
+def test_a_replace_moves_the_order_to_a_new_queue_place_at_the_new_price():
+    P = R.PRICE_SCALE
+    ev = _events([
+        (R.ACTION_ADD, 1, R.SIDE_ASK, 11 * P, 100),
+        (R.ACTION_ADD, 2, R.SIDE_ASK, 12 * P, 100),
+    ])
+    c = R.alloc_columns("mbo", 1, zero=True)
+    c.action[0], c.order_id[0], c.new_order_id[0] = R.ACTION_REPLACE, 1, 3
+    c.price[0], c.size[0], c.side[0], c.instrument_id[0] = 12 * P, 50, R.SIDE_NONE, 7
+    ev = pa.concat_tables([ev, pa.Table.from_batches([R.columns_to_arrow("mbo", c)])])
+    out = BookBuilder(levels=2).apply(ev).to_pandas()
+    assert (out.ask_px_0.iloc[-1], out.ask_sz_0.iloc[-1], out.ask_ct_0.iloc[-1]) == (12 * P, 150, 2)
+    assert out.ask_px_1.iloc[-1] == R.UNDEF_PRICE
+
+
+def test_an_unknown_device_is_refused_naming_the_valid_ones(session):
+    with pytest.raises(ValueError, match="device"):
+        reconstruct(session[1], device="tpu")
