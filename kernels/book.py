@@ -7,8 +7,8 @@ snapshot events that seed a later run.
 
 The compiled core walks the events once. Per order it keeps (price, remaining, side, instrument)
 in the open-addressing order map of :mod:`normalize.ordermap` (no Python or typed dict in the
-loop); per instrument and side a sorted array of price levels (bids descending, asks ascending)
-that grows when a side runs out of room. Semantics:
+loop); per instrument and side a sorted array of price levels, best last (so activity at the
+top of the book shifts few entries), that grows when a side runs out of room. Semantics:
 
 * add: a new order joins its level (a replace's new order keeps nothing of the old queue place);
 * execute / partial cancel: the order's level loses the shares; a fully filled order leaves;
@@ -37,38 +37,52 @@ import numpy as np
 import pyarrow as pa
 
 from normalize import records as R
-from normalize.ordermap import EMPTY, SLOT, TOMB, find, insert_slot, remove
+from normalize._bytes import prefetch
+from normalize.ordermap import EMPTY, SLOT, TOMB, _slot, find, insert_slot, remove
 
 BID, ASK = 0, 1
 DEVICES = ("auto", "cpu")
 NEED_LEVELS = -1          # kernel result: a side has no room for another level
 NEED_ORDERS = -2          # kernel result: the order map must grow
+AHEAD = 16                # events between prefetching an event's order slot and book top, and using them
 
 
 @numba.njit(inline="always")
-def _level_pos(px, n, price, s):
-    """Index of ``price`` in one side's sorted levels, or where it would go."""
-    k = 0
+def _level_pos(px, ii, s, n, price):
+    """Index of ``price`` in the sorted levels ``px[ii, s, :n]``, or where it would go.
+
+    The best level is kept LAST (bids ascending, asks descending), so the inserts and removals
+    near the top of the book, which are most of them, shift only the few levels above. (Indexes
+    go straight into the 3-D array: taking a row view would cost reference counting.)"""
+    lo = 0
+    hi = n
     if s == BID:
-        while k < n and px[k] > price:
-            k += 1
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if px[ii, s, mid] < price:
+                lo = mid + 1
+            else:
+                hi = mid
     else:
-        while k < n and px[k] < price:
-            k += 1
-    return k
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if px[ii, s, mid] > price:
+                lo = mid + 1
+            else:
+                hi = mid
+    return lo
 
 
 @numba.njit(inline="always")
 def _add(px, sz, ct, nlev, ii, s, price, qty, dcount):
     """Add ``qty`` shares (``dcount`` orders) at ``price``; False when the side is full."""
     n = nlev[ii, s]
-    row_px = px[ii, s]
-    k = _level_pos(row_px, n, price, s)
-    if k < n and row_px[k] == price:
+    k = _level_pos(px, ii, s, n, price)
+    if k < n and px[ii, s, k] == price:
         sz[ii, s, k] += qty
         ct[ii, s, k] += dcount
         return True
-    if n >= row_px.shape[0]:
+    if n >= px.shape[2]:
         return False
     for j in range(n, k, -1):
         px[ii, s, j] = px[ii, s, j - 1]
@@ -85,7 +99,7 @@ def _add(px, sz, ct, nlev, ii, s, price, qty, dcount):
 def _sub(px, sz, ct, nlev, ii, s, price, qty, dcount):
     """Take ``qty`` shares (``dcount`` orders) from ``price``; False when no such level."""
     n = nlev[ii, s]
-    k = _level_pos(px[ii, s], n, price, s)
+    k = _level_pos(px, ii, s, n, price)
     if k >= n or px[ii, s, k] != price:
         return False
     left = sz[ii, s, k] - qty if sz[ii, s, k] > qty else np.uint64(0)
@@ -125,7 +139,19 @@ def apply_events(action, order_id, new_order_id, price, size, side, flags, ix, s
     n = action.shape[0]
     L = out_px.shape[2]
     cap = keys.shape[0]
+    lcap = px.shape[2]
+    pxf = px.reshape(-1)
+    szf = sz.reshape(-1)
+    mask = cap - 1
     for i in range(start, n):
+        j = i + AHEAD
+        if j < n:      # the order's slot and both sides' best level, a few events early
+            prefetch(slots, _slot(order_id[j], mask))
+            ij = ix[j]
+            for s2 in range(2):
+                top = (ij * 2 + s2) * lcap + max(nlev[ij, s2] - 1, 0)
+                prefetch(pxf, top)
+                prefetch(szf, top)
         a = action[i]
         ii = ix[i]
         if a == R.ACTION_ADD or a == R.ACTION_REPLACE:
@@ -214,7 +240,7 @@ def apply_events(action, order_id, new_order_id, price, size, side, flags, ix, s
             nlev[ii, ASK] = 0
         nb = nlev[ii, BID]
         na = nlev[ii, ASK]
-        if nb > 0 and na > 0 and px[ii, BID, 0] >= px[ii, ASK, 0]:
+        if nb > 0 and na > 0 and px[ii, BID, nb - 1] >= px[ii, ASK, na - 1]:
             if tally[2] < crossed_at.shape[0]:
                 crossed_at[tally[2]] = i
             tally[2] += 1
@@ -222,9 +248,10 @@ def apply_events(action, order_id, new_order_id, price, size, side, flags, ix, s
             m = nlev[ii, s]
             for k in range(L):
                 if k < m:
-                    out_px[i, s, k] = px[ii, s, k]
-                    out_sz[i, s, k] = sz[ii, s, k]
-                    out_ct[i, s, k] = ct[ii, s, k]
+                    j = m - 1 - k                  # the best level is the last
+                    out_px[i, s, k] = px[ii, s, j]
+                    out_sz[i, s, k] = sz[ii, s, j]
+                    out_ct[i, s, k] = ct[ii, s, j]
                 else:
                     out_px[i, s, k] = R.UNDEF_PRICE
                     out_sz[i, s, k] = 0
