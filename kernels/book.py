@@ -332,7 +332,17 @@ class BookBuilder:
         self.used = self.count
 
     def apply(self, mbo: pa.Table | pa.RecordBatch) -> pa.Table:
-        """Apply a batch of ``mbo`` events; return the book after each (one row per event)."""
+        """Apply ``mbo`` events in order; return the book after each (one row per event)."""
+        if isinstance(mbo, pa.Table):
+            batches = mbo.to_batches()     # chunk by chunk: no copy to combine the chunks
+            if len(batches) != 1:
+                parts = [self._apply_batch(b) for b in batches if b.num_rows]
+                return pa.concat_tables(parts) if parts else self._apply_batch(
+                    pa.RecordBatch.from_pylist([], schema=mbo.schema))
+            mbo = batches[0]
+        return self._apply_batch(mbo)
+
+    def _apply_batch(self, mbo: pa.RecordBatch) -> pa.Table:
         n = mbo.num_rows
         action = _col(mbo, "action", np.uint8)
         inst = _col(mbo, "instrument_id", np.uint32)
