@@ -157,6 +157,37 @@ def bench_read_itch_unresolved(ctx: Context) -> Result:
                   _check_rows(tables, ctx.n_messages))
 
 
+def bench_book(ctx: Context) -> Result:
+    import normalize
+    from kernels.book import BookBuilder
+
+    def run():
+        mbo = normalize.read_itch(ctx.data, date=SESSION_DATE, resolve=False, threads=1)["mbo"]
+        return BookBuilder(levels=1).apply(mbo)
+
+    t, book = measure(run, ctx.repeats)
+    ok = "" if book.num_rows > 0.99 * ctx.n_messages else f"CHECK FAILED: {book.num_rows} book rows"
+    return Result("book", "tickpipe ITCH bytes -> best bid/offer after every event (decode + book, one core)",
+                  ctx.n_messages, len(ctx.data), t, "decode + kernels.book, levels=1", ok)
+
+
+def bench_itchcpp_book(ctx: Context) -> Result:
+    from itchcpp.book import BookManager
+    from ingest.simulator import _symbols
+
+    def run():
+        bm = BookManager()
+        for sym in _symbols(ctx.size.n_instruments):
+            bm.track_symbol(sym)
+        bm.process_stream(ctx.data)
+        return bm
+
+    t, bm = measure(run, ctx.repeats)
+    ok = "" if bm.book_count() == ctx.size.n_instruments else f"CHECK FAILED: {bm.book_count()} books"
+    return Result("itchcpp_book", "itchcpp BookManager.process_stream (C++ L3 books, BBO)",
+                  ctx.n_messages, len(ctx.data), t, "peer for the book row", ok)
+
+
 def bench_itchcpp(ctx: Context) -> Result:
     from itchcpp import MessageParser
     data = ctx.data
@@ -195,6 +226,8 @@ BENCHMARKS = {
     "read_itch": bench_read_itch,
     "read_itch_1t": bench_read_itch_one_thread,
     "unresolved": bench_read_itch_unresolved,
+    "book": bench_book,
+    "itchcpp_book": bench_itchcpp_book,
     "itchcpp": bench_itchcpp,
     "itchfeed": bench_itchfeed,
 }
@@ -321,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     cpp, mem = by.get("itchcpp"), by.get("memcpy")
     if cpp and cpp.timing is not None:
         print()
+        book, cbook = by.get("book"), by.get("itchcpp_book")
+        if book and cbook and book.timing is not None and cbook.timing is not None:
+            print(f"{'ITCH bytes to BBO (decode + book), one core':<48} "
+                  f"{book.msgs_per_s / cbook.msgs_per_s:5.1f}x itchcpp BookManager "
+                  f"({book.msgs_per_s / 1e6:.1f} vs {cbook.msgs_per_s / 1e6:.2f} Mmsg/s)")
         for name, what in (("unresolved", "decode to normalized columns, one core"),
                            ("read_itch_1t", "read_itch with the order map, one core"),
                            ("read_itch", "read_itch with the order map on a second core")):
