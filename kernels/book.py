@@ -23,9 +23,9 @@ counted in ``applied_unknown``; when it carries none it changes nothing and is c
 ``unknown``: never guessed. A book that ends up crossed or locked (best bid >= best ask) is
 counted, with the first events that caused it listed.
 
-Devices: the numba CPU implementation is here (``device="cpu"``; ``"auto"`` picks it). The
-CUDA implementation is the next step of this module; until then ``device="gpu"`` is refused
-with a clear error.
+Devices: this module is the numba CPU book; :mod:`kernels.book_gpu` is the CUDA book (one
+thread per instrument) that :func:`reconstruct` uses with ``device="gpu"`` or, for large inputs
+on a machine with a GPU, ``"auto"``.
 """
 
 from __future__ import annotations
@@ -37,82 +37,35 @@ import numpy as np
 import pyarrow as pa
 
 from normalize import records as R
+from kernels.levels import level_add, level_sub
 from normalize._bytes import prefetch
 from normalize.ordermap import EMPTY, SLOT, TOMB, _slot, find, insert_slot, remove
 
 BID, ASK = 0, 1
-DEVICES = ("auto", "cpu")
+DEVICES = ("auto", "cpu", "gpu")
+GPU_MIN_EVENTS = 1_000_000   # "auto" sends at least this many events to a GPU, when there is one
 NEED_LEVELS = -1          # kernel result: a side has no room for another level
 NEED_ORDERS = -2          # kernel result: the order map must grow
 AHEAD = 16                # events between prefetching an event's order slot and book top, and using them
 
 
 @numba.njit(inline="always")
-def _level_pos(px, ii, s, n, price):
-    """Index of ``price`` in the sorted levels ``px[ii, s, :n]``, or where it would go.
-
-    The best level is kept LAST (bids ascending, asks descending), so the inserts and removals
-    near the top of the book, which are most of them, shift only the few levels above. (Indexes
-    go straight into the 3-D array: taking a row view would cost reference counting.)"""
-    lo = 0
-    hi = n
-    if s == BID:
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if px[ii, s, mid] < price:
-                lo = mid + 1
-            else:
-                hi = mid
-    else:
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if px[ii, s, mid] > price:
-                lo = mid + 1
-            else:
-                hi = mid
-    return lo
-
-
-@numba.njit(inline="always")
-def _add(px, sz, ct, nlev, ii, s, price, qty, dcount):
-    """Add ``qty`` shares (``dcount`` orders) at ``price``; False when the side is full."""
-    n = nlev[ii, s]
-    k = _level_pos(px, ii, s, n, price)
-    if k < n and px[ii, s, k] == price:
-        sz[ii, s, k] += qty
-        ct[ii, s, k] += dcount
-        return True
-    if n >= px.shape[2]:
+def _add(pxf, szf, ctf, nlev, lcap, ii, s, price, qty, dcount):
+    """Add at ``price`` on side ``s`` of book ``ii``; False when the side is full."""
+    m = level_add(pxf, szf, ctf, (ii * 2 + s) * lcap, nlev[ii, s], lcap, s, price, qty, dcount)
+    if m < 0:
         return False
-    for j in range(n, k, -1):
-        px[ii, s, j] = px[ii, s, j - 1]
-        sz[ii, s, j] = sz[ii, s, j - 1]
-        ct[ii, s, j] = ct[ii, s, j - 1]
-    px[ii, s, k] = price
-    sz[ii, s, k] = qty
-    ct[ii, s, k] = dcount
-    nlev[ii, s] = n + 1
+    nlev[ii, s] = m
     return True
 
 
 @numba.njit(inline="always")
-def _sub(px, sz, ct, nlev, ii, s, price, qty, dcount):
-    """Take ``qty`` shares (``dcount`` orders) from ``price``; False when no such level."""
-    n = nlev[ii, s]
-    k = _level_pos(px, ii, s, n, price)
-    if k >= n or px[ii, s, k] != price:
+def _sub(pxf, szf, ctf, nlev, lcap, ii, s, price, qty, dcount):
+    """Take from ``price`` on side ``s`` of book ``ii``; False when there is no such level."""
+    m = level_sub(pxf, szf, ctf, (ii * 2 + s) * lcap, nlev[ii, s], s, price, qty, dcount)
+    if m < 0:
         return False
-    left = sz[ii, s, k] - qty if sz[ii, s, k] > qty else np.uint64(0)
-    cleft = ct[ii, s, k] - dcount if ct[ii, s, k] > dcount else np.uint32(0)
-    if left == 0:
-        for j in range(k, n - 1):
-            px[ii, s, j] = px[ii, s, j + 1]
-            sz[ii, s, j] = sz[ii, s, j + 1]
-            ct[ii, s, j] = ct[ii, s, j + 1]
-        nlev[ii, s] = n - 1
-    else:
-        sz[ii, s, k] = left
-        ct[ii, s, k] = cleft
+    nlev[ii, s] = m
     return True
 
 
@@ -142,6 +95,7 @@ def apply_events(action, order_id, new_order_id, price, size, side, flags, ix, s
     lcap = px.shape[2]
     pxf = px.reshape(-1)
     szf = sz.reshape(-1)
+    ctf = ct.reshape(-1)
     mask = cap - 1
     for i in range(start, n):
         j = i + AHEAD
@@ -169,7 +123,7 @@ def apply_events(action, order_id, new_order_id, price, size, side, flags, ix, s
                 if oid != EMPTY and oid != TOMB:
                     k = insert_slot(keys, oid)
                     if keys[k] == oid:       # reused live reference: its old shares leave
-                        _sub(px, sz, ct, nlev, ii, _side(slots[k].side), slots[k].price,
+                        _sub(pxf, szf, ctf, nlev, lcap, ii, _side(slots[k].side), slots[k].price,
                              slots[k].remaining, 1)
                         tally[3] += 1
                     else:
@@ -181,14 +135,14 @@ def apply_events(action, order_id, new_order_id, price, size, side, flags, ix, s
                     slots[k].remaining = size[i]
                     slots[k].side = side[i]
                     slots[k].inst = ii
-                _add(px, sz, ct, nlev, ii, s, price[i], size[i], 1)
+                _add(pxf, szf, ctf, nlev, lcap, ii, s, price[i], size[i], 1)
         elif a == R.ACTION_EXECUTE or a == R.ACTION_CANCEL or a == R.ACTION_DELETE:
             k = find(keys, order_id[i])
             if k < 0:
                 s = _side(side[i])
                 q = size[i]
                 if s >= 0 and price[i] != R.UNDEF_PRICE and q > 0:
-                    if not _sub(px, sz, ct, nlev, ii, s, price[i], q, 0):
+                    if not _sub(pxf, szf, ctf, nlev, lcap, ii, s, price[i], q, 0):
                         tally[3] += 1
                     tally[1] += 1
                 else:
@@ -200,7 +154,7 @@ def apply_events(action, order_id, new_order_id, price, size, side, flags, ix, s
                     tally[3] += 1
                     q = rem
                 gone = q >= rem
-                if not _sub(px, sz, ct, nlev, ii, _side(slots[k].side), slots[k].price, q,
+                if not _sub(pxf, szf, ctf, nlev, lcap, ii, _side(slots[k].side), slots[k].price, q,
                             1 if gone else 0):
                     tally[3] += 1
                 if gone:
@@ -213,7 +167,7 @@ def apply_events(action, order_id, new_order_id, price, size, side, flags, ix, s
             sd = side[i]
             if k >= 0:
                 sd = slots[k].side
-                if not _sub(px, sz, ct, nlev, ii, _side(sd), slots[k].price, slots[k].remaining, 1):
+                if not _sub(pxf, szf, ctf, nlev, lcap, ii, _side(sd), slots[k].price, slots[k].remaining, 1):
                     tally[3] += 1
                 used -= remove(keys, k)
                 count -= 1
@@ -234,13 +188,13 @@ def apply_events(action, order_id, new_order_id, price, size, side, flags, ix, s
                 slots[k2].remaining = size[i]
                 slots[k2].side = sd
                 slots[k2].inst = ii
-                _add(px, sz, ct, nlev, ii, s, price[i], size[i], 1)
+                _add(pxf, szf, ctf, nlev, lcap, ii, s, price[i], size[i], 1)
         elif a == R.ACTION_CLEAR:
             nlev[ii, BID] = 0
             nlev[ii, ASK] = 0
         nb = nlev[ii, BID]
         na = nlev[ii, ASK]
-        if nb > 0 and na > 0 and px[ii, BID, nb - 1] >= px[ii, ASK, na - 1]:
+        if nb > 0 and na > 0 and pxf[(ii * 2) * lcap + nb - 1] >= pxf[(ii * 2 + 1) * lcap + na - 1]:
             if tally[2] < crossed_at.shape[0]:
                 crossed_at[tally[2]] = i
             tally[2] += 1
@@ -248,10 +202,10 @@ def apply_events(action, order_id, new_order_id, price, size, side, flags, ix, s
             m = nlev[ii, s]
             for k in range(L):
                 if k < m:
-                    j = m - 1 - k                  # the best level is the last
-                    out_px[i, s, k] = px[ii, s, j]
-                    out_sz[i, s, k] = sz[ii, s, j]
-                    out_ct[i, s, k] = ct[ii, s, j]
+                    j = (ii * 2 + s) * lcap + m - 1 - k      # the best level is the last
+                    out_px[i, s, k] = pxf[j]
+                    out_sz[i, s, k] = szf[j]
+                    out_ct[i, s, k] = ctf[j]
                 else:
                     out_px[i, s, k] = R.UNDEF_PRICE
                     out_sz[i, s, k] = 0
@@ -449,8 +403,37 @@ def _book_table(mbo, out_px, out_sz, out_ct) -> pa.Table:
 
 
 def reconstruct(mbo: pa.Table, *, levels: int = 10, device: str = "auto") -> pa.Table:
-    """The book after every ``mbo`` event: one row per event (see the module docstring)."""
+    """The book after every ``mbo`` event: one row per event (see the module docstring).
+
+    ``device="cpu"``: the numba CPU book. ``"gpu"``: the CUDA book (:mod:`kernels.book_gpu`),
+    one thread per instrument; an error when no CUDA device is available. ``"auto"``: the GPU
+    when one is available and there are at least ``GPU_MIN_EVENTS`` events, else the CPU; it
+    never fails for lack of a GPU. Both give the same table.
+    """
     if device not in DEVICES:
-        raise ValueError(f"The `device` was not a valid value, was {device!r}. Use any of "
-                         f"{DEVICES} (the CUDA book is not built yet).")
+        raise ValueError(f"The `device` was not a valid value, was {device!r}. Use any of {DEVICES}.")
+    if not 1 <= levels <= 1000:
+        raise ValueError(f"The `levels` must be in 1..1000, was {levels!r}.")
+    if device != "cpu":
+        use_gpu = _cuda_available()
+        if device == "gpu" and not use_gpu:
+            raise RuntimeError("device='gpu' was asked for, but numba.cuda finds no CUDA device; "
+                               "use device='auto' or 'cpu'")
+        if use_gpu and (device == "gpu" or mbo.num_rows >= GPU_MIN_EVENTS):
+            from kernels.book_gpu import reconstruct_gpu
+            t = mbo if isinstance(mbo, pa.Table) else pa.Table.from_batches([mbo])
+            cols = {name: _col(t, name, dt) for name, dt in (
+                ("action", np.uint8), ("order_id", np.uint64), ("new_order_id", np.uint64),
+                ("price", np.int64), ("size", np.uint64), ("side", np.uint8),
+                ("instrument_id", np.uint32))}
+            out_px, out_sz, out_ct, _ = reconstruct_gpu(cols, levels)
+            return _book_table(t, out_px, out_sz, out_ct)
     return BookBuilder(levels=levels).apply(mbo)
+
+
+def _cuda_available() -> bool:
+    try:
+        from numba import cuda
+        return bool(cuda.is_available())
+    except Exception:                 # no CUDA driver or toolkit: the CPU serves
+        return False

@@ -123,3 +123,7 @@ def test_a_replace_moves_the_order_to_a_new_queue_place_at_the_new_price():
 def test_an_unknown_device_is_refused_naming_the_valid_ones(session):
     with pytest.raises(ValueError, match="device"):
         reconstruct(session[1], device="tpu")
+
+
+def test_auto_never_fails_for_lack_of_a_gpu(session):
+    assert reconstruct(session[1].slice(0, 500), levels=2, device="auto").num_rows == 500

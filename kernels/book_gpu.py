@@ -1,0 +1,256 @@
+"""Order-book reconstruction on a CUDA GPU: one thread per instrument (numba.cuda).
+
+Events are grouped by instrument with a stable sort; thread ``j`` walks instrument ``j``'s
+events in their original order, keeping that instrument's orders in its own open-addressing
+table (a slice of one flat pool, sized so it never needs rebuilding) and its price levels in its
+own slice of flat level arrays (best level last). It writes the top ``levels`` of the book after
+each event at the event's original row, so the output equals :func:`kernels.book.reconstruct`'s
+row for row. The semantics are the CPU ones (see :mod:`kernels.book`); the level operations are
+the same compiled functions on both devices (``level_pos``, ``level_add``, ``level_sub``).
+
+Runs on a real GPU when ``numba.cuda.is_available()``; CI runs it under Numba's CUDA simulator
+(``NUMBA_ENABLE_CUDASIM=1``) on small inputs and checks it against the CPU row for row.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numba
+import numpy as np
+from numba import cuda
+
+from kernels import levels as _levels
+from normalize import records as R
+
+SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
+
+
+def _python_twin(fn, **callees):
+    """The Python body of a compiled helper, calling the Python bodies of ``callees``: the
+    CUDA simulator runs kernels as Python, and compiled helpers cannot take its arrays."""
+    g = dict(fn.py_func.__globals__)
+    g.update(callees)
+    return types.FunctionType(fn.py_func.__code__, g, fn.py_func.__name__, fn.py_func.__defaults__)
+
+
+if SIMULATOR:
+    _pos = _levels.level_pos.py_func
+    level_add = _python_twin(_levels.level_add, level_pos=_pos)
+    level_sub = _python_twin(_levels.level_sub, level_pos=_pos)
+    _device = lambda f: f                                        # noqa: E731
+else:
+    level_add, level_sub = _levels.level_add, _levels.level_sub   # compiled for the device
+    _device = numba.njit(inline="always")
+
+BID, ASK = 0, 1
+THREADS = 64
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+if SIMULATOR:
+    def _h(key, mask):        # Python integers: the same 64-bit product, without overflow noise
+        return (((int(key) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) >> 32) & int(mask)
+else:
+    @numba.njit(inline="always")
+    def _h(key, mask):
+        return np.int64(((key * _GOLDEN) >> np.uint64(32)) & np.uint64(mask))
+
+
+@_device
+def h_find(keys, base, mask, key):
+    """Slot of ``key`` in the table ``keys[base : base + mask + 1]``, or -1 (0 = empty)."""
+    if key == 0:
+        return -1
+    i = _h(key, mask)
+    for _ in range(mask + 1):
+        k = keys[base + i]
+        if k == key:
+            return base + i
+        if k == 0:
+            return -1
+        i = (i + 1) & mask
+    return -1
+
+
+@_device
+def h_insert(keys, base, mask, key):
+    """Slot for ``key`` (its own, else the first empty one); -1 when the table is full."""
+    i = _h(key, mask)
+    for _ in range(mask + 1):
+        k = keys[base + i]
+        if k == key or k == 0:
+            return base + i
+        i = (i + 1) & mask
+    return -1
+
+
+@_device
+def _side(c):
+    if c == R.SIDE_BID:
+        return BID
+    if c == R.SIDE_ASK:
+        return ASK
+    return -1
+
+
+TOMBSTONE = np.uint64(0xFFFFFFFFFFFFFFFF)   # a deleted order (tables are sized never to fill)
+
+
+@cuda.jit
+def _book_kernel(order, starts, action, order_id, new_order_id, price, size, side,
+                 keys, kprice, krem, kside, kbase, kmask, pxf, szf, ctf, lbase, lcap, nlev,
+                 out_px, out_sz, out_ct, tally):
+    j = cuda.grid(1)
+    if j >= starts.shape[0] - 1:
+        return
+    L = out_px.shape[2]
+    kb = kbase[j]
+    km = kmask[j]
+    for t in range(starts[j], starts[j + 1]):
+        i = order[t]
+        a = action[i]
+        if a == R.ACTION_ADD:
+            s = _side(side[i])
+            if s < 0 or price[i] == R.UNDEF_PRICE:
+                tally[j, 3] += 1
+            else:
+                slot = h_insert(keys, kb, km, order_id[i])
+                if slot >= 0 and order_id[i] != 0:
+                    if keys[slot] == order_id[i]:
+                        b = lbase[j, _side(kside[slot])]
+                        m = level_sub(pxf, szf, ctf, b, nlev[j, _side(kside[slot])],
+                                      _side(kside[slot]), kprice[slot], krem[slot], 1)
+                        if m >= 0:
+                            nlev[j, _side(kside[slot])] = m
+                        tally[j, 3] += 1
+                    keys[slot] = order_id[i]
+                    kprice[slot] = price[i]
+                    krem[slot] = size[i]
+                    kside[slot] = side[i]
+                m = level_add(pxf, szf, ctf, lbase[j, s], nlev[j, s], lcap[j], s, price[i], size[i], 1)
+                if m >= 0:
+                    nlev[j, s] = m
+                else:
+                    tally[j, 3] += 1
+        elif a == R.ACTION_EXECUTE or a == R.ACTION_CANCEL or a == R.ACTION_DELETE:
+            slot = h_find(keys, kb, km, order_id[i])
+            if slot < 0:
+                s = _side(side[i])
+                if s >= 0 and price[i] != R.UNDEF_PRICE and size[i] > 0:
+                    m = level_sub(pxf, szf, ctf, lbase[j, s], nlev[j, s], s, price[i], size[i], 0)
+                    if m >= 0:
+                        nlev[j, s] = m
+                    else:
+                        tally[j, 3] += 1
+                    tally[j, 1] += 1
+                else:
+                    tally[j, 0] += 1
+            else:
+                rem = krem[slot]
+                q = rem if a == R.ACTION_DELETE else size[i]
+                if q > rem:
+                    tally[j, 3] += 1
+                    q = rem
+                s = _side(kside[slot])
+                m = level_sub(pxf, szf, ctf, lbase[j, s], nlev[j, s], s, kprice[slot], q,
+                              1 if q >= rem else 0)
+                if m >= 0:
+                    nlev[j, s] = m
+                else:
+                    tally[j, 3] += 1
+                if q >= rem:
+                    keys[slot] = TOMBSTONE
+                else:
+                    krem[slot] = rem - q
+        elif a == R.ACTION_REPLACE:
+            slot = h_find(keys, kb, km, order_id[i])
+            sd = side[i]
+            if slot >= 0:
+                sd = kside[slot]
+                s = _side(sd)
+                m = level_sub(pxf, szf, ctf, lbase[j, s], nlev[j, s], s, kprice[slot], krem[slot], 1)
+                if m >= 0:
+                    nlev[j, s] = m
+                else:
+                    tally[j, 3] += 1
+                keys[slot] = TOMBSTONE
+            s = _side(sd)
+            if s < 0:
+                tally[j, 0] += 1
+            else:
+                if slot < 0:
+                    tally[j, 1] += 1
+                slot2 = h_insert(keys, kb, km, new_order_id[i])
+                if slot2 >= 0:
+                    keys[slot2] = new_order_id[i]
+                    kprice[slot2] = price[i]
+                    krem[slot2] = size[i]
+                    kside[slot2] = sd
+                m = level_add(pxf, szf, ctf, lbase[j, s], nlev[j, s], lcap[j], s, price[i], size[i], 1)
+                if m >= 0:
+                    nlev[j, s] = m
+                else:
+                    tally[j, 3] += 1
+        elif a == R.ACTION_CLEAR:
+            nlev[j, BID] = 0
+            nlev[j, ASK] = 0
+        nb = nlev[j, BID]
+        na = nlev[j, ASK]
+        if nb > 0 and na > 0 and pxf[lbase[j, BID] + nb - 1] >= pxf[lbase[j, ASK] + na - 1]:
+            tally[j, 2] += 1
+        for s in range(2):
+            m = nlev[j, s]
+            b = lbase[j, s]
+            for k in range(L):
+                if k < m:
+                    out_px[i, s, k] = pxf[b + m - 1 - k]
+                    out_sz[i, s, k] = szf[b + m - 1 - k]
+                    out_ct[i, s, k] = ctf[b + m - 1 - k]
+                else:
+                    out_px[i, s, k] = R.UNDEF_PRICE
+                    out_sz[i, s, k] = 0
+                    out_ct[i, s, k] = 0
+
+
+def _pow2(x: np.ndarray) -> np.ndarray:
+    return (1 << np.ceil(np.log2(np.maximum(x, 2))).astype(np.int64)).astype(np.int64)
+
+
+def reconstruct_gpu(cols: dict, levels: int):
+    """Book arrays ``(out_px, out_sz, out_ct, tally_totals)`` for event columns ``cols``
+    (``action, order_id, new_order_id, price, size, side, instrument_id`` as NumPy arrays)."""
+    n = cols["action"].shape[0]
+    inst_ids, ix = np.unique(cols["instrument_id"], return_inverse=True)
+    n_inst = inst_ids.size
+    order = np.argsort(ix, kind="stable").astype(np.int64)
+    per = np.bincount(ix, minlength=n_inst)
+    starts = np.zeros(n_inst + 1, np.int64)
+    np.cumsum(per, out=starts[1:])
+    grows = (cols["action"] == R.ACTION_ADD) | (cols["action"] == R.ACTION_REPLACE)
+    inserts = np.bincount(ix, weights=grows, minlength=n_inst).astype(np.int64)
+    kcap = _pow2(2 * inserts + 2)                  # never more than half full: no rebuilds
+    kbase = np.zeros(n_inst, np.int64)
+    np.cumsum(kcap[:-1], out=kbase[1:])
+    lcap = inserts + 2                             # each insert makes at most one level
+    lbase = np.zeros((n_inst, 2), np.int64)
+    side_base = np.zeros(2 * n_inst, np.int64)
+    np.cumsum(np.repeat(lcap, 2)[:-1], out=side_base[1:])
+    lbase[:] = side_base.reshape(n_inst, 2)
+    total_levels = int(2 * lcap.sum())
+    d = cuda.to_device
+    out_px = cuda.device_array((n, 2, levels), np.int64)
+    out_sz = cuda.device_array((n, 2, levels), np.uint64)
+    out_ct = cuda.device_array((n, 2, levels), np.uint32)
+    tally = cuda.to_device(np.zeros((n_inst, 4), np.int64))
+    ktot = int(kcap.sum())
+    blocks = (n_inst + THREADS - 1) // THREADS
+    _book_kernel[blocks, THREADS](
+        d(order), d(starts), d(cols["action"]), d(cols["order_id"]), d(cols["new_order_id"]),
+        d(cols["price"]), d(cols["size"]), d(cols["side"]),
+        d(np.zeros(ktot, np.uint64)), d(np.zeros(ktot, np.int64)), d(np.zeros(ktot, np.uint64)),
+        d(np.zeros(ktot, np.uint8)), d(kbase), d(kcap - 1),
+        d(np.zeros(total_levels, np.int64)), d(np.zeros(total_levels, np.uint64)),
+        d(np.zeros(total_levels, np.uint32)), d(lbase), d(lcap), d(np.zeros((n_inst, 2), np.int64)),
+        out_px, out_sz, out_ct, tally)
+    return out_px.copy_to_host(), out_sz.copy_to_host(), out_ct.copy_to_host(), tally.copy_to_host().sum(axis=0)
