@@ -34,6 +34,20 @@ EVENT = np.dtype([
 ])
 
 
+@numba.njit(inline="always")
+def _place(live_px, live_side, nl, inst, side, want):
+    """``want`` moved so that it does not cross the other side's best price: the generator has no
+    matching engine, so a buy never goes at or above the best ask, a sell at or below the best
+    bid, and the books it writes are never crossed or locked."""
+    px = want
+    for j in range(nl):
+        if side == 66 and live_side[inst, j] == 83 and live_px[inst, j] - TICK < px:
+            px = live_px[inst, j] - TICK
+        elif side == 83 and live_side[inst, j] == 66 and live_px[inst, j] + TICK > px:
+            px = live_px[inst, j] + TICK
+    return max(px, np.uint64(TICK))
+
+
 @numba.njit(cache=True)
 def _flow(n, n_inst, seed, ev, mids, weights_cum, start_ref, t0, t1):
     np.random.seed(seed)
@@ -89,6 +103,7 @@ def _flow(n, n_inst, seed, ev, mids, weights_cum, start_ref, t0, t1):
                 px = mids[inst] - off * TICK
             else:
                 px = mids[inst] + off * TICK
+            px = _place(live_px, live_side, nl, inst, side, np.uint64(px))
             sz = np.uint64(100 * np.random.randint(1, 10))
             if np.random.random() < 0.15:
                 sz = np.uint64(np.random.randint(1, 100))
@@ -148,6 +163,7 @@ def _flow(n, n_inst, seed, ev, mids, weights_cum, start_ref, t0, t1):
                     px = mids[inst] - off * TICK
                 else:
                     px = mids[inst] + off * TICK
+                px = _place(live_px, live_side, nl, inst, live_side[inst, j], np.uint64(px))
                 sz = np.uint64(100 * np.random.randint(1, 10))
                 e.shares = sz
                 e.price = px

@@ -182,8 +182,45 @@ def cmd_demo(args) -> int:
     print(_table(["symbol", "locate", "trades", "volume", "vwap"], rows, "lrrrr"))
     m = t["mbo"]
     print(f"\nmbo events {m.num_rows:,}; first: {m.column('ts_event')[0]} (UTC), last: {m.column('ts_event')[-1]}")
+    demo_books(t, sym)
     demo_live(out, args)
     return 0
+
+
+def demo_books(t, sym) -> None:
+    """Books of the most active instruments at the close, from the decoded mbo."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from kernels.book import BookBuilder
+    from normalize.records import PRICE_SCALE, UNDEF_PRICE
+    print("\n== books (kernels.book): 3 levels a side at the last event of the 5 busiest instruments")
+    mbo = t["mbo"]
+    counts = mbo.group_by("instrument_id").aggregate([("instrument_id", "count")])
+    top = [i for i, _ in sorted(zip(counts.column("instrument_id").to_pylist(),
+                                    counts.column("instrument_id_count").to_pylist()),
+                                key=lambda r: -r[1])[:5]]
+    sub = mbo.filter(pc.is_in(mbo.column("instrument_id"), pa_array(top)))
+    b = BookBuilder(levels=3)
+    book = b.apply(sub)
+    inst = book.column("instrument_id").to_numpy()
+    rows = []
+    for i in top:
+        last = book.slice(int(np.flatnonzero(inst == i)[-1]), 1).to_pylist()[0]
+
+        def lv(side, k):
+            px, sz = last[f"{side}_px_{k}"], last[f"{side}_sz_{k}"]
+            return "-" if px == UNDEF_PRICE else f"{sz:,} @ {px / PRICE_SCALE:,.2f}"
+        rows.append((sym.get(i, str(i)), lv("bid", 0), lv("ask", 0), lv("bid", 1), lv("ask", 1)))
+    print(_table(["symbol", "bid 1", "ask 1", "bid 2", "ask 2"], rows, "lrrrr"))
+    r = b.report
+    print(f"{r.events:,} events; crossed or locked after {r.crossed:,} of them (the simulator has no "
+          f"matching engine); {r.unknown:,} events for unseen orders")
+
+
+def pa_array(values):
+    import pyarrow as pa
+    return pa.array(values, type=pa.uint32())
 
 
 def demo_live(out: Path, args) -> None:
