@@ -71,8 +71,12 @@ class ChannelMerger:
         """Release everything held (end of the merged stream)."""
         return self._release(None)
 
-    def _watermark(self) -> int:
-        """Release up to here (``NOTHING``: hold everything for now)."""
+    def _watermark(self) -> int | None:
+        """Release events strictly before this (``NOTHING``: hold everything; None: all channels
+        have ended, release everything). Strictly before: an event at the watermark may still be
+        joined by an equal one from a channel ranked first."""
+        if not self._open:
+            return None
         now = self.clock()
         holding = [c for c in self._open if now - self._heard[c] <= self.window_s]
         if any(self._latest[c] is None for c in holding):
@@ -80,7 +84,7 @@ class ChannelMerger:
         seen = [v for v in self._latest.values() if v is not None]
         if not seen:
             return NOTHING
-        return min(self._latest[c] for c in holding) if holding else max(seen)
+        return min(self._latest[c] for c in holding) if holding else max(seen) + 1
 
     def _release(self, mark: int | None) -> list[pa.Table]:
         """Release events at or before ``mark`` (None: everything)."""
@@ -88,7 +92,7 @@ class ChannelMerger:
             return []
         held = pa.concat_tables(self._held)
         ts = held.column("ts_event").cast(pa.int64()).to_numpy()
-        out_mask = np.ones(len(ts), bool) if mark is None else ts <= mark
+        out_mask = np.ones(len(ts), bool) if mark is None else ts < mark
         if len(ts) - out_mask.sum() > self.max_rows:        # bounded: the oldest go first
             cut = np.sort(ts[~out_mask])[len(ts) - int(out_mask.sum()) - self.max_rows - 1]
             out_mask |= ts <= cut
