@@ -214,8 +214,17 @@ def demo_books(t, sym) -> None:
         rows.append((sym.get(i, str(i)), lv("bid", 0), lv("ask", 0), lv("bid", 1), lv("ask", 1)))
     print(_table(["symbol", "bid 1", "ask 1", "bid 2", "ask 2"], rows, "lrrrr"))
     r = b.report
-    print(f"{r.events:,} events; crossed or locked after {r.crossed:,} of them (the simulator has no "
-          f"matching engine); {r.unknown:,} events for unseen orders")
+    print(f"{r.events:,} events; crossed or locked after {r.crossed:,} of them; "
+          f"{r.unknown:,} events for unseen orders")
+    from kernels.features import compute
+    feats = compute(sub, bar="30min").to_pandas()
+    feats = feats[feats.instrument_id == top[0]].head(8)
+    print(f"\n== features (kernels.features), 30-minute bars of {sym.get(top[0], top[0])}")
+    rows = [(str(r.bar_start)[11:16], f"{r.trade_count:,}", f"{r.volume:,}", f"{r.vwap:,.4f}",
+             f"{r.signed_trade_imbalance:+.3f}", f"{r.realized_variance:.2e}", f"{r.vpin:.3f}",
+             f"{r.effective_spread * 1e4:.1f}") for r in feats.itertuples()]
+    print(_table(["bar (UTC)", "trades", "volume", "vwap", "imbalance", "RV", "VPIN", "eff spread bp"],
+                 rows, "lrrrrrrr"))
 
 
 def pa_array(values):
