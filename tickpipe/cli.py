@@ -218,7 +218,7 @@ def demo_books(t, sym) -> None:
           f"{r.unknown:,} events for unseen orders")
     from kernels.features import compute
     feats = compute(sub, bar="30min").to_pandas()
-    feats = feats[feats.instrument_id == top[0]].head(8)
+    feats = feats[(feats.instrument_id == top[0]) & (feats.trade_count > 0)].head(8)
     print(f"\n== features (kernels.features), 30-minute bars of {sym.get(top[0], top[0])}")
     rows = [(str(r.bar_start)[11:16], f"{r.trade_count:,}", f"{r.volume:,}", f"{r.vwap:,.4f}",
              f"{r.signed_trade_imbalance:+.3f}", f"{r.realized_variance:.2e}", f"{r.vpin:.3f}",
