@@ -131,7 +131,8 @@ def _ofi_kernel(order, starts, bpx, bsz, apx, asz, out):
 
 def _group(inst: np.ndarray):
     """Stable order grouping events by instrument, group bounds, and the instrument of each group."""
-    order = np.argsort(inst, kind="stable")
+    key = inst.astype(np.uint16) if inst.size and int(inst.max()) < 65536 else inst
+    order = np.argsort(key, kind="stable")          # 16-bit keys: a radix sort, O(n)
     s = inst[order]
     cut = np.flatnonzero(s[1:] != s[:-1]) + 1
     starts = np.concatenate(([0], cut, [len(s)])).astype(np.int64)
@@ -162,9 +163,9 @@ def per_event(book: pa.Table) -> pa.Table:
         mid = 0.5 * (ap + bp)
         micro = (bp * aq + ap * bq) / (bq + aq)
         imb1 = (bq - aq) / (bq + aq)
-        bsum = np.zeros(n)
-        asum = np.zeros(n)
-        for k in range(min(L5, L)):
+        bsum = bq.copy()
+        asum = aq.copy()
+        for k in range(1, min(L5, L)):
             bsum += side("bid", k)[1]
             asum += side("ask", k)[1]
         imb5 = (bsum - asum) / (bsum + asum)
