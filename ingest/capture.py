@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import os
 import selectors
 import socket
 import struct
@@ -725,13 +724,8 @@ class ParquetSink:
     def write(self, buf: np.ndarray, lengths: np.ndarray, ts: list[int]) -> None:
         """Decode packets lying back to back in ``buf`` and pass on their records."""
         from normalize.reader import to_batches
-        offsets = np.zeros(lengths.shape[0], np.int64)
-        np.cumsum(lengths[:-1], out=offsets[1:])
-        fr = M.frame_packets(buf, offsets, lengths, np.asarray(ts, np.uint64), self.channel,
-                             path="<capture>", errors="skip")
-        idx = fr.index
-        counts = np.bincount(idx["type"], minlength=256).astype(np.int64)
-        cols = self.decoder.decode(buf, np.ascontiguousarray(idx["offset"]), counts, idx)
+        cols = self.decoder.decode_packets(buf, lengths, np.asarray(ts, np.uint64), self.channel,
+                                           path="<capture>", errors="skip")
         for k, b in to_batches(cols).items():
             if b.num_rows:
                 self.output.put(self.channel, k, b)
@@ -800,7 +794,3 @@ def capture_dir_tables(out) -> dict[str, pa.Table]:
     from normalize.reader import SCHEMA_KEYS
     return {k: pq.read_table(Path(out) / f"{k}.parquet") for k in SCHEMA_KEYS
             if (Path(out) / f"{k}.parquet").exists()}
-
-
-def default_interface() -> str:
-    return os.environ.get("TICKPIPE_INTERFACE", "127.0.0.1")

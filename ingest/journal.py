@@ -90,7 +90,7 @@ import numpy as np
 import zstandard as zstd
 
 from ingest import moldudp64 as M
-from tickpipe.errors import DecodeWarning, TickpipeError
+from tickpipe.errors import DecodeWarning, TickpipeError, located
 
 DATA_FILE = "journal.bin"
 INDEX_FILE = "index.bin"
@@ -196,14 +196,8 @@ class JournalError(ValueError, TickpipeError):
         self.path = None if path is None else str(path)
         self.block = block
         self.offset = offset
-        where = []
-        if path is not None:
-            where.append(f"file {self.path!r}")
-        if block is not None:
-            where.append(f"block {block}")
-        if offset is not None:
-            where.append(f"byte offset {offset}")
-        super().__init__(f"{reason} ({', '.join(where)})" if where else reason)
+        super().__init__(located(reason, ("file", self.path), ("block", block),
+                                 ("byte offset", offset)))
 
 
 class JournalWarning(DecodeWarning):

@@ -37,11 +37,11 @@ import numpy as np
 import pyarrow as pa
 
 from normalize import records as R
-from kernels.levels import level_add, level_sub
+from kernels.levels import ASK, BID, level_add, level_sub
+from kernels.levels import side_index as _side
 from normalize._bytes import prefetch
-from normalize.ordermap import EMPTY, SLOT, TOMB, _slot, find, insert_slot, remove
+from normalize.ordermap import OrderMap, _put, _slot, find, remove
 
-BID, ASK = 0, 1
 DEVICES = ("auto", "cpu", "gpu")
 GPU_MIN_EVENTS = 1_000_000   # "auto" sends at least this many events to a GPU, when there is one
 NEED_LEVELS = -1          # kernel result: a side has no room for another level
@@ -67,15 +67,6 @@ def _sub(pxf, szf, ctf, nlev, lcap, ii, s, price, qty, dcount):
         return False
     nlev[ii, s] = m
     return True
-
-
-@numba.njit(inline="always")
-def _side(c):
-    if c == R.SIDE_BID:
-        return BID
-    if c == R.SIDE_ASK:
-        return ASK
-    return -1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -119,22 +110,15 @@ def apply_events(action, order_id, new_order_id, price, size, side, flags, ix, s
             if s < 0 or price[i] == R.UNDEF_PRICE:
                 tally[3] += 1
             else:
-                oid = order_id[i]
-                if oid != EMPTY and oid != TOMB:
-                    k = insert_slot(keys, oid)
-                    if keys[k] == oid:       # reused live reference: its old shares leave
-                        _sub(pxf, szf, ctf, nlev, lcap, ii, _side(slots[k].side), slots[k].price,
-                             slots[k].remaining, 1)
-                        tally[3] += 1
-                    else:
-                        count += 1
-                        if keys[k] == EMPTY:
-                            used += 1
-                    keys[k] = oid
-                    slots[k].price = price[i]
-                    slots[k].remaining = size[i]
-                    slots[k].side = side[i]
-                    slots[k].inst = ii
+                k = find(keys, order_id[i])
+                if k >= 0:                   # reused live reference: its old shares leave
+                    _sub(pxf, szf, ctf, nlev, lcap, ii, _side(slots[k].side), slots[k].price,
+                         slots[k].remaining, 1)
+                    tally[3] += 1
+                was_live, took_empty = _put(slots, keys, order_id[i], price[i], size[i], side[i], ii)
+                if not was_live:
+                    count += 1
+                    used += took_empty
                 _add(pxf, szf, ctf, nlev, lcap, ii, s, price[i], size[i], 1)
         elif a == R.ACTION_EXECUTE or a == R.ACTION_CANCEL or a == R.ACTION_DELETE:
             k = find(keys, order_id[i])
@@ -177,17 +161,10 @@ def apply_events(action, order_id, new_order_id, price, size, side, flags, ix, s
             else:
                 if k < 0:
                     tally[1] += 1
-                oid = new_order_id[i]
-                k2 = insert_slot(keys, oid)
-                if keys[k2] != oid:
+                was_live, took_empty = _put(slots, keys, new_order_id[i], price[i], size[i], sd, ii)
+                if not was_live:
                     count += 1
-                    if keys[k2] == EMPTY:
-                        used += 1
-                keys[k2] = oid
-                slots[k2].price = price[i]
-                slots[k2].remaining = size[i]
-                slots[k2].side = sd
-                slots[k2].inst = ii
+                    used += took_empty
                 _add(pxf, szf, ctf, nlev, lcap, ii, s, price[i], size[i], 1)
         elif a == R.ACTION_CLEAR:
             nlev[ii, BID] = 0
@@ -245,14 +222,8 @@ class BookBuilder:
         self.sz = np.zeros((0, 2, self._cap), np.uint64)
         self.ct = np.zeros((0, 2, self._cap), np.uint32)
         self.nlev = np.zeros((0, 2), np.int64)
-        self.slots = np.zeros(1 << 16, SLOT)
-        self.count = 0
-        self.used = 0
+        self.orders = OrderMap(1 << 16)      # the normalizer's order table: one implementation
         self.report = BookReport()
-
-    @property
-    def _keys(self):
-        return self.slots.view(np.uint64).reshape(self.slots.shape[0], SLOT.itemsize // 8)[:, 0]
 
     def _index(self, inst: np.ndarray) -> np.ndarray:
         """Dense index of each event's instrument (new instruments get new book rows)."""
@@ -276,14 +247,6 @@ class BookBuilder:
             new[:, :, :self._cap] = old
             setattr(self, name, new)
         self._cap = cap
-
-    def _grow_orders(self) -> None:
-        old, okeys = self.slots, self._keys
-        live = (okeys != EMPTY) & (okeys != TOMB)
-        cap = old.shape[0] * 2 if 4 * (self.count + 1) > old.shape[0] else old.shape[0]
-        self.slots = np.zeros(cap, SLOT)
-        _rehash_slots(old, okeys, live, self.slots, self._keys)
-        self.used = self.count
 
     def apply(self, mbo: pa.Table | pa.RecordBatch) -> pa.Table:
         """Apply ``mbo`` events in order; return the book after each (one row per event)."""
@@ -312,13 +275,14 @@ class BookBuilder:
         crossed_at = np.zeros(16, np.int64)
         start = 0
         while True:
-            start, self.count, self.used, status = apply_events(
-                *args, start, self.px, self.sz, self.ct, self.nlev, self.slots, self._keys,
-                self.count, self.used, out_px, out_sz, out_ct, tally, crossed_at)
+            om = self.orders
+            start, om.count, om.used, status = apply_events(
+                *args, start, self.px, self.sz, self.ct, self.nlev, om.slots, om.keys,
+                om.count, om.used, out_px, out_sz, out_ct, tally, crossed_at)
             if status == NEED_LEVELS:
                 self._grow_levels()
             elif status == NEED_ORDERS:
-                self._grow_orders()
+                self.orders.rebuild()
             else:
                 break
         base = self.report.events
@@ -332,16 +296,10 @@ class BookBuilder:
         return _book_table(mbo, out_px, out_sz, out_ct)
 
     def live_orders(self) -> np.ndarray:
-        """Every live order: (order_id, instrument_id, side, price, remaining), by order id."""
-        k = self._keys
-        m = (k != EMPTY) & (k != TOMB)
-        s = self.slots[m]
-        out = np.zeros(int(m.sum()), [("order_id", "<u8"), ("instrument_id", "<u4"), ("side", "u1"),
-                                      ("price", "<i8"), ("remaining", "<u8")])
-        out["order_id"], out["side"] = s["key"], s["side"]
-        out["price"], out["remaining"] = s["price"], s["remaining"]
-        out["instrument_id"] = self.instruments[s["inst"]]
-        return out[np.argsort(out["order_id"], kind="stable")]
+        """Every live order (order_id, price, remaining, side, instrument_id), by order id."""
+        lo = self.orders.live_orders()        # its instrument_id holds the book's dense index
+        lo["instrument_id"] = self.instruments[lo["instrument_id"]]
+        return lo
 
     def snapshot(self, ts_event: int = 0) -> pa.Table:
         """The end state as ``mbo`` events: per instrument a clear, then one add per live order
@@ -366,14 +324,6 @@ class BookBuilder:
         c.flags[:] = R.F_SNAPSHOT
         order = np.argsort(c.instrument_id, kind="stable")   # clear first within an instrument
         return pa.Table.from_batches([R.columns_to_arrow("mbo", c)]).take(pa.array(order))
-
-
-@numba.njit(cache=True)
-def _rehash_slots(old, okeys, live, slots, keys):
-    for i in range(old.shape[0]):
-        if live[i]:
-            k = insert_slot(keys, okeys[i])
-            slots[k] = old[i]
 
 
 def book_schema(levels: int) -> pa.Schema:

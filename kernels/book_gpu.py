@@ -21,6 +21,7 @@ import numpy as np
 from numba import cuda
 
 from kernels import levels as _levels
+from kernels.levels import ASK, BID
 from normalize import records as R
 
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
@@ -38,12 +39,13 @@ if SIMULATOR:
     _pos = _levels.level_pos.py_func
     level_add = _python_twin(_levels.level_add, level_pos=_pos)
     level_sub = _python_twin(_levels.level_sub, level_pos=_pos)
+    _side = _levels.side_index.py_func
     _device = lambda f: f                                        # noqa: E731
 else:
     level_add, level_sub = _levels.level_add, _levels.level_sub   # compiled for the device
+    _side = _levels.side_index
     _device = numba.njit(inline="always")
 
-BID, ASK = 0, 1
 THREADS = 64
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -82,15 +84,6 @@ def h_insert(keys, base, mask, key):
         if k == key or k == 0:
             return base + i
         i = (i + 1) & mask
-    return -1
-
-
-@_device
-def _side(c):
-    if c == R.SIDE_BID:
-        return BID
-    if c == R.SIDE_ASK:
-        return ASK
     return -1
 
 

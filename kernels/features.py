@@ -25,6 +25,7 @@ input order is kept and ``ts_event`` must not decrease). CPU only for now.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
@@ -139,6 +140,19 @@ def _group(inst: np.ndarray):
     return order.astype(np.int64), starts, s[starts[:-1]] if len(s) else s[:0]
 
 
+def _level(book: pa.Table, s: str, k: int):
+    """Level ``k`` of side ``s``: price (currency units, NaN when empty), size, empty mask."""
+    px = _np(book, f"{s}_px_{k}", np.int64)
+    sz = _np(book, f"{s}_sz_{k}", np.float64)
+    empty = px == R.UNDEF_PRICE
+    return np.where(empty, np.nan, px / float(R.PRICE_SCALE)), np.where(empty, 0.0, sz), empty
+
+
+def _mid(book: pa.Table) -> np.ndarray:
+    """Mid price of each book row (NaN when a side is empty)."""
+    return 0.5 * (_level(book, "bid", 0)[0] + _level(book, "ask", 0)[0])
+
+
 def per_event(book: pa.Table) -> pa.Table:
     """Per-event features of a book table (one row per book row, same order).
 
@@ -148,14 +162,7 @@ def per_event(book: pa.Table) -> pa.Table:
     """
     L = _levels_of(book)
     n = book.num_rows
-    scale = float(R.PRICE_SCALE)
-
-    def side(s, k):
-        px = _np(book, f"{s}_px_{k}", np.int64)
-        sz = _np(book, f"{s}_sz_{k}", np.float64)
-        empty = px == R.UNDEF_PRICE
-        return np.where(empty, np.nan, px / scale), np.where(empty, 0.0, sz), empty
-
+    side = functools.partial(_level, book)
     bp, bq, bempty = side("bid", 0)
     ap, aq, aempty = side("ask", 0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -405,8 +412,7 @@ def compute(mbo: pa.Table, *, book: pa.Table | None = None, bar: str = "1s", dev
     if book.num_rows != mbo.num_rows:
         raise ValueError(f"The `book` must have one row per mbo event ({mbo.num_rows}), has {book.num_rows}.")
 
-    pe = per_event(book)
-    mid = pe.column("mid").to_numpy()
+    mid = _mid(book)       # the bars need the mid only, not the other per-event features
     inst = _np(mbo, "instrument_id", np.uint32)
     ts = _np(mbo, "ts_event", np.int64)
     action = _np(mbo, "action", np.uint8)

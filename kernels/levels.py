@@ -11,7 +11,19 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from normalize import records as R
+
 BID, ASK = 0, 1
+
+
+@numba.njit(inline="always")
+def side_index(c):
+    """BID (0) or ASK (1) for an mbo side code, -1 for any other."""
+    if c == R.SIDE_BID:
+        return BID
+    if c == R.SIDE_ASK:
+        return ASK
+    return -1
 
 
 @numba.njit(inline="always")

@@ -96,18 +96,6 @@ def le32(b, p):
             | (np.uint32(b[p + 3]) << 24))
 
 
-@numba.njit(inline="always")
-def put_be16(b, p, v):
-    b[p] = (v >> 8) & 0xFF
-    b[p + 1] = v & 0xFF
-
-
-@numba.njit(inline="always")
-def put_be64(b, p, v):
-    for k in range(8):
-        b[p + k] = (v >> _u64(56 - 8 * k)) & _u64(0xFF)
-
-
 @intrinsic
 def prefetch(typingctx, arr, idx):
     """Hint the CPU to load ``arr[idx]`` into cache (``llvm.prefetch``; no effect on results).

@@ -130,6 +130,18 @@ class SessionDecoder:
             self.next_sequence += offsets.shape[0]
         return {"mbo": mbo, "trades": None, "definitions": defs, "status": st, "imbalance": imb}
 
+    def decode_packets(self, buf: np.ndarray, lengths: np.ndarray, ts_recv, channel, *,
+                       path: str, errors: str) -> dict:
+        """Frame and decode MoldUDP64 packets lying back to back in ``buf`` (``lengths`` each);
+        ``ts_recv`` and ``channel`` label them (one value, or one per packet)."""
+        from ingest.moldudp64 import frame_packets
+        offsets = np.zeros(lengths.shape[0], np.int64)
+        if lengths.shape[0]:
+            np.cumsum(lengths[:-1], out=offsets[1:])
+        idx = frame_packets(buf, offsets, lengths, ts_recv, channel, path=path, errors=errors).index
+        counts = np.bincount(idx["type"], minlength=256).astype(np.int64)
+        return self.decode(buf, np.ascontiguousarray(idx["offset"]), counts, idx)
+
     def decode_walk(self, buf, pos: int, stop: int, max_messages: int, skip: bool,
                     skipped_at: np.ndarray, skipped_why: np.ndarray, counts: np.ndarray):
         """Frame and decode BinaryFILE bytes ``buf[pos:stop]`` in one compiled pass.
@@ -531,16 +543,9 @@ def read_moldudp64(packets, *, date, ts_recv=None, channel=0, errors: str = "rai
     end-of-session packets carry no messages. Pass the same ``order_map`` to successive calls
     to keep live orders across them (live capture decodes packet batches this way).
     """
-    from ingest.moldudp64 import frame_packets
     clock = resolve_date(None, date)
     lengths = np.fromiter((len(p) for p in packets), dtype=np.int64, count=len(packets))
-    offsets = np.zeros(len(packets), np.int64)
-    if len(packets):
-        np.cumsum(lengths[:-1], out=offsets[1:])
     buf = np.frombuffer(b"".join(bytes(p) for p in packets), dtype=np.uint8)
-    fr = frame_packets(buf, offsets, lengths, ts_recv, channel, path="<packets>", errors=errors)
-    idx = fr.index
-    counts = np.bincount(idx["type"], minlength=256).astype(np.int64)
     sess = SessionDecoder(clock, channel=0, order_map=order_map)
-    cols = sess.decode(buf, np.ascontiguousarray(idx["offset"]), counts, idx)
+    cols = sess.decode_packets(buf, lengths, ts_recv, channel, path="<packets>", errors=errors)
     return {k: pa.Table.from_batches([b]) for k, b in to_batches(cols).items()}

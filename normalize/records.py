@@ -304,10 +304,6 @@ def slice_columns(cols, stop: int):
     return type(cols)(*(c[:stop] for c in cols))
 
 
-def concat_columns(parts: list):
-    return type(parts[0])(*(np.concatenate(cs) for cs in zip(*parts)))
-
-
 def columns_len(cols) -> int:
     return cols[0].shape[0]
 
@@ -344,29 +340,6 @@ def columns_to_arrow(schema: str, cols) -> pa.RecordBatch:
         else:
             arrays.append(pa.Array.from_buffers(f.type, n, [None, pa.py_buffer(col)]))
     return pa.RecordBatch.from_arrays(arrays, schema=sch)
-
-
-def columns_to_records(schema: str, cols) -> np.ndarray:
-    """Columns to the fixed-width record layout (for the bus and other record consumers)."""
-    dt = SCHEMAS[schema]
-    out = np.zeros(columns_len(cols), dt)
-    for name, col in zip(COLUMNS[schema]._fields, cols):
-        fdt = dt.fields[name][0]
-        out[name] = col.reshape(col.shape[0], -1).view(fdt).reshape(-1) if fdt.kind == "S" else col
-    return out
-
-
-def records_to_columns(schema: str, records: np.ndarray):
-    """Fixed-width records to columns (the inverse of :func:`columns_to_records`)."""
-    cols = []
-    for name in COLUMNS[schema]._fields:
-        v = np.ascontiguousarray(records[name])
-        if v.dtype.kind == "S":
-            v = v.view(np.uint8).reshape(v.shape[0], v.dtype.itemsize)
-            if v.shape[1] == 1:
-                v = v.reshape(-1)
-        cols.append(v)
-    return COLUMNS[schema](*cols)
 
 
 def empty_table(schema: str) -> pa.Table:

@@ -14,6 +14,14 @@ class TickpipeError(Exception):
     """Base class of every error tickpipe raises on purpose."""
 
 
+def located(reason: str, *where: tuple[str, object]) -> str:
+    """``reason (file 'x', byte offset 12, ...)`` from the ``(label, value)`` pairs given; a
+    ``None`` value is left out. Every typed error formats its location this way."""
+    parts = [f"{label} {value!r}" if label == "file" else f"{label} {value}"
+             for label, value in where if value is not None]
+    return f"{reason} ({', '.join(parts)})" if parts else reason
+
+
 class DecodeError(ValueError, TickpipeError):
     """Bytes that are not valid for the format being decoded.
 
@@ -40,16 +48,8 @@ class DecodeError(ValueError, TickpipeError):
         self.index = index
         self.sequence = sequence
         self.partial = partial
-        where = []
-        if path is not None:
-            where.append(f"file {path!r}")
-        if offset is not None:
-            where.append(f"byte offset {offset}")
-        if index is not None:
-            where.append(f"message index {index}")
-        if sequence is not None:
-            where.append(f"sequence {sequence}")
-        super().__init__(f"{reason} ({', '.join(where)})" if where else reason)
+        super().__init__(located(reason, ("file", path), ("byte offset", offset),
+                                 ("message index", index), ("sequence", sequence)))
 
 
 class TruncatedError(DecodeError):
