@@ -157,6 +157,37 @@ def bench_read_itch_unresolved(ctx: Context) -> Result:
                   _check_rows(tables, ctx.n_messages))
 
 
+def bench_read_itch_unresolved_fresh(ctx: Context) -> Result:
+    import normalize
+    from normalize import arena
+    saved, arena.POOL = arena.POOL, arena.ArenaPool(max_idle_bytes=0)    # no recycled memory
+    try:
+        t, tables = measure(lambda: normalize.read_itch(ctx.data, date=SESSION_DATE, resolve=False),
+                            ctx.repeats)
+    finally:
+        arena.POOL = saved
+    return Result("unres_fresh", "tickpipe read_itch(resolve=False), every column in fresh memory",
+                  ctx.n_messages, len(ctx.data), t, "as unresolved, no recycled memory",
+                  _check_rows(tables, ctx.n_messages))
+
+
+def bench_stream_unresolved(ctx: Context) -> Result:
+    import normalize
+
+    def run():
+        rows = collections.Counter()
+        for batches in normalize.iter_itch(ctx.data, date=SESSION_DATE, resolve=False):
+            for k, b in batches.items():
+                rows[k] += b.num_rows
+        return rows
+
+    t, rows = measure(run, ctx.repeats)
+    got = sum(v for k, v in rows.items() if k != "trades")
+    ok = "" if got == ctx.n_messages else f"CHECK FAILED: {got} rows for {ctx.n_messages} messages"
+    return Result("stream", "tickpipe iter_itch(resolve=False): batches consumed and dropped",
+                  ctx.n_messages, len(ctx.data), t, "streaming, no order map", ok)
+
+
 def bench_book(ctx: Context) -> Result:
     import normalize
     from kernels.book import BookBuilder
@@ -226,6 +257,8 @@ BENCHMARKS = {
     "read_itch": bench_read_itch,
     "read_itch_1t": bench_read_itch_one_thread,
     "unresolved": bench_read_itch_unresolved,
+    "unres_fresh": bench_read_itch_unresolved_fresh,
+    "stream": bench_stream_unresolved,
     "book": bench_book,
     "itchcpp_book": bench_itchcpp_book,
     "itchcpp": bench_itchcpp,
@@ -359,7 +392,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'ITCH bytes to BBO (decode + book), one core':<48} "
                   f"{book.msgs_per_s / cbook.msgs_per_s:5.1f}x itchcpp BookManager "
                   f"({book.msgs_per_s / 1e6:.1f} vs {cbook.msgs_per_s / 1e6:.2f} Mmsg/s)")
-        for name, what in (("unresolved", "decode to normalized columns, one core"),
+        for name, what in (("stream", "decode to normalized columns, streaming"),
+                           ("unresolved", "decode to normalized columns, whole file"),
+                           ("unres_fresh", "the same, every column in fresh memory"),
                            ("read_itch_1t", "read_itch with the order map, one core"),
                            ("read_itch", "read_itch with the order map on a second core")):
             r = by.get(name)

@@ -265,8 +265,10 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
     ``channel`` as given) or one entry per message carrying sequence, receive time, channel and
     flags. ``m``, ``d``, ``st``, ``im`` are the ``mbo``, ``definitions``, ``status`` and
     ``imbalance`` columns (:data:`normalize.records.COLUMNS`), with room for every message of
-    their kind. The ``mbo`` columns must come zeroed (fields a message does not carry are not
-    written).
+    their kind. Every field of every row written is set (0 where a message does not carry it)
+    except ``mpid``, written by F messages only: the columns may come uninitialised (recycled
+    memory, :mod:`normalize.arena`) as long as ``mpid`` comes zeroed (zeroing it per row in
+    this loop costs a third of its time; a bulk fill of 4 bytes a row is cheap).
 
     With ``offsets`` empty and ``walk_pos < walk_stop``, the kernel frames as it decodes
     (one pass, no message list): it walks BinaryFILE length prefixes in ``buf[walk_pos:
@@ -412,22 +414,31 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
                 ro = MB_PRINTABLE_OFF[t]
                 if ro != 0 and u8(buf, p + ro) == 89:  # C printable 'Y'
                     flags |= R.F_PRINTABLE
+                m_cross_type[k] = 0
                 if t == 70:  # F: the attribution
                     _copy(m_mpid, k, buf, p + O_F_MPID, 4)
             elif t == 81:  # Q
                 flags = xflags | R.F_PRINTABLE
+                m_order_id[k] = 0
+                m_new_order_id[k] = 0
                 m_action[k] = R.ACTION_CROSS
                 m_side[k] = R.SIDE_NONE
                 m_size[k] = be64(buf, p + O_Q_SHARES)
                 m_price[k] = np.int64(be32(buf, p + O_Q_PRICE)) * P4
                 m_match_id[k] = be64(buf, p + O_Q_MATCH)
                 m_cross_type[k] = u8(buf, p + O_Q_CROSS)
+                _zero(m_mpid, k, 4)
             else:  # B
                 flags = xflags
+                m_order_id[k] = 0
+                m_new_order_id[k] = 0
                 m_action[k] = R.ACTION_BROKEN
                 m_side[k] = R.SIDE_NONE
+                m_size[k] = 0
                 m_price[k] = UNDEF_PRICE
                 m_match_id[k] = be64(buf, p + O_B_MATCH)
+                m_cross_type[k] = 0
+                _zero(m_mpid, k, 4)
             m_flags[k] = flags
             km += 1
         elif kind == KIND_STATUS:

@@ -115,7 +115,8 @@ class SessionDecoder:
         n_def = int(counts[ord("R")])
         n_st = int(counts[_STATUS_TYPES].sum())
         n_imb = int(counts[_IMB_TYPES].sum())
-        mbo = R.alloc_columns("mbo", n_mbo, zero=True)   # zero pages: unwritten fields stay 0
+        mbo = R.alloc_columns("mbo", n_mbo)      # decode_messages writes every field but mpid
+        mbo.mpid.fill(0)
         defs = R.alloc_columns("definitions", n_def)
         st = R.alloc_columns("status", n_st)
         imb = R.alloc_columns("imbalance", n_imb)
@@ -152,7 +153,8 @@ class SessionDecoder:
         # no more messages than the bytes can hold (the shortest is 12 bytes plus its prefix)
         max_messages = max(1, min(max_messages, (stop - pos) // (2 + MIN_MESSAGE)))
         side = min(max_messages, SIDE_TABLE_ROWS)
-        mbo = R.alloc_columns("mbo", max_messages, zero=True)
+        mbo = R.alloc_columns("mbo", max_messages)   # decode_messages writes every field but mpid
+        mbo.mpid.fill(0)
         defs = R.alloc_columns("definitions", side)
         st = R.alloc_columns("status", side)
         imb = R.alloc_columns("imbalance", side)

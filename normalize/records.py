@@ -25,6 +25,8 @@ import numba
 import numpy as np
 import pyarrow as pa
 
+from normalize import arena as _arena
+
 PRICE_SCALE = 1_000_000_000          # units per 1.0 of currency
 PRICE4_TO_NANO = 100_000             # ITCH Price(4) -> 1e-9 units
 PRICE8_TO_NANO = 10                  # ITCH Price(8) -> 1e-9 units
@@ -283,7 +285,9 @@ def alloc_columns(schema: str, n: int, *, zero: bool = False):
 
     All columns are views into one allocation (each 64-byte aligned): one large block gets
     transparent huge pages, so filling fresh columns costs far fewer page faults, and two
-    threads filling columns at once do not queue on the page-fault lock.
+    threads filling columns at once do not queue on the page-fault lock. Uninitialised arenas
+    come from :mod:`normalize.arena`, which reuses the memory of dropped batches: whoever fills
+    them writes every field of every row it exposes.
     """
     dt = SCHEMAS[schema]
     specs = []
@@ -293,7 +297,7 @@ def alloc_columns(schema: str, n: int, *, zero: bool = False):
         nbytes = n * cdt.itemsize * (extra[0] if extra else 1)
         specs.append((cdt, extra, total, nbytes))
         total += (nbytes + 63) & ~63
-    arena = (np.zeros if zero else np.empty)(total + 64, np.uint8)
+    arena = np.zeros(total + 64, np.uint8) if zero else _arena.take(total + 64)
     base = (-arena.ctypes.data) % 64
     cols = [arena[base + off: base + off + nbytes].view(cdt).reshape((n,) + extra)
             for cdt, extra, off, nbytes in specs]
