@@ -36,8 +36,9 @@ import numba
 import numpy as np
 import pyarrow as pa
 
+from normalize import arena
 from normalize import records as R
-from kernels.levels import ASK, BID, level_add, level_sub
+from kernels.levels import ASK, BID, CT, PX, SZ, W, level_add, level_sub
 from kernels.levels import side_index as _side
 from normalize._bytes import prefetch
 from normalize.ordermap import OrderMap, _put, _slot, find, remove
@@ -50,9 +51,9 @@ AHEAD = 16                # events between prefetching an event's order slot and
 
 
 @numba.njit(inline="always")
-def _add(pxf, szf, ctf, nlev, lcap, ii, s, price, qty, dcount):
+def _add(lv, nlev, lcap, ii, s, price, qty, dcount):
     """Add at ``price`` on side ``s`` of book ``ii``; False when the side is full."""
-    m = level_add(pxf, szf, ctf, (ii * 2 + s) * lcap, nlev[ii, s], lcap, s, price, qty, dcount)
+    m = level_add(lv, (ii * 2 + s) * lcap, nlev[ii, s], lcap, s, price, qty, dcount)
     if m < 0:
         return False
     nlev[ii, s] = m
@@ -60,9 +61,9 @@ def _add(pxf, szf, ctf, nlev, lcap, ii, s, price, qty, dcount):
 
 
 @numba.njit(inline="always")
-def _sub(pxf, szf, ctf, nlev, lcap, ii, s, price, qty, dcount):
+def _sub(lv, nlev, lcap, ii, s, price, qty, dcount):
     """Take from ``price`` on side ``s`` of book ``ii``; False when there is no such level."""
-    m = level_sub(pxf, szf, ctf, (ii * 2 + s) * lcap, nlev[ii, s], s, price, qty, dcount)
+    m = level_sub(lv, (ii * 2 + s) * lcap, nlev[ii, s], s, price, qty, dcount)
     if m < 0:
         return False
     nlev[ii, s] = m
@@ -70,40 +71,36 @@ def _sub(pxf, szf, ctf, nlev, lcap, ii, s, price, qty, dcount):
 
 
 @numba.njit(cache=True, nogil=True)
-def apply_events(action, order_id, new_order_id, price, size, side, flags, ix, start,
-                 px, sz, ct, nlev, slots, keys, count, used, out_px, out_sz, out_ct, tally,
+def apply_events(action, order_id, new_order_id, price, size, side, ix, start,
+                 lv, lcap, nlev, slots, keys, count, used, out_px, out_sz, out_ct, tally,
                  crossed_at):
-    """Apply events ``start..`` and write the top levels after each (``out_*[i, side, k]``).
+    """Apply events ``start..`` and write the top levels after each (``out_*[side, k, i]``).
 
-    ``ix`` is each event's dense instrument index. ``tally`` counts: 0 unknown (not applied),
-    1 applied_unknown, 2 crossed, 3 inconsistent (a level or order the event needs is missing).
-    Returns ``(next_event, count, used, status)``; status NEED_LEVELS / NEED_ORDERS asks the
-    caller to grow the level arrays or the order map and call again from ``next_event``.
+    ``ix`` is each event's dense instrument index; ``lv`` the flat level array of every book
+    (:mod:`kernels.levels`; side ``s`` of book ``ii`` starts at level ``(ii * 2 + s) * lcap``).
+    ``tally`` counts: 0 unknown (not applied), 1 applied_unknown, 2 crossed, 3 inconsistent (a
+    level or order the event needs is missing). Returns ``(next_event, count, used, status)``;
+    status NEED_LEVELS / NEED_ORDERS asks the caller to grow the level arrays or the order map
+    and call again from ``next_event``.
     """
     n = action.shape[0]
-    L = out_px.shape[2]
+    L = out_px.shape[1]
     cap = keys.shape[0]
-    lcap = px.shape[2]
-    pxf = px.reshape(-1)
-    szf = sz.reshape(-1)
-    ctf = ct.reshape(-1)
     mask = cap - 1
     for i in range(start, n):
         j = i + AHEAD
-        if j < n:      # the order's slot and both sides' best level, a few events early
+        if j < n:      # the order's slot and both sides' top levels, a few events early
             prefetch(slots, _slot(order_id[j], mask))
             ij = ix[j]
             for s2 in range(2):
-                top = (ij * 2 + s2) * lcap + max(nlev[ij, s2] - 1, 0)
-                prefetch(pxf, top)
-                prefetch(szf, top)
+                prefetch(lv, ((ij * 2 + s2) * lcap + max(nlev[ij, s2] - 1, 0)) * W)
         a = action[i]
         ii = ix[i]
         if a == R.ACTION_ADD or a == R.ACTION_REPLACE:
             if 2 * (used + 2) > cap:
                 return i, count, used, NEED_ORDERS
             # room for one more level on either side (a replace may move sides' levels)
-            if nlev[ii, BID] >= px.shape[2] - 1 or nlev[ii, ASK] >= px.shape[2] - 1:
+            if nlev[ii, BID] >= lcap - 1 or nlev[ii, ASK] >= lcap - 1:
                 return i, count, used, NEED_LEVELS
         if a == R.ACTION_ADD:
             s = _side(side[i])
@@ -112,21 +109,21 @@ def apply_events(action, order_id, new_order_id, price, size, side, flags, ix, s
             else:
                 k = find(keys, order_id[i])
                 if k >= 0:                   # reused live reference: its old shares leave
-                    _sub(pxf, szf, ctf, nlev, lcap, ii, _side(slots[k].side), slots[k].price,
+                    _sub(lv, nlev, lcap, ii, _side(slots[k].side), slots[k].price,
                          slots[k].remaining, 1)
                     tally[3] += 1
                 was_live, took_empty = _put(slots, keys, order_id[i], price[i], size[i], side[i], ii)
                 if not was_live:
                     count += 1
                     used += took_empty
-                _add(pxf, szf, ctf, nlev, lcap, ii, s, price[i], size[i], 1)
+                _add(lv, nlev, lcap, ii, s, price[i], size[i], 1)
         elif a == R.ACTION_EXECUTE or a == R.ACTION_CANCEL or a == R.ACTION_DELETE:
             k = find(keys, order_id[i])
             if k < 0:
                 s = _side(side[i])
                 q = size[i]
                 if s >= 0 and price[i] != R.UNDEF_PRICE and q > 0:
-                    if not _sub(pxf, szf, ctf, nlev, lcap, ii, s, price[i], q, 0):
+                    if not _sub(lv, nlev, lcap, ii, s, price[i], q, 0):
                         tally[3] += 1
                     tally[1] += 1
                 else:
@@ -138,7 +135,7 @@ def apply_events(action, order_id, new_order_id, price, size, side, flags, ix, s
                     tally[3] += 1
                     q = rem
                 gone = q >= rem
-                if not _sub(pxf, szf, ctf, nlev, lcap, ii, _side(slots[k].side), slots[k].price, q,
+                if not _sub(lv, nlev, lcap, ii, _side(slots[k].side), slots[k].price, q,
                             1 if gone else 0):
                     tally[3] += 1
                 if gone:
@@ -151,7 +148,7 @@ def apply_events(action, order_id, new_order_id, price, size, side, flags, ix, s
             sd = side[i]
             if k >= 0:
                 sd = slots[k].side
-                if not _sub(pxf, szf, ctf, nlev, lcap, ii, _side(sd), slots[k].price, slots[k].remaining, 1):
+                if not _sub(lv, nlev, lcap, ii, _side(sd), slots[k].price, slots[k].remaining, 1):
                     tally[3] += 1
                 used -= remove(keys, k)
                 count -= 1
@@ -165,29 +162,50 @@ def apply_events(action, order_id, new_order_id, price, size, side, flags, ix, s
                 if not was_live:
                     count += 1
                     used += took_empty
-                _add(pxf, szf, ctf, nlev, lcap, ii, s, price[i], size[i], 1)
+                _add(lv, nlev, lcap, ii, s, price[i], size[i], 1)
         elif a == R.ACTION_CLEAR:
             nlev[ii, BID] = 0
             nlev[ii, ASK] = 0
         nb = nlev[ii, BID]
         na = nlev[ii, ASK]
-        if nb > 0 and na > 0 and pxf[(ii * 2) * lcap + nb - 1] >= pxf[(ii * 2 + 1) * lcap + na - 1]:
+        tb = ((ii * 2) * lcap + nb - 1) * W          # top level of each side
+        ta = ((ii * 2 + 1) * lcap + na - 1) * W
+        if nb > 0 and na > 0 and lv[tb + PX] >= lv[ta + PX]:
             if tally[2] < crossed_at.shape[0]:
                 crossed_at[tally[2]] = i
             tally[2] += 1
         for s in range(2):
-            m = nlev[ii, s]
+            m = nb if s == BID else na
+            top = tb if s == BID else ta
             for k in range(L):
                 if k < m:
-                    j = (ii * 2 + s) * lcap + m - 1 - k      # the best level is the last
-                    out_px[i, s, k] = pxf[j]
-                    out_sz[i, s, k] = szf[j]
-                    out_ct[i, s, k] = ctf[j]
+                    q = top - k * W
+                    out_px[s, k, i] = lv[q + PX]
+                    out_sz[s, k, i] = lv[q + SZ]
+                    out_ct[s, k, i] = lv[q + CT]
                 else:
-                    out_px[i, s, k] = R.UNDEF_PRICE
-                    out_sz[i, s, k] = 0
-                    out_ct[i, s, k] = 0
+                    out_px[s, k, i] = R.UNDEF_PRICE
+                    out_sz[s, k, i] = 0
+                    out_ct[s, k, i] = 0
     return n, count, used, 0
+
+
+@numba.njit(cache=True, nogil=True)
+def dense_index(inst, lut, n_known, out, fresh):
+    """``out[i]``: the dense book index of ``inst[i]`` through ``lut`` (instrument id -> index,
+    -1 for none yet); unseen instruments get the next indices in order of first appearance and
+    are listed in ``fresh``. Returns the number of instruments known afterwards. ``lut`` must
+    cover every id."""
+    k = n_known
+    for i in range(inst.shape[0]):
+        d = lut[inst[i]]
+        if d < 0:
+            d = k
+            lut[inst[i]] = k
+            fresh[k - n_known] = inst[i]
+            k += 1
+        out[i] = d
+    return k
 
 
 @dataclass
@@ -212,40 +230,61 @@ def _col(t: pa.Table | pa.RecordBatch, name: str, dtype) -> np.ndarray:
 class BookBuilder:
     """Books of many instruments, fed ``mbo`` batches in order. Not thread-safe."""
 
+    LUT_MAX = 1 << 22        # instrument ids below this map through a direct table (int32)
+
     def __init__(self, *, levels: int = 10, initial_levels: int = 64):
         if not 1 <= levels <= 1000:
             raise ValueError(f"The `levels` must be in 1..1000, was {levels!r}.")
         self.levels = int(levels)
         self.instruments = np.zeros(0, np.uint32)            # dense index -> instrument_id
+        self._lut = np.full(0, -1, np.int32)                  # instrument_id -> dense index
         self._cap = max(int(initial_levels), self.levels + 2)
-        self.px = np.zeros((0, 2, self._cap), np.int64)
-        self.sz = np.zeros((0, 2, self._cap), np.uint64)
-        self.ct = np.zeros((0, 2, self._cap), np.uint32)
+        self.lv = np.zeros(0, np.int64)                       # (books, 2, cap, W) flattened
         self.nlev = np.zeros((0, 2), np.int64)
         self.orders = OrderMap(1 << 16)      # the normalizer's order table: one implementation
         self.report = BookReport()
 
     def _index(self, inst: np.ndarray) -> np.ndarray:
         """Dense index of each event's instrument (new instruments get new book rows)."""
+        ix = np.empty(inst.shape[0], np.int64)
+        top = int(inst.max()) + 1 if inst.size else 0
+        n_old = self.instruments.size
+        if top <= self.LUT_MAX:
+            if top > self._lut.size:
+                self._lut = np.full(min(max(top, 2 * self._lut.size), self.LUT_MAX), -1, np.int32)
+                self._sync_lut()
+            fresh = np.empty(min(inst.size, top), np.uint32)
+            n_new = dense_index(inst, self._lut, n_old, ix, fresh)
+            if n_new > n_old:
+                self._add_books(fresh[:n_new - n_old].copy())
+            return ix
+        # ids too large for a table: sorted lookups (slower, same indices)
         uniq = np.unique(inst)
         new = uniq[~np.isin(uniq, self.instruments)]
         if new.size:
-            g = new.size
-            self.instruments = np.concatenate([self.instruments, new.astype(np.uint32)])
-            self.px = np.concatenate([self.px, np.zeros((g, 2, self._cap), np.int64)])
-            self.sz = np.concatenate([self.sz, np.zeros((g, 2, self._cap), np.uint64)])
-            self.ct = np.concatenate([self.ct, np.zeros((g, 2, self._cap), np.uint32)])
-            self.nlev = np.concatenate([self.nlev, np.zeros((g, 2), np.int64)])
+            self._add_books(new.astype(np.uint32))
         order = np.argsort(self.instruments, kind="stable")
-        return order[np.searchsorted(self.instruments[order], inst)].astype(np.int64)
+        ix[:] = order[np.searchsorted(self.instruments[order], inst)]
+        return ix
+
+    def _add_books(self, ids: np.ndarray) -> None:
+        self.instruments = np.concatenate([self.instruments, ids])
+        self._sync_lut()
+        g = ids.size
+        self.lv = np.concatenate([self.lv, np.zeros(g * 2 * self._cap * W, np.int64)])
+        self.nlev = np.concatenate([self.nlev, np.zeros((g, 2), np.int64)])
+
+    def _sync_lut(self) -> None:
+        """Every known instrument id the table covers points at its book."""
+        inside = self.instruments < self._lut.size
+        self._lut[self.instruments[inside]] = np.flatnonzero(inside)
 
     def _grow_levels(self) -> None:
         cap = self._cap * 2
-        for name, dt in (("px", np.int64), ("sz", np.uint64), ("ct", np.uint32)):
-            old = getattr(self, name)
-            new = np.zeros((old.shape[0], 2, cap), dt)
-            new[:, :, :self._cap] = old
-            setattr(self, name, new)
+        n = self.instruments.size
+        new = np.zeros((n, 2, cap, W), np.int64)
+        new[:, :, :self._cap, :] = self.lv.reshape(n, 2, self._cap, W)
+        self.lv = new.reshape(-1)
         self._cap = cap
 
     def apply(self, mbo: pa.Table | pa.RecordBatch) -> pa.Table:
@@ -262,22 +301,18 @@ class BookBuilder:
     def _apply_batch(self, mbo: pa.RecordBatch) -> pa.Table:
         n = mbo.num_rows
         action = _col(mbo, "action", np.uint8)
-        inst = _col(mbo, "instrument_id", np.uint32)
-        ix = self._index(inst)
+        ix = self._index(_col(mbo, "instrument_id", np.uint32))
         args = (action, _col(mbo, "order_id", np.uint64), _col(mbo, "new_order_id", np.uint64),
                 _col(mbo, "price", np.int64), _col(mbo, "size", np.uint64),
-                _col(mbo, "side", np.uint8), _col(mbo, "flags", np.uint8), ix)
-        L = self.levels
-        out_px = np.empty((n, 2, L), np.int64)
-        out_sz = np.empty((n, 2, L), np.uint64)
-        out_ct = np.empty((n, 2, L), np.uint32)
+                _col(mbo, "side", np.uint8), ix)
+        out_px, out_sz, out_ct = _out_arrays(n, self.levels)
         tally = np.zeros(4, np.int64)
         crossed_at = np.zeros(16, np.int64)
         start = 0
         while True:
             om = self.orders
             start, om.count, om.used, status = apply_events(
-                *args, start, self.px, self.sz, self.ct, self.nlev, om.slots, om.keys,
+                *args, start, self.lv, self._cap, self.nlev, om.slots, om.keys,
                 om.count, om.used, out_px, out_sz, out_ct, tally, crossed_at)
             if status == NEED_LEVELS:
                 self._grow_levels()
@@ -326,6 +361,16 @@ class BookBuilder:
         return pa.Table.from_batches([R.columns_to_arrow("mbo", c)]).take(pa.array(order))
 
 
+def _out_arrays(n: int, levels: int):
+    """Output columns ``[side, level, event]`` (each column contiguous: Arrow wraps it as is),
+    in recycled memory (:mod:`normalize.arena`; the kernel writes every cell)."""
+    L = levels
+    px = arena.take(2 * L * n * 8).view(np.int64).reshape(2, L, n)
+    sz = arena.take(2 * L * n * 8).view(np.uint64).reshape(2, L, n)
+    ct = arena.take(2 * L * n * 4).view(np.uint32).reshape(2, L, n)
+    return px, sz, ct
+
+
 def book_schema(levels: int) -> pa.Schema:
     fields = [pa.field("instrument_id", pa.uint32(), False),
               pa.field("ts_event", pa.timestamp("ns", tz="UTC")),
@@ -341,15 +386,14 @@ def book_schema(levels: int) -> pa.Schema:
 
 
 def _book_table(mbo, out_px, out_sz, out_ct) -> pa.Table:
-    L = out_px.shape[2]
-    cols = {"instrument_id": mbo.column("instrument_id"), "ts_event": mbo.column("ts_event"),
-            "sequence": mbo.column("sequence")}
+    """The book table around output columns ``[side, level, event]`` (no copy)."""
+    L, n = out_px.shape[1], out_px.shape[2]
+    arrays = [mbo.column("instrument_id"), mbo.column("ts_event"), mbo.column("sequence")]
     for k in range(L):
-        for s, name in ((BID, "bid"), (ASK, "ask")):
-            cols[f"{name}_px_{k}"] = pa.array(np.ascontiguousarray(out_px[:, s, k]))
-            cols[f"{name}_sz_{k}"] = pa.array(np.ascontiguousarray(out_sz[:, s, k]))
-            cols[f"{name}_ct_{k}"] = pa.array(np.ascontiguousarray(out_ct[:, s, k]))
-    return pa.table(cols, schema=book_schema(L))
+        for s in (BID, ASK):
+            for out, typ in ((out_px, pa.int64()), (out_sz, pa.uint64()), (out_ct, pa.uint32())):
+                arrays.append(pa.Array.from_buffers(typ, n, [None, pa.py_buffer(out[s, k])]))
+    return pa.Table.from_arrays(arrays, schema=book_schema(L))
 
 
 def reconstruct(mbo: pa.Table, *, levels: int = 10, device: str = "auto") -> pa.Table:

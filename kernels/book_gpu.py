@@ -21,7 +21,7 @@ import numpy as np
 from numba import cuda
 
 from kernels import levels as _levels
-from kernels.levels import ASK, BID
+from kernels.levels import ASK, BID, CT, PX, SZ, W
 from normalize import records as R
 
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
@@ -36,7 +36,7 @@ def _python_twin(fn, **callees):
 
 
 if SIMULATOR:
-    _pos = _levels.level_pos.py_func
+    _pos = _python_twin(_levels.level_pos, _better_or_equal=_levels._better_or_equal.py_func)
     level_add = _python_twin(_levels.level_add, level_pos=_pos)
     level_sub = _python_twin(_levels.level_sub, level_pos=_pos)
     _side = _levels.side_index.py_func
@@ -92,12 +92,12 @@ TOMBSTONE = np.uint64(0xFFFFFFFFFFFFFFFF)   # a deleted order (tables are sized 
 
 @cuda.jit
 def _book_kernel(order, starts, action, order_id, new_order_id, price, size, side,
-                 keys, kprice, krem, kside, kbase, kmask, pxf, szf, ctf, lbase, lcap, nlev,
+                 keys, kprice, krem, kside, kbase, kmask, lv, lbase, lcap, nlev,
                  out_px, out_sz, out_ct, tally):
     j = cuda.grid(1)
     if j >= starts.shape[0] - 1:
         return
-    L = out_px.shape[2]
+    L = out_px.shape[1]
     kb = kbase[j]
     km = kmask[j]
     for t in range(starts[j], starts[j + 1]):
@@ -112,7 +112,7 @@ def _book_kernel(order, starts, action, order_id, new_order_id, price, size, sid
                 if slot >= 0 and order_id[i] != 0:
                     if keys[slot] == order_id[i]:
                         b = lbase[j, _side(kside[slot])]
-                        m = level_sub(pxf, szf, ctf, b, nlev[j, _side(kside[slot])],
+                        m = level_sub(lv, b, nlev[j, _side(kside[slot])],
                                       _side(kside[slot]), kprice[slot], krem[slot], 1)
                         if m >= 0:
                             nlev[j, _side(kside[slot])] = m
@@ -121,7 +121,7 @@ def _book_kernel(order, starts, action, order_id, new_order_id, price, size, sid
                     kprice[slot] = price[i]
                     krem[slot] = size[i]
                     kside[slot] = side[i]
-                m = level_add(pxf, szf, ctf, lbase[j, s], nlev[j, s], lcap[j], s, price[i], size[i], 1)
+                m = level_add(lv, lbase[j, s], nlev[j, s], lcap[j], s, price[i], size[i], 1)
                 if m >= 0:
                     nlev[j, s] = m
                 else:
@@ -131,7 +131,7 @@ def _book_kernel(order, starts, action, order_id, new_order_id, price, size, sid
             if slot < 0:
                 s = _side(side[i])
                 if s >= 0 and price[i] != R.UNDEF_PRICE and size[i] > 0:
-                    m = level_sub(pxf, szf, ctf, lbase[j, s], nlev[j, s], s, price[i], size[i], 0)
+                    m = level_sub(lv, lbase[j, s], nlev[j, s], s, price[i], size[i], 0)
                     if m >= 0:
                         nlev[j, s] = m
                     else:
@@ -146,7 +146,7 @@ def _book_kernel(order, starts, action, order_id, new_order_id, price, size, sid
                     tally[j, 3] += 1
                     q = rem
                 s = _side(kside[slot])
-                m = level_sub(pxf, szf, ctf, lbase[j, s], nlev[j, s], s, kprice[slot], q,
+                m = level_sub(lv, lbase[j, s], nlev[j, s], s, kprice[slot], q,
                               1 if q >= rem else 0)
                 if m >= 0:
                     nlev[j, s] = m
@@ -162,7 +162,7 @@ def _book_kernel(order, starts, action, order_id, new_order_id, price, size, sid
             if slot >= 0:
                 sd = kside[slot]
                 s = _side(sd)
-                m = level_sub(pxf, szf, ctf, lbase[j, s], nlev[j, s], s, kprice[slot], krem[slot], 1)
+                m = level_sub(lv, lbase[j, s], nlev[j, s], s, kprice[slot], krem[slot], 1)
                 if m >= 0:
                     nlev[j, s] = m
                 else:
@@ -180,7 +180,7 @@ def _book_kernel(order, starts, action, order_id, new_order_id, price, size, sid
                     kprice[slot2] = price[i]
                     krem[slot2] = size[i]
                     kside[slot2] = sd
-                m = level_add(pxf, szf, ctf, lbase[j, s], nlev[j, s], lcap[j], s, price[i], size[i], 1)
+                m = level_add(lv, lbase[j, s], nlev[j, s], lcap[j], s, price[i], size[i], 1)
                 if m >= 0:
                     nlev[j, s] = m
                 else:
@@ -190,20 +190,23 @@ def _book_kernel(order, starts, action, order_id, new_order_id, price, size, sid
             nlev[j, ASK] = 0
         nb = nlev[j, BID]
         na = nlev[j, ASK]
-        if nb > 0 and na > 0 and pxf[lbase[j, BID] + nb - 1] >= pxf[lbase[j, ASK] + na - 1]:
+        tb = (lbase[j, BID] + nb - 1) * W        # top level of each side
+        ta = (lbase[j, ASK] + na - 1) * W
+        if nb > 0 and na > 0 and lv[tb + PX] >= lv[ta + PX]:
             tally[j, 2] += 1
         for s in range(2):
-            m = nlev[j, s]
-            b = lbase[j, s]
+            m = nb if s == BID else na
+            top = tb if s == BID else ta
             for k in range(L):
                 if k < m:
-                    out_px[i, s, k] = pxf[b + m - 1 - k]
-                    out_sz[i, s, k] = szf[b + m - 1 - k]
-                    out_ct[i, s, k] = ctf[b + m - 1 - k]
+                    q = top - k * W
+                    out_px[s, k, i] = lv[q + PX]
+                    out_sz[s, k, i] = lv[q + SZ]
+                    out_ct[s, k, i] = lv[q + CT]
                 else:
-                    out_px[i, s, k] = R.UNDEF_PRICE
-                    out_sz[i, s, k] = 0
-                    out_ct[i, s, k] = 0
+                    out_px[s, k, i] = R.UNDEF_PRICE
+                    out_sz[s, k, i] = 0
+                    out_ct[s, k, i] = 0
 
 
 def _pow2(x: np.ndarray) -> np.ndarray:
@@ -232,9 +235,9 @@ def reconstruct_gpu(cols: dict, levels: int):
     lbase[:] = side_base.reshape(n_inst, 2)
     total_levels = int(2 * lcap.sum())
     d = cuda.to_device
-    out_px = cuda.device_array((n, 2, levels), np.int64)
-    out_sz = cuda.device_array((n, 2, levels), np.uint64)
-    out_ct = cuda.device_array((n, 2, levels), np.uint32)
+    out_px = cuda.device_array((2, levels, n), np.int64)      # [side, level, event]
+    out_sz = cuda.device_array((2, levels, n), np.uint64)
+    out_ct = cuda.device_array((2, levels, n), np.uint32)
     tally = cuda.to_device(np.zeros((n_inst, 4), np.int64))
     ktot = int(kcap.sum())
     blocks = (n_inst + THREADS - 1) // THREADS
@@ -243,7 +246,6 @@ def reconstruct_gpu(cols: dict, levels: int):
         d(cols["price"]), d(cols["size"]), d(cols["side"]),
         d(np.zeros(ktot, np.uint64)), d(np.zeros(ktot, np.int64)), d(np.zeros(ktot, np.uint64)),
         d(np.zeros(ktot, np.uint8)), d(kbase), d(kcap - 1),
-        d(np.zeros(total_levels, np.int64)), d(np.zeros(total_levels, np.uint64)),
-        d(np.zeros(total_levels, np.uint32)), d(lbase), d(lcap), d(np.zeros((n_inst, 2), np.int64)),
+        d(np.zeros(total_levels * W, np.int64)), d(lbase), d(lcap), d(np.zeros((n_inst, 2), np.int64)),
         out_px, out_sz, out_ct, tally)
     return out_px.copy_to_host(), out_sz.copy_to_host(), out_ct.copy_to_host(), tally.copy_to_host().sum(axis=0)

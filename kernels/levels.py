@@ -1,9 +1,12 @@
-"""Price levels of one book side in a slice of flat arrays: the compiled functions the CPU and
-GPU books share (``@numba.njit``; numba.cuda compiles the same functions for the device).
+"""Price levels of one book side in a slice of one flat array: the compiled functions the CPU
+and GPU books share (``@numba.njit``; numba.cuda compiles the same functions for the device).
 
-A side's levels are ``px/sz/ct[base : base + n]``, sorted with the best level LAST (bids
-ascending, asks descending): inserts and removals near the top of the book, which are most of
-them, shift only the few levels above. Callers keep ``n`` and pass the room ``cap``.
+Level ``j`` of a side is ``lv[(base + j) * W : (base + j) * W + 3]``: price, shares, order
+count, side by side (``W = 4`` int64 words, so two levels fill a 64-byte cache line and the top
+of a book is one line, not one line per field). A side's ``n`` levels are sorted with the best
+level LAST (bids ascending, asks descending): inserts and removals near the top of the book,
+which are most of them, shift only the few levels above, and finding a price scans the top
+levels before bisecting the rest. Callers keep ``n`` and pass the room ``cap``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ import numpy as np
 from normalize import records as R
 
 BID, ASK = 0, 1
+W = 4              # int64 words per level: price, shares, orders, unused
+PX, SZ, CT = 0, 1, 2
+SCAN = 8           # levels scanned from the top before the rest is bisected
 
 
 @numba.njit(inline="always")
@@ -27,61 +33,66 @@ def side_index(c):
 
 
 @numba.njit(inline="always")
-def level_pos(px, base, n, price, s):
-    """Index (from ``base``) of ``price`` among the ``n`` levels, or where it would go."""
+def _better_or_equal(a, price, s):
+    """Level price ``a`` is at or above ``price`` in side ``s``'s order (closer to the top)."""
+    return a >= price if s == BID else a <= price
+
+
+@numba.njit(inline="always")
+def level_pos(lv, base, n, price, s):
+    """Index (from ``base``) of ``price`` among the ``n`` levels, or where it would go: the
+    number of levels worse than ``price``."""
+    k = n
+    stop = n - SCAN if n > SCAN else 0
+    while k > stop and _better_or_equal(lv[(base + k - 1) * W + PX], price, s):
+        k -= 1
+    if k > stop or k == 0:
+        return k
     lo = 0
-    hi = n
-    if s == BID:
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if px[base + mid] < price:
-                lo = mid + 1
-            else:
-                hi = mid
-    else:
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if px[base + mid] > price:
-                lo = mid + 1
-            else:
-                hi = mid
+    hi = k
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if _better_or_equal(lv[(base + mid) * W + PX], price, s):
+            hi = mid
+        else:
+            lo = mid + 1
     return lo
 
 
 @numba.njit(inline="always")
-def level_add(px, sz, ct, base, n, cap, s, price, qty, dcount):
+def level_add(lv, base, n, cap, s, price, qty, dcount):
     """Add ``qty`` shares and ``dcount`` orders at ``price``; the new level count, or -1 when
     a new level is needed and the side has no room."""
-    k = level_pos(px, base, n, price, s)
-    if k < n and px[base + k] == price:
-        sz[base + k] += qty
-        ct[base + k] += dcount
+    qty = np.int64(qty)
+    k = level_pos(lv, base, n, price, s)
+    p = (base + k) * W
+    if k < n and lv[p + PX] == price:
+        lv[p + SZ] += qty
+        lv[p + CT] += dcount
         return n
     if n >= cap:
         return -1
-    for j in range(n, k, -1):
-        px[base + j] = px[base + j - 1]
-        sz[base + j] = sz[base + j - 1]
-        ct[base + j] = ct[base + j - 1]
-    px[base + k] = price
-    sz[base + k] = qty
-    ct[base + k] = dcount
+    for q in range((base + n) * W - 1, p - 1, -1):
+        lv[q + W] = lv[q]
+    lv[p + PX] = price
+    lv[p + SZ] = qty
+    lv[p + CT] = dcount
     return n + 1
 
 
 @numba.njit(inline="always")
-def level_sub(px, sz, ct, base, n, s, price, qty, dcount):
+def level_sub(lv, base, n, s, price, qty, dcount):
     """Take ``qty`` shares and ``dcount`` orders from ``price`` (a level left with no shares
     goes); the new level count, or -1 when there is no level at that price."""
-    k = level_pos(px, base, n, price, s)
-    if k >= n or px[base + k] != price:
+    qty = np.int64(qty)
+    k = level_pos(lv, base, n, price, s)
+    p = (base + k) * W
+    if k >= n or lv[p + PX] != price:
         return -1
-    if sz[base + k] > qty:
-        sz[base + k] -= qty
-        ct[base + k] = ct[base + k] - dcount if ct[base + k] > dcount else np.uint32(0)
+    if lv[p + SZ] > qty:
+        lv[p + SZ] -= qty
+        lv[p + CT] = lv[p + CT] - dcount if lv[p + CT] > dcount else 0
         return n
-    for j in range(k, n - 1):
-        px[base + j] = px[base + j + 1]
-        sz[base + j] = sz[base + j + 1]
-        ct[base + j] = ct[base + j + 1]
+    for q in range(p, (base + n - 1) * W):
+        lv[q] = lv[q + W]
     return n - 1

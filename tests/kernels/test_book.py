@@ -127,3 +127,25 @@ def test_an_unknown_device_is_refused_naming_the_valid_ones(session):
 
 def test_auto_never_fails_for_lack_of_a_gpu(session):
     assert reconstruct(session[1].slice(0, 500), levels=2, device="auto").num_rows == 500
+
+
+def test_instrument_ids_beyond_the_direct_table_give_the_same_books(session):
+    """Ids past BookBuilder.LUT_MAX take the sorted-lookup path, also mixed with small ids
+    across batches; the books equal those of the same events under small ids."""
+    _, mbo = session
+    ids = mbo.column("instrument_id").to_numpy()
+    big = np.where(ids % 2 == 0, ids + np.uint32(BookBuilder.LUT_MAX + 11), ids).astype(np.uint32)
+    mbo_big = mbo.set_column(mbo.schema.get_field_index("instrument_id"), "instrument_id",
+                             pa.array(big, pa.uint32()))
+    want = BookBuilder(levels=L).apply(mbo)
+    b = BookBuilder(levels=L)
+    k = mbo.num_rows // 3
+    # a mixed batch (sorted lookups), then single events (small ids: the direct table, which
+    # must find the books the sorted path made), then the rest
+    parts = [b.apply(mbo_big.slice(0, k))]
+    parts += [b.apply(mbo_big.slice(i, 1)) for i in range(k, k + 40)]
+    parts.append(b.apply(mbo_big.slice(k + 40)))
+    got = pa.concat_tables(parts)
+    assert got.drop_columns(["instrument_id"]).equals(want.drop_columns(["instrument_id"]))
+    assert (got.column("instrument_id").to_numpy() == big).all()
+    assert sorted(b.instruments.tolist()) == sorted(set(big.tolist()))
