@@ -30,6 +30,9 @@ on a machine with a GPU, ``"auto"``.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 from dataclasses import dataclass, field
 
 import numba
@@ -44,6 +47,11 @@ from normalize._bytes import prefetch
 from normalize.ordermap import OrderMap, _put, _slot, find, remove
 
 DEVICES = ("auto", "cpu", "gpu")
+EVENT_COLUMNS = (("action", np.uint8), ("order_id", np.uint64), ("new_order_id", np.uint64),
+                 ("price", np.int64), ("size", np.uint64), ("side", np.uint8),
+                 ("instrument_id", np.uint32))
+PARALLEL_MIN_EVENTS = 200_000   # whole-input reconstructions this large use every core
+_NO_ROWS = np.zeros(0, np.int64)
 GPU_MIN_EVENTS = 1_000_000   # "auto" sends at least this many events to a GPU, when there is one
 NEED_LEVELS = -1          # kernel result: a side has no room for another level
 NEED_ORDERS = -2          # kernel result: the order map must grow
@@ -72,9 +80,10 @@ def _sub(lv, nlev, lcap, ii, s, price, qty, dcount):
 
 @numba.njit(cache=True, nogil=True)
 def apply_events(action, order_id, new_order_id, price, size, side, ix, start,
-                 lv, lcap, nlev, slots, keys, count, used, out_px, out_sz, out_ct, tally,
-                 crossed_at):
-    """Apply events ``start..`` and write the top levels after each (``out_*[side, k, i]``).
+                 lv, lcap, nlev, slots, keys, count, used, out_px, out_sz, out_ct, out_rows,
+                 tally, crossed_at):
+    """Apply events ``start..`` and write the top levels after each (``out_*[side, k, r]``,
+    ``r = out_rows[i]``, or ``i`` when ``out_rows`` is empty).
 
     ``ix`` is each event's dense instrument index; ``lv`` the flat level array of every book
     (:mod:`kernels.levels`; side ``s`` of book ``ii`` starts at level ``(ii * 2 + s) * lcap``).
@@ -87,6 +96,7 @@ def apply_events(action, order_id, new_order_id, price, size, side, ix, start,
     L = out_px.shape[1]
     cap = keys.shape[0]
     mask = cap - 1
+    remap = out_rows.shape[0] > 0
     for i in range(start, n):
         j = i + AHEAD
         if j < n:      # the order's slot and both sides' top levels, a few events early
@@ -174,19 +184,20 @@ def apply_events(action, order_id, new_order_id, price, size, side, ix, start,
             if tally[2] < crossed_at.shape[0]:
                 crossed_at[tally[2]] = i
             tally[2] += 1
+        r = out_rows[i] if remap else i
         for s in range(2):
             m = nb if s == BID else na
             top = tb if s == BID else ta
             for k in range(L):
                 if k < m:
                     q = top - k * W
-                    out_px[s, k, i] = lv[q + PX]
-                    out_sz[s, k, i] = lv[q + SZ]
-                    out_ct[s, k, i] = lv[q + CT]
+                    out_px[s, k, r] = lv[q + PX]
+                    out_sz[s, k, r] = lv[q + SZ]
+                    out_ct[s, k, r] = lv[q + CT]
                 else:
-                    out_px[s, k, i] = R.UNDEF_PRICE
-                    out_sz[s, k, i] = 0
-                    out_ct[s, k, i] = 0
+                    out_px[s, k, r] = R.UNDEF_PRICE
+                    out_sz[s, k, r] = 0
+                    out_ct[s, k, r] = 0
     return n, count, used, 0
 
 
@@ -216,6 +227,15 @@ class BookReport:
     crossed: int = 0              # events after which the book was crossed or locked
     crossed_at: list[int] = field(default_factory=list)   # first such events (global index)
     inconsistent: int = 0         # a level or order an event needed was missing
+
+    def merge(self, other: "BookReport") -> None:
+        """Add ``other``'s counts (its ``crossed_at`` in the same row numbering)."""
+        self.events += other.events
+        self.unknown += other.unknown
+        self.applied_unknown += other.applied_unknown
+        self.crossed += other.crossed
+        self.crossed_at = sorted(self.crossed_at + other.crossed_at)[:16]
+        self.inconsistent += other.inconsistent
 
 
 def _col(t: pa.Table | pa.RecordBatch, name: str, dtype) -> np.ndarray:
@@ -299,13 +319,19 @@ class BookBuilder:
         return self._apply_batch(mbo)
 
     def _apply_batch(self, mbo: pa.RecordBatch) -> pa.Table:
-        n = mbo.num_rows
-        action = _col(mbo, "action", np.uint8)
-        ix = self._index(_col(mbo, "instrument_id", np.uint32))
-        args = (action, _col(mbo, "order_id", np.uint64), _col(mbo, "new_order_id", np.uint64),
-                _col(mbo, "price", np.int64), _col(mbo, "size", np.uint64),
-                _col(mbo, "side", np.uint8), ix)
-        out_px, out_sz, out_ct = _out_arrays(n, self.levels)
+        cols = {name: _col(mbo, name, dt) for name, dt in EVENT_COLUMNS}
+        out = _out_arrays(mbo.num_rows, self.levels)
+        self.apply_columns(cols, *out)
+        return _book_table(mbo, *out)
+
+    def apply_columns(self, cols: dict, out_px, out_sz, out_ct, rows: np.ndarray | None = None) -> None:
+        """Apply events given as NumPy columns (:data:`EVENT_COLUMNS`), writing the book after
+        each into ``out_*[side, level, row]``. ``rows``: each event's row in the output and in
+        the caller's numbering (crossed-book report); default: the events' own positions."""
+        n = cols["action"].shape[0]
+        ix = self._index(cols["instrument_id"])
+        args = (cols["action"], cols["order_id"], cols["new_order_id"], cols["price"],
+                cols["size"], cols["side"], ix)
         tally = np.zeros(4, np.int64)
         crossed_at = np.zeros(16, np.int64)
         start = 0
@@ -313,22 +339,23 @@ class BookBuilder:
             om = self.orders
             start, om.count, om.used, status = apply_events(
                 *args, start, self.lv, self._cap, self.nlev, om.slots, om.keys,
-                om.count, om.used, out_px, out_sz, out_ct, tally, crossed_at)
+                om.count, om.used, out_px, out_sz, out_ct,
+                rows if rows is not None else _NO_ROWS, tally, crossed_at)
             if status == NEED_LEVELS:
                 self._grow_levels()
             elif status == NEED_ORDERS:
                 self.orders.rebuild()
             else:
                 break
-        base = self.report.events
         r = self.report
+        first = crossed_at[:min(int(tally[2]), 16)]
+        first = rows[first] if rows is not None else first + r.events
+        r.crossed_at = sorted(r.crossed_at + [int(i) for i in first])[:16]
         r.unknown += int(tally[0])
         r.applied_unknown += int(tally[1])
         r.inconsistent += int(tally[3])
-        r.crossed_at += [base + int(i) for i in crossed_at[:min(int(tally[2]), 16)]][:16 - len(r.crossed_at)]
         r.crossed += int(tally[2])
         r.events += n
-        return _book_table(mbo, out_px, out_sz, out_ct)
 
     def live_orders(self) -> np.ndarray:
         """Every live order (order_id, price, remaining, side, instrument_id), by order id."""
@@ -396,33 +423,110 @@ def _book_table(mbo, out_px, out_sz, out_ct) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=book_schema(L))
 
 
-def reconstruct(mbo: pa.Table, *, levels: int = 10, device: str = "auto") -> pa.Table:
+def reconstruct(mbo: pa.Table, *, levels: int = 10, device: str = "auto",
+                threads: int | None = None) -> pa.Table:
     """The book after every ``mbo`` event: one row per event (see the module docstring).
 
-    ``device="cpu"``: the numba CPU book. ``"gpu"``: the CUDA book (:mod:`kernels.book_gpu`),
-    one thread per instrument; an error when no CUDA device is available. ``"auto"``: the GPU
-    when one is available and there are at least ``GPU_MIN_EVENTS`` events, else the CPU; it
-    never fails for lack of a GPU. Both give the same table.
+    ``device="cpu"``: the numba CPU book, parallel over instruments: the instruments are dealt
+    to ``threads`` shards (default: every usable core) balanced by event count, each shard's
+    events keep their order and go through their own :class:`BookBuilder` on their own thread
+    (the kernel releases the GIL), and the rows are put back in input order. ``"gpu"``: the
+    CUDA book (:mod:`kernels.book_gpu`), one thread per instrument; an error when no CUDA
+    device is available. ``"auto"``: the GPU when one is available and there are at least
+    ``GPU_MIN_EVENTS`` events, else the CPU; it never fails for lack of a GPU. Every path
+    gives the same table, as long as an order reference belongs to one instrument (as in ITCH).
     """
     if device not in DEVICES:
         raise ValueError(f"The `device` was not a valid value, was {device!r}. Use any of {DEVICES}.")
     if not 1 <= levels <= 1000:
         raise ValueError(f"The `levels` must be in 1..1000, was {levels!r}.")
+    if threads is not None and threads < 1:
+        raise ValueError(f"The `threads` must be at least 1 or None, was {threads!r}.")
+    t = mbo if isinstance(mbo, pa.Table) else pa.Table.from_batches([mbo])
     if device != "cpu":
         use_gpu = _cuda_available()
         if device == "gpu" and not use_gpu:
             raise RuntimeError("device='gpu' was asked for, but numba.cuda finds no CUDA device; "
                                "use device='auto' or 'cpu'")
-        if use_gpu and (device == "gpu" or mbo.num_rows >= GPU_MIN_EVENTS):
+        if use_gpu and (device == "gpu" or t.num_rows >= GPU_MIN_EVENTS):
             from kernels.book_gpu import reconstruct_gpu
-            t = mbo if isinstance(mbo, pa.Table) else pa.Table.from_batches([mbo])
-            cols = {name: _col(t, name, dt) for name, dt in (
-                ("action", np.uint8), ("order_id", np.uint64), ("new_order_id", np.uint64),
-                ("price", np.int64), ("size", np.uint64), ("side", np.uint8),
-                ("instrument_id", np.uint32))}
-            out_px, out_sz, out_ct, _ = reconstruct_gpu(cols, levels)
-            return _book_table(t, out_px, out_sz, out_ct)
-    return BookBuilder(levels=levels).apply(mbo)
+            cols = {name: _col(t, name, dt) for name, dt in EVENT_COLUMNS}
+            out_px, out_sz, out_ct, tally = reconstruct_gpu(cols, levels)
+            report = BookReport(events=t.num_rows, unknown=int(tally[0]),
+                                applied_unknown=int(tally[1]), crossed=int(tally[2]),
+                                inconsistent=int(tally[3]))     # the GPU lists no crossed_at
+            return _with_report(_book_table(t, out_px, out_sz, out_ct), report)
+    threads = threads or _usable_cores()
+    if threads == 1 or t.num_rows < PARALLEL_MIN_EVENTS:
+        b = BookBuilder(levels=levels)
+        return _with_report(b.apply(t), b.report)
+    return _reconstruct_parallel(t, levels, threads)
+
+
+def _usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:                          # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def shard_instruments(inst: np.ndarray, shards: int) -> np.ndarray:
+    """Shard of each event: instruments dealt to ``shards`` groups, heaviest first to the
+    lightest group (longest-processing-time), so the groups hold similar event counts."""
+    if inst.size and int(inst.max()) < BookBuilder.LUT_MAX:
+        counts = np.bincount(inst)                  # by id: no sort of the events
+        ids = np.flatnonzero(counts)
+        counts = counts[ids]
+    else:
+        ids, counts = np.unique(inst, return_counts=True)
+    load = np.zeros(shards, np.int64)
+    of = np.empty(ids.size, np.int64)
+    for g in np.argsort(-counts, kind="stable"):
+        k = int(np.argmin(load))
+        of[g] = k
+        load[k] += counts[g]
+    if inst.size and int(inst.max()) < BookBuilder.LUT_MAX:
+        table = np.zeros(int(inst.max()) + 1, np.int8)
+        table[ids] = of
+        return table[inst]
+    return of[np.searchsorted(ids, inst)]
+
+
+def _reconstruct_parallel(t: pa.Table, levels: int, threads: int) -> pa.Table:
+    from concurrent.futures import ThreadPoolExecutor
+    cols = {name: _col(t, name, dt) for name, dt in EVENT_COLUMNS}
+    n = t.num_rows
+    shard = shard_instruments(cols["instrument_id"], threads)
+    px, sz, ct = _out_arrays(n, levels)
+
+    def one(k):
+        rows = np.flatnonzero(shard == k)           # the shard's events, in input order
+        if rows.size == 0:
+            return None
+        b = BookBuilder(levels=levels)
+        b.apply_columns({name: c[rows] for name, c in cols.items()}, px, sz, ct, rows=rows)
+        return b.report
+
+    with ThreadPoolExecutor(threads) as pool:
+        reports = [r for r in pool.map(one, range(threads)) if r is not None]
+    total = BookReport()
+    for r in reports:
+        total.merge(r)
+    return _with_report(_book_table(t, px, sz, ct), total)
+
+
+def _with_report(book: pa.Table, report: "BookReport") -> pa.Table:
+    meta = dict(book.schema.metadata or {})
+    meta[b"tickpipe.book_report"] = json.dumps(dataclasses.asdict(report)).encode()
+    return book.replace_schema_metadata(meta)
+
+
+def book_report(book: pa.Table) -> "BookReport":
+    """The :class:`BookReport` that :func:`reconstruct` stored in its table's metadata."""
+    raw = (book.schema.metadata or {}).get(b"tickpipe.book_report")
+    if raw is None:
+        raise ValueError("The `book` table carries no report: make it with kernels.book.reconstruct.")
+    return BookReport(**json.loads(raw))
 
 
 def _cuda_available() -> bool:

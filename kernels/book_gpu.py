@@ -213,39 +213,84 @@ def _pow2(x: np.ndarray) -> np.ndarray:
     return (1 << np.ceil(np.log2(np.maximum(x, 2))).astype(np.int64)).astype(np.int64)
 
 
+class GpuBook:
+    """One reconstruction on the device, in steps a benchmark can time apart.
+
+    ``GpuBook(cols, levels)`` groups the events by instrument on the host (stable sort) and
+    sizes each instrument's order table and level slice; :meth:`to_device` copies the inputs
+    over; :meth:`run` launches the kernel and waits for it; :meth:`fetch` copies the book back
+    as ``(out_px, out_sz, out_ct)`` (``[side, level, event]``) and returns the tallies summed
+    over instruments.
+    """
+
+    def __init__(self, cols: dict, levels: int):
+        self.levels = levels
+        self.n = n = cols["action"].shape[0]
+        inst_ids, ix = np.unique(cols["instrument_id"], return_inverse=True)
+        self.n_inst = n_inst = inst_ids.size
+        self.order = np.argsort(ix, kind="stable").astype(np.int64)
+        per = np.bincount(ix, minlength=n_inst)
+        self.starts = np.zeros(n_inst + 1, np.int64)
+        np.cumsum(per, out=self.starts[1:])
+        grows = (cols["action"] == R.ACTION_ADD) | (cols["action"] == R.ACTION_REPLACE)
+        inserts = np.bincount(ix, weights=grows, minlength=n_inst).astype(np.int64)
+        self.kcap = _pow2(2 * inserts + 2)             # never more than half full: no rebuilds
+        self.kbase = np.zeros(n_inst, np.int64)
+        np.cumsum(self.kcap[:-1], out=self.kbase[1:])
+        self.lcap = inserts + 2                        # each insert makes at most one level
+        side_base = np.zeros(2 * n_inst, np.int64)
+        np.cumsum(np.repeat(self.lcap, 2)[:-1], out=side_base[1:])
+        self.lbase = side_base.reshape(n_inst, 2).copy()
+        self.total_levels = int(2 * self.lcap.sum())
+        self.cols = cols
+        self.dev = None
+
+    def to_device(self) -> "GpuBook":
+        d = cuda.to_device
+        c = self.cols
+        ktot = int(self.kcap.sum())
+        n, L = self.n, self.levels
+        self.dev = dict(
+            order=d(self.order), starts=d(self.starts), action=d(c["action"]),
+            order_id=d(c["order_id"]), new_order_id=d(c["new_order_id"]), price=d(c["price"]),
+            size=d(c["size"]), side=d(c["side"]),
+            keys=d(np.zeros(ktot, np.uint64)), kprice=d(np.zeros(ktot, np.int64)),
+            krem=d(np.zeros(ktot, np.uint64)), kside=d(np.zeros(ktot, np.uint8)),
+            kbase=d(self.kbase), kmask=d(self.kcap - 1),
+            lv=d(np.zeros(self.total_levels * W, np.int64)), lbase=d(self.lbase), lcap=d(self.lcap),
+            nlev=d(np.zeros((self.n_inst, 2), np.int64)),
+            out_px=cuda.device_array((2, L, n), np.int64),       # [side, level, event]
+            out_sz=cuda.device_array((2, L, n), np.uint64),
+            out_ct=cuda.device_array((2, L, n), np.uint32),
+            tally=d(np.zeros((self.n_inst, 4), np.int64)))
+        return self
+
+    def reset(self) -> None:
+        """Empty order tables and books on the device (to run the same events again)."""
+        v = self.dev
+        for name in ("keys", "kprice", "krem", "kside", "lv", "nlev", "tally"):
+            v[name] = cuda.to_device(np.zeros(v[name].shape, v[name].dtype))
+
+    def run(self) -> None:
+        v = self.dev
+        blocks = (self.n_inst + THREADS - 1) // THREADS
+        if self.n_inst:
+            _book_kernel[blocks, THREADS](
+                v["order"], v["starts"], v["action"], v["order_id"], v["new_order_id"],
+                v["price"], v["size"], v["side"], v["keys"], v["kprice"], v["krem"], v["kside"],
+                v["kbase"], v["kmask"], v["lv"], v["lbase"], v["lcap"], v["nlev"],
+                v["out_px"], v["out_sz"], v["out_ct"], v["tally"])
+        cuda.synchronize()
+
+    def fetch(self):
+        v = self.dev
+        return (v["out_px"].copy_to_host(), v["out_sz"].copy_to_host(), v["out_ct"].copy_to_host(),
+                v["tally"].copy_to_host().sum(axis=0))
+
+
 def reconstruct_gpu(cols: dict, levels: int):
     """Book arrays ``(out_px, out_sz, out_ct, tally_totals)`` for event columns ``cols``
     (``action, order_id, new_order_id, price, size, side, instrument_id`` as NumPy arrays)."""
-    n = cols["action"].shape[0]
-    inst_ids, ix = np.unique(cols["instrument_id"], return_inverse=True)
-    n_inst = inst_ids.size
-    order = np.argsort(ix, kind="stable").astype(np.int64)
-    per = np.bincount(ix, minlength=n_inst)
-    starts = np.zeros(n_inst + 1, np.int64)
-    np.cumsum(per, out=starts[1:])
-    grows = (cols["action"] == R.ACTION_ADD) | (cols["action"] == R.ACTION_REPLACE)
-    inserts = np.bincount(ix, weights=grows, minlength=n_inst).astype(np.int64)
-    kcap = _pow2(2 * inserts + 2)                  # never more than half full: no rebuilds
-    kbase = np.zeros(n_inst, np.int64)
-    np.cumsum(kcap[:-1], out=kbase[1:])
-    lcap = inserts + 2                             # each insert makes at most one level
-    lbase = np.zeros((n_inst, 2), np.int64)
-    side_base = np.zeros(2 * n_inst, np.int64)
-    np.cumsum(np.repeat(lcap, 2)[:-1], out=side_base[1:])
-    lbase[:] = side_base.reshape(n_inst, 2)
-    total_levels = int(2 * lcap.sum())
-    d = cuda.to_device
-    out_px = cuda.device_array((2, levels, n), np.int64)      # [side, level, event]
-    out_sz = cuda.device_array((2, levels, n), np.uint64)
-    out_ct = cuda.device_array((2, levels, n), np.uint32)
-    tally = cuda.to_device(np.zeros((n_inst, 4), np.int64))
-    ktot = int(kcap.sum())
-    blocks = (n_inst + THREADS - 1) // THREADS
-    _book_kernel[blocks, THREADS](
-        d(order), d(starts), d(cols["action"]), d(cols["order_id"]), d(cols["new_order_id"]),
-        d(cols["price"]), d(cols["size"]), d(cols["side"]),
-        d(np.zeros(ktot, np.uint64)), d(np.zeros(ktot, np.int64)), d(np.zeros(ktot, np.uint64)),
-        d(np.zeros(ktot, np.uint8)), d(kbase), d(kcap - 1),
-        d(np.zeros(total_levels * W, np.int64)), d(lbase), d(lcap), d(np.zeros((n_inst, 2), np.int64)),
-        out_px, out_sz, out_ct, tally)
-    return out_px.copy_to_host(), out_sz.copy_to_host(), out_ct.copy_to_host(), tally.copy_to_host().sum(axis=0)
+    g = GpuBook(cols, levels).to_device()
+    g.run()
+    return g.fetch()

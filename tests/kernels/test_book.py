@@ -7,7 +7,7 @@ import pytest
 
 import normalize
 from ingest.simulator import generate_session
-from kernels.book import BookBuilder, reconstruct
+from kernels.book import BookBuilder, book_report, reconstruct, shard_instruments
 from normalize import records as R
 
 L = 5
@@ -149,3 +149,40 @@ def test_instrument_ids_beyond_the_direct_table_give_the_same_books(session):
     assert got.drop_columns(["instrument_id"]).equals(want.drop_columns(["instrument_id"]))
     assert (got.column("instrument_id").to_numpy() == big).all()
     assert sorted(b.instruments.tolist()) == sorted(set(big.tolist()))
+
+
+@pytest.mark.parametrize("threads", [2, 3, 5])
+def test_the_parallel_cpu_book_equals_one_thread_row_for_row(session, monkeypatch, threads):
+    import kernels.book as KB
+    _, mbo = session
+    monkeypatch.setattr(KB, "PARALLEL_MIN_EVENTS", 0)
+    one = reconstruct(mbo, levels=L, device="cpu", threads=1)
+    par = reconstruct(mbo, levels=L, device="cpu", threads=threads)
+    assert par.equals(one)
+    assert book_report(par) == book_report(one)
+    assert book_report(one).events == mbo.num_rows
+
+
+def test_the_parallel_book_reports_crossings_at_their_input_rows(monkeypatch):
+    """Two instruments interleaved: each crossing is reported at its row of the whole input."""
+    import kernels.book as KB
+    monkeypatch.setattr(KB, "PARALLEL_MIN_EVENTS", 0)
+    P = R.PRICE_SCALE
+    rows = [(R.ACTION_ADD, 1, R.SIDE_ASK, 10 * P, 100), (R.ACTION_ADD, 2, R.SIDE_BID, 10 * P, 100)]
+    a = _events(rows)                                           # instrument 7: locks at its row 1
+    b = _events([(act, oid + 10, s, p + P, q) for act, oid, s, p, q in rows])
+    k = b.schema.get_field_index("instrument_id")
+    b = b.set_column(k, b.schema.field(k), pa.array([8, 8], pa.uint32()))
+    ev = pa.concat_tables([a.slice(0, 1), b.slice(0, 1), b.slice(1, 1), a.slice(1, 1)])
+    par = reconstruct(ev, levels=1, device="cpu", threads=2)
+    rep = book_report(par)
+    assert rep.crossed == 2 and rep.crossed_at == [2, 3]
+    assert par.column("bid_px_0").to_pylist() == [R.UNDEF_PRICE, R.UNDEF_PRICE, 11 * P, 10 * P]
+
+
+def test_instruments_are_dealt_to_shards_by_event_count():
+    inst = np.repeat(np.arange(6, dtype=np.uint32), [50, 40, 30, 20, 10, 10])
+    shard = shard_instruments(inst, 2)
+    loads = np.bincount(shard, minlength=2)
+    assert sorted(loads.tolist()) == [80, 80]
+    assert all(len(set(shard[inst == i])) == 1 for i in range(6))
