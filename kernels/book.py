@@ -47,7 +47,8 @@ from normalize._bytes import prefetch
 from normalize.ordermap import OrderMap, _put, _slot, find, remove
 
 DEVICES = ("auto", "cpu", "gpu")
-EVENT_COLUMNS = (("action", np.uint8), ("order_id", np.uint64), ("new_order_id", np.uint64),
+EVENT_COLUMNS = (("ts_event", np.int64), ("action", np.uint8), ("order_id", np.uint64),
+                 ("new_order_id", np.uint64),
                  ("price", np.int64), ("size", np.uint64), ("side", np.uint8),
                  ("instrument_id", np.uint32))
 PARALLEL_MIN_EVENTS = 200_000   # whole-input reconstructions this large use every core
@@ -79,16 +80,18 @@ def _sub(lv, nlev, lcap, ii, s, price, qty, dcount):
 
 
 @numba.njit(cache=True, nogil=True)
-def apply_events(action, order_id, new_order_id, price, size, side, ix, start,
+def apply_events(action, order_id, new_order_id, price, size, side, ix, ts, last_ts, start,
                  lv, lcap, nlev, slots, keys, count, used, out_px, out_sz, out_ct, out_rows,
-                 tally, crossed_at):
+                 tally, crossed_at, late_at):
     """Apply events ``start..`` and write the top levels after each (``out_*[side, k, r]``,
     ``r = out_rows[i]``, or ``i`` when ``out_rows`` is empty).
 
     ``ix`` is each event's dense instrument index; ``lv`` the flat level array of every book
     (:mod:`kernels.levels`; side ``s`` of book ``ii`` starts at level ``(ii * 2 + s) * lcap``).
     ``tally`` counts: 0 unknown (not applied), 1 applied_unknown, 2 crossed, 3 inconsistent (a
-    level or order the event needs is missing). Returns ``(next_event, count, used, status)``;
+    level or order the event needs is missing), 4 late (``ts`` below an earlier event's of the
+    same instrument, ``last_ts`` per instrument; applied all the same, in input order); the
+    first crossed and late events are listed in ``crossed_at`` and ``late_at``. Returns ``(next_event, count, used, status)``;
     status NEED_LEVELS / NEED_ORDERS asks the caller to grow the level arrays or the order map
     and call again from ``next_event``.
     """
@@ -106,6 +109,12 @@ def apply_events(action, order_id, new_order_id, price, size, side, ix, start,
                 prefetch(lv, ((ij * 2 + s2) * lcap + max(nlev[ij, s2] - 1, 0)) * W)
         a = action[i]
         ii = ix[i]
+        if ts[i] < last_ts[ii]:
+            if tally[4] < late_at.shape[0]:
+                late_at[tally[4]] = i
+            tally[4] += 1
+        else:
+            last_ts[ii] = ts[i]
         if a == R.ACTION_ADD or a == R.ACTION_REPLACE:
             if 2 * (used + 2) > cap:
                 return i, count, used, NEED_ORDERS
@@ -226,6 +235,8 @@ class BookReport:
     applied_unknown: int = 0      # events for unseen orders applied at their own price and size
     crossed: int = 0              # events after which the book was crossed or locked
     crossed_at: list[int] = field(default_factory=list)   # first such events (global index)
+    late: int = 0                 # events earlier than an earlier event of their instrument
+    late_at: list[int] = field(default_factory=list)      # first such events (global index)
     inconsistent: int = 0         # a level or order an event needed was missing
 
     def merge(self, other: "BookReport") -> None:
@@ -235,6 +246,8 @@ class BookReport:
         self.applied_unknown += other.applied_unknown
         self.crossed += other.crossed
         self.crossed_at = sorted(self.crossed_at + other.crossed_at)[:16]
+        self.late += other.late
+        self.late_at = sorted(self.late_at + other.late_at)[:16]
         self.inconsistent += other.inconsistent
 
 
@@ -261,6 +274,7 @@ class BookBuilder:
         self._cap = max(int(initial_levels), self.levels + 2)
         self.lv = np.zeros(0, np.int64)                       # (books, 2, cap, W) flattened
         self.nlev = np.zeros((0, 2), np.int64)
+        self.last_ts = np.zeros(0, np.int64)                  # per book: latest ts_event seen
         self.orders = OrderMap(1 << 16)      # the normalizer's order table: one implementation
         self.report = BookReport()
 
@@ -293,6 +307,7 @@ class BookBuilder:
         g = ids.size
         self.lv = np.concatenate([self.lv, np.zeros(g * 2 * self._cap * W, np.int64)])
         self.nlev = np.concatenate([self.nlev, np.zeros((g, 2), np.int64)])
+        self.last_ts = np.concatenate([self.last_ts, np.full(g, np.iinfo(np.int64).min)])
 
     def _sync_lut(self) -> None:
         """Every known instrument id the table covers points at its book."""
@@ -331,16 +346,17 @@ class BookBuilder:
         n = cols["action"].shape[0]
         ix = self._index(cols["instrument_id"])
         args = (cols["action"], cols["order_id"], cols["new_order_id"], cols["price"],
-                cols["size"], cols["side"], ix)
-        tally = np.zeros(4, np.int64)
+                cols["size"], cols["side"], ix, cols["ts_event"], self.last_ts)
+        tally = np.zeros(5, np.int64)
         crossed_at = np.zeros(16, np.int64)
+        late_at = np.zeros(16, np.int64)
         start = 0
         while True:
             om = self.orders
             start, om.count, om.used, status = apply_events(
                 *args, start, self.lv, self._cap, self.nlev, om.slots, om.keys,
                 om.count, om.used, out_px, out_sz, out_ct,
-                rows if rows is not None else _NO_ROWS, tally, crossed_at)
+                rows if rows is not None else _NO_ROWS, tally, crossed_at, late_at)
             if status == NEED_LEVELS:
                 self._grow_levels()
             elif status == NEED_ORDERS:
@@ -348,9 +364,12 @@ class BookBuilder:
             else:
                 break
         r = self.report
-        first = crossed_at[:min(int(tally[2]), 16)]
-        first = rows[first] if rows is not None else first + r.events
-        r.crossed_at = sorted(r.crossed_at + [int(i) for i in first])[:16]
+
+        def at(first):       # the first listed events, in the caller's row numbering
+            return [int(i) for i in (rows[first] if rows is not None else first + r.events)]
+        r.crossed_at = sorted(r.crossed_at + at(crossed_at[:min(int(tally[2]), 16)]))[:16]
+        r.late_at = sorted(r.late_at + at(late_at[:min(int(tally[4]), 16)]))[:16]
+        r.late += int(tally[4])
         r.unknown += int(tally[0])
         r.applied_unknown += int(tally[1])
         r.inconsistent += int(tally[3])
@@ -452,9 +471,9 @@ def reconstruct(mbo: pa.Table, *, levels: int = 10, device: str = "auto",
             from kernels.book_gpu import reconstruct_gpu
             cols = {name: _col(t, name, dt) for name, dt in EVENT_COLUMNS}
             out_px, out_sz, out_ct, tally = reconstruct_gpu(cols, levels)
-            report = BookReport(events=t.num_rows, unknown=int(tally[0]),
+            report = BookReport(events=t.num_rows, unknown=int(tally[0]),  # no rows listed
                                 applied_unknown=int(tally[1]), crossed=int(tally[2]),
-                                inconsistent=int(tally[3]))     # the GPU lists no crossed_at
+                                inconsistent=int(tally[3]), late=int(tally[4]))
             return _with_report(_book_table(t, out_px, out_sz, out_ct), report)
     threads = threads or _usable_cores()
     if threads == 1 or t.num_rows < PARALLEL_MIN_EVENTS:

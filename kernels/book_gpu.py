@@ -91,7 +91,7 @@ TOMBSTONE = np.uint64(0xFFFFFFFFFFFFFFFF)   # a deleted order (tables are sized 
 
 
 @cuda.jit
-def _book_kernel(order, starts, action, order_id, new_order_id, price, size, side,
+def _book_kernel(order, starts, action, order_id, new_order_id, price, size, side, ts,
                  keys, kprice, krem, kside, kbase, kmask, lv, lbase, lcap, nlev,
                  out_px, out_sz, out_ct, tally):
     j = cuda.grid(1)
@@ -100,9 +100,14 @@ def _book_kernel(order, starts, action, order_id, new_order_id, price, size, sid
     L = out_px.shape[1]
     kb = kbase[j]
     km = kmask[j]
+    last = ts[order[starts[j]]] if starts[j + 1] > starts[j] else 0
     for t in range(starts[j], starts[j + 1]):
         i = order[t]
         a = action[i]
+        if ts[i] < last:
+            tally[j, 4] += 1
+        else:
+            last = ts[i]
         if a == R.ACTION_ADD:
             s = _side(side[i])
             if s < 0 or price[i] == R.UNDEF_PRICE:
@@ -253,7 +258,7 @@ class GpuBook:
         self.dev = dict(
             order=d(self.order), starts=d(self.starts), action=d(c["action"]),
             order_id=d(c["order_id"]), new_order_id=d(c["new_order_id"]), price=d(c["price"]),
-            size=d(c["size"]), side=d(c["side"]),
+            size=d(c["size"]), side=d(c["side"]), ts=d(c["ts_event"]),
             keys=d(np.zeros(ktot, np.uint64)), kprice=d(np.zeros(ktot, np.int64)),
             krem=d(np.zeros(ktot, np.uint64)), kside=d(np.zeros(ktot, np.uint8)),
             kbase=d(self.kbase), kmask=d(self.kcap - 1),
@@ -262,7 +267,7 @@ class GpuBook:
             out_px=cuda.device_array((2, L, n), np.int64),       # [side, level, event]
             out_sz=cuda.device_array((2, L, n), np.uint64),
             out_ct=cuda.device_array((2, L, n), np.uint32),
-            tally=d(np.zeros((self.n_inst, 4), np.int64)))
+            tally=d(np.zeros((self.n_inst, 5), np.int64)))
         return self
 
     def reset(self) -> None:
@@ -277,7 +282,7 @@ class GpuBook:
         if self.n_inst:
             _book_kernel[blocks, THREADS](
                 v["order"], v["starts"], v["action"], v["order_id"], v["new_order_id"],
-                v["price"], v["size"], v["side"], v["keys"], v["kprice"], v["krem"], v["kside"],
+                v["price"], v["size"], v["side"], v["ts"], v["keys"], v["kprice"], v["krem"], v["kside"],
                 v["kbase"], v["kmask"], v["lv"], v["lbase"], v["lcap"], v["nlev"],
                 v["out_px"], v["out_sz"], v["out_ct"], v["tally"])
         cuda.synchronize()

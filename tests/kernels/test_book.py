@@ -186,3 +186,22 @@ def test_instruments_are_dealt_to_shards_by_event_count():
     loads = np.bincount(shard, minlength=2)
     assert sorted(loads.tolist()) == [80, 80]
     assert all(len(set(shard[inst == i])) == 1 for i in range(6))
+
+
+def test_events_out_of_time_order_within_an_instrument_are_counted_and_listed():
+    P = R.PRICE_SCALE
+    ev = _events([
+        (R.ACTION_ADD, 1, R.SIDE_BID, 10 * P, 100),
+        (R.ACTION_ADD, 2, R.SIDE_BID, 9 * P, 100),
+        (R.ACTION_ADD, 3, R.SIDE_ASK, 11 * P, 100),
+        (R.ACTION_DELETE, 2, R.SIDE_NONE, R.UNDEF_PRICE, 0),
+    ])
+    k = ev.schema.get_field_index("ts_event")
+    ts = pa.array([100, 300, 200, 300], pa.int64()).cast(ev.schema.field(k).type)
+    ev = ev.set_column(k, ev.schema.field(k), ts)
+    b = BookBuilder(levels=1)
+    out = b.apply(ev)
+    assert b.report.late == 1 and b.report.late_at == [2]        # 200 after 300
+    assert out.column("ask_px_0").to_pylist()[2] == 11 * P          # applied all the same
+    rep = book_report(reconstruct(ev, levels=1, device="cpu"))
+    assert (rep.late, rep.late_at) == (1, [2])

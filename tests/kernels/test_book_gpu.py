@@ -29,7 +29,7 @@ def test_the_gpu_book_kernel_compiles_to_ptx_for_hopper():
     a2 = lambda dt: numba.typeof(np.zeros((1, 2), dt))          # noqa: E731
     a3 = lambda dt: numba.typeof(np.zeros((1, 2, 1), dt))       # noqa: E731
     sig = (a1(np.int64), a1(np.int64), a1(np.uint8), a1(np.uint64), a1(np.uint64), a1(np.int64),
-           a1(np.uint64), a1(np.uint8), a1(np.uint64), a1(np.int64), a1(np.uint64), a1(np.uint8),
+           a1(np.uint64), a1(np.uint8), a1(np.int64), a1(np.uint64), a1(np.int64), a1(np.uint64), a1(np.uint8),
            a1(np.int64), a1(np.int64), a1(np.int64), a2(np.int64),
            a1(np.int64), a2(np.int64), a3(np.int64), a3(np.uint64), a3(np.uint32), a2(np.int64))
     try:
