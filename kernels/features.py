@@ -20,7 +20,13 @@ is unsigned (0).
 
 Python dispatches whole columns; the compiled loops (numba, ``cache=True``) walk the events of
 one instrument after another (a stable sort by instrument groups them; within an instrument the
-input order is kept and ``ts_event`` must not decrease). CPU only for now.
+input order is kept and ``ts_event`` must not decrease).
+
+Devices: :func:`compute` runs the bar loop on the CPU (``device="cpu"``) or on a CUDA GPU
+(``"gpu"``: :mod:`kernels.features_gpu`, one thread per instrument; ``"auto"``: the GPU when
+there is one and the input is large, see :func:`_use_gpu`). Both devices run the same function
+for one instrument's bars (:func:`_bar_group`) and return the same rows; the inputs are prepared
+and the features finished on the host by the same code. :func:`per_event` runs on the CPU.
 """
 
 from __future__ import annotations
@@ -32,6 +38,10 @@ import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from normalize import records as R
 
@@ -41,6 +51,7 @@ DEFAULT_BUCKETS = 50                 # VPIN: default bucket volume = instrument 
 _NS = 1_000_000_000
 
 PER_EVENT_COLUMNS = ("spread", "mid", "microprice", "imbalance_l1", "imbalance_l5", "ofi")
+N_ACC = 22                           # float accumulators per bar (see _bar_group)
 BAR_COLUMNS = ("event_count", "trade_count", "volume", "vwap", "signed_trade_imbalance", "mid",
                "realized_variance", "bipower_variation", "kyle_lambda", "amihud", "vpin",
                "effective_spread", "realized_spread")
@@ -49,11 +60,29 @@ BAR_COLUMNS = ("event_count", "trade_count", "volume", "vwap", "signed_trade_imb
 # -- parameters ---------------------------------------------------------------------------------
 
 def _check_device(device) -> None:
+    if device not in DEVICES:
+        raise ValueError(f"The `device` was not a valid value, was {device!r}. Use any of {DEVICES}.")
+
+
+def _use_gpu(device: str, n: int) -> bool:
+    """Whether ``device`` sends ``n`` events to the GPU (the rule of :func:`kernels.book.reconstruct`).
+
+    "cpu": never. "gpu": always; RuntimeError when numba.cuda finds no CUDA device (the CUDA
+    simulator, ``NUMBA_ENABLE_CUDASIM=1``, counts as one). "auto": when there is a device and at
+    least ``kernels.book.GPU_MIN_EVENTS`` events; never an error.
+    """
+    _check_device(device)
+    if device == "cpu":
+        return False
+    from kernels.book import GPU_MIN_EVENTS, _cuda_available
+    if device == "auto" and n < GPU_MIN_EVENTS:
+        return False                  # small input: no need to look for a device
+    if _cuda_available():
+        return True
     if device == "gpu":
-        raise ValueError("The `device` 'gpu' is not supported: kernels.features is CPU only for now. "
-                         "Use 'auto' or 'cpu'.")
-    if device not in ("auto", "cpu"):
-        raise ValueError(f"The `device` was not a valid value, was {device!r}. Use any of ('auto', 'cpu').")
+        raise RuntimeError("device='gpu' was asked for, but numba.cuda finds no CUDA device; "
+                           "use device='auto' or 'cpu'")
+    return False
 
 
 def parse_bar(bar) -> tuple[str, int]:
@@ -194,139 +223,178 @@ def per_event(book: pa.Table) -> pa.Table:
 
 # -- bar features -------------------------------------------------------------------------------
 
+@intrinsic
+def _mul(typingctx, a, b):
+    """``a * b`` in float64, rounded by itself: the product never fuses with a following add.
+
+    The CUDA compiler contracts a multiply and an add into one FMA by default (one rounding
+    instead of two), which would make the GPU bars differ from the CPU bars in the last bits;
+    on the device this is libdevice's ``__nv_dmul_rn`` (PTX ``mul.rn.f64``, never contracted),
+    on the CPU the plain multiply. The CUDA simulator runs a Python twin (``a * b``).
+    """
+    def codegen(context, builder, signature, args):
+        x, y = args
+        if builder.module.triple.startswith("nvptx"):
+            dbl = ir.DoubleType()
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(dbl, [dbl, dbl]),
+                                                "__nv_dmul_rn")
+            return builder.call(fn, [x, y])
+        return builder.fmul(x, y)
+    return types.float64(types.float64, types.float64), codegen
+
+
+@numba.njit
+def _bar_group(g, order, starts, ts, mid, is_trade, price, size, sign, bar_kind, bar_param,
+               horizon, V, nb, o_group, o_start, o_end, o_f, o_i):
+    """Walk instrument group ``g`` (events ``order[starts[g]:starts[g+1]]``, at least one) and
+    write its bars in time order from output row ``nb``; return the row after its last bar.
+
+    ``V`` is the group's VPIN bucket volume. One body for both devices: the CPU loop
+    (:func:`_bar_kernel`) calls it group after group with a running ``nb``; the CUDA kernel
+    (:mod:`kernels.features_gpu`, which compiles this Python function for the device, inlined)
+    calls it once per thread with ``nb = starts[g]`` (a group never has more bars than events).
+    Products that feed a sum go through :func:`_mul`. (Plain ``njit`` on the CPU: numba-level
+    inlining into the group loop measured a few percent slower.)
+    """
+    s0 = starts[g]
+    s1 = starts[g + 1]
+    t_last = ts[order[s1 - 1]]
+    # VPIN bucket state (cumulative volume is exact in float64 below 2**53 shares)
+    cum = 0.0
+    kb = 0
+    bbuy = 0.0
+    bsell = 0.0
+    later = s0            # realized-spread pointer: last event with ts <= t + horizon
+    cur = -1              # current bar key
+    vkey = 0              # volume bars: bar number and shares traded in it so far
+    vacc = 0.0
+    prev_mid = np.nan     # mid of the previous event of this instrument (any bar)
+    prev_in_bar = False
+    for j in range(s0, s1):
+        i = order[j]
+        t = ts[i]
+        if bar_kind == 0:
+            key = (t // bar_param) * bar_param
+        else:                 # volume bar: a new one once the current holds >= N shares
+            if vacc >= bar_param:
+                vkey += 1
+                vacc = 0.0
+            key = vkey
+        if key != cur or j == s0:
+            if j != s0:
+                nb += 1
+            cur = key
+            o_group[nb] = g
+            o_start[nb] = key if bar_kind == 0 else t
+            for c in range(o_f.shape[1]):
+                o_f[nb, c] = 0.0
+            for c in range(o_i.shape[1]):
+                o_i[nb, c] = 0
+            # float accumulators: 0 pv, 1 buy, 2 sell, 3 rv, 4 n_r, 5 bv, 6 n_bv, 7 first mid,
+            # 8 last finite mid, 9 last mid, 10 kyle n, 11 mx, 12 my, 13 cxx, 14 cxy,
+            # 15 es sum, 16 es n, 17 rs sum, 18 rs n, 19 vpin sum, 20 vpin n, 21 last r
+            o_f[nb, 7] = np.nan
+            o_f[nb, 8] = np.nan
+            o_f[nb, 21] = np.nan
+            prev_in_bar = False
+        f = o_f[nb]
+        o_end[nb] = key + bar_param if bar_kind == 0 else t
+        o_i[nb, 0] += 1
+        m = mid[i]
+        # returns between consecutive events of the bar
+        if prev_in_bar:
+            r = math.log(m / prev_mid) if (m > 0 and prev_mid > 0) else np.nan
+            if r == r:
+                f[3] += _mul(r, r)
+                f[4] += 1.0
+                if f[21] == f[21]:
+                    f[5] += _mul(abs(r), abs(f[21]))
+                    f[6] += 1.0
+            f[21] = r
+        if m == m:
+            if f[7] != f[7]:
+                f[7] = m
+            f[8] = m
+        f[9] = m
+        if is_trade[i]:
+            p = price[i]
+            q = size[i]
+            d = sign[i]
+            o_i[nb, 1] += 1
+            o_i[nb, 2] += np.int64(q)
+            f[0] += _mul(p, q)
+            if d > 0:
+                f[1] += q
+            elif d < 0:
+                f[2] += q
+            mb = prev_mid
+            # Kyle: mid change over the trade event against signed volume (Welford)
+            dm = m - mb
+            if d != 0 and dm == dm:
+                x = _mul(d, q)
+                f[10] += 1.0
+                dx = x - f[11]
+                f[11] += dx / f[10]
+                f[12] += (dm - f[12]) / f[10]
+                f[13] += _mul(dx, x - f[11])
+                f[14] += _mul(dx, dm - f[12])
+            if mb == mb and mb > 0:
+                f[15] += 2.0 * abs(p - mb) / mb
+                f[16] += 1.0
+                if d != 0 and t + horizon <= t_last:
+                    if later < j:
+                        later = j
+                    while later + 1 < s1 and ts[order[later + 1]] <= t + horizon:
+                        later += 1
+                    ml = mid[order[later]]
+                    if ml == ml:
+                        f[17] += 2.0 * d * (p - ml) / mb
+                        f[18] += 1.0
+            # VPIN: buckets [k V, (k+1) V) of cumulative volume; a bucket ends at the trade
+            # that reaches its upper bound
+            if V > 0:
+                c0 = cum
+                c1 = cum + q
+                while _mul(kb + 1, V) <= c1:
+                    lo = _mul(kb, V)          # part of [c0, c1) in bucket kb: from max(c0, kb V)
+                    part = _mul(kb + 1, V) - (c0 if c0 > lo else lo)
+                    if d > 0:
+                        bbuy += part
+                    elif d < 0:
+                        bsell += part
+                    f[19] += abs(bbuy - bsell) / V
+                    f[20] += 1.0
+                    kb += 1
+                    bbuy = 0.0
+                    bsell = 0.0
+                lo = _mul(kb, V)
+                part = c1 - (c0 if c0 > lo else lo)
+                if part > 0:
+                    if d > 0:
+                        bbuy += part
+                    elif d < 0:
+                        bsell += part
+            cum += q
+            vacc += q
+        prev_mid = m
+        prev_in_bar = True
+    return nb + 1
+
+
 @numba.njit(cache=True, nogil=True)
 def _bar_kernel(order, starts, ts, mid, is_trade, price, size, sign, bar_kind, bar_param,
                 horizon, bucket_v,
                 o_group, o_start, o_end, o_f, o_i):
-    """Walk every instrument's events once and write one row per non-empty bar.
+    """Walk every instrument's events once and write one row per non-empty bar, instruments one
+    after another (:func:`_bar_group`).
 
     ``o_f[:, c]`` float outputs (see ``compute``), ``o_i[:, 0..2]`` event_count, trade_count,
     volume. Returns the number of bars written.
     """
     nb = 0
     for g in range(starts.shape[0] - 1):
-        s0 = starts[g]
-        s1 = starts[g + 1]
-        V = bucket_v[g]
-        t_last = ts[order[s1 - 1]]
-        # VPIN bucket state (cumulative volume is exact in float64 below 2**53 shares)
-        cum = 0.0
-        kb = 0
-        bbuy = 0.0
-        bsell = 0.0
-        later = s0            # realized-spread pointer: last event with ts <= t + horizon
-        cur = -1              # current bar key
-        vkey = 0              # volume bars: bar number and shares traded in it so far
-        vacc = 0.0
-        prev_mid = np.nan     # mid of the previous event of this instrument (any bar)
-        prev_in_bar = False
-        for j in range(s0, s1):
-            i = order[j]
-            t = ts[i]
-            if bar_kind == 0:
-                key = (t // bar_param) * bar_param
-            else:                 # volume bar: a new one once the current holds >= N shares
-                if vacc >= bar_param:
-                    vkey += 1
-                    vacc = 0.0
-                key = vkey
-            if key != cur or j == s0:
-                if j != s0:
-                    nb += 1
-                cur = key
-                o_group[nb] = g
-                o_start[nb] = key if bar_kind == 0 else t
-                for c in range(o_f.shape[1]):
-                    o_f[nb, c] = 0.0
-                for c in range(o_i.shape[1]):
-                    o_i[nb, c] = 0
-                # float accumulators: 0 pv, 1 buy, 2 sell, 3 rv, 4 n_r, 5 bv, 6 n_bv, 7 first mid,
-                # 8 last finite mid, 9 last mid, 10 kyle n, 11 mx, 12 my, 13 cxx, 14 cxy,
-                # 15 es sum, 16 es n, 17 rs sum, 18 rs n, 19 vpin sum, 20 vpin n, 21 last r
-                o_f[nb, 7] = np.nan
-                o_f[nb, 8] = np.nan
-                o_f[nb, 21] = np.nan
-                prev_in_bar = False
-            f = o_f[nb]
-            o_end[nb] = key + bar_param if bar_kind == 0 else t
-            o_i[nb, 0] += 1
-            m = mid[i]
-            # returns between consecutive events of the bar
-            if prev_in_bar:
-                r = math.log(m / prev_mid) if (m > 0 and prev_mid > 0) else np.nan
-                if r == r:
-                    f[3] += r * r
-                    f[4] += 1.0
-                    if f[21] == f[21]:
-                        f[5] += abs(r) * abs(f[21])
-                        f[6] += 1.0
-                f[21] = r
-            if m == m:
-                if f[7] != f[7]:
-                    f[7] = m
-                f[8] = m
-            f[9] = m
-            if is_trade[i]:
-                p = price[i]
-                q = size[i]
-                d = sign[i]
-                o_i[nb, 1] += 1
-                o_i[nb, 2] += np.int64(q)
-                f[0] += p * q
-                if d > 0:
-                    f[1] += q
-                elif d < 0:
-                    f[2] += q
-                mb = prev_mid
-                # Kyle: mid change over the trade event against signed volume (Welford)
-                dm = m - mb
-                if d != 0 and dm == dm:
-                    x = d * q
-                    f[10] += 1.0
-                    dx = x - f[11]
-                    f[11] += dx / f[10]
-                    f[12] += (dm - f[12]) / f[10]
-                    f[13] += dx * (x - f[11])
-                    f[14] += dx * (dm - f[12])
-                if mb == mb and mb > 0:
-                    f[15] += 2.0 * abs(p - mb) / mb
-                    f[16] += 1.0
-                    if d != 0 and t + horizon <= t_last:
-                        if later < j:
-                            later = j
-                        while later + 1 < s1 and ts[order[later + 1]] <= t + horizon:
-                            later += 1
-                        ml = mid[order[later]]
-                        if ml == ml:
-                            f[17] += 2.0 * d * (p - ml) / mb
-                            f[18] += 1.0
-                # VPIN: buckets [k V, (k+1) V) of cumulative volume; a bucket ends at the trade
-                # that reaches its upper bound
-                if V > 0:
-                    c0 = cum
-                    c1 = cum + q
-                    while (kb + 1) * V <= c1:
-                        part = (kb + 1) * V - max(c0, kb * V)
-                        if d > 0:
-                            bbuy += part
-                        elif d < 0:
-                            bsell += part
-                        f[19] += abs(bbuy - bsell) / V
-                        f[20] += 1.0
-                        kb += 1
-                        bbuy = 0.0
-                        bsell = 0.0
-                    part = c1 - max(c0, kb * V)
-                    if part > 0:
-                        if d > 0:
-                            bbuy += part
-                        elif d < 0:
-                            bsell += part
-                cum += q
-                vacc += q
-            prev_mid = m
-            prev_in_bar = True
-        nb += 1
+        nb = _bar_group(g, order, starts, ts, mid, is_trade, price, size, sign, bar_kind,
+                        bar_param, horizon, bucket_v[g], nb, o_group, o_start, o_end, o_f, o_i)
     return nb
 
 
@@ -390,7 +458,10 @@ def compute(mbo: pa.Table, *, book: pa.Table | None = None, bar: str = "1s", dev
     realized-spread horizon (Timedelta string or seconds). ``bucket_volume``: VPIN bucket size
     in shares (default: the instrument's total traded volume / 50). ``trades``: the normalizer's ``trades``
     table to take the trades from instead of ``mbo`` (printable rows, broken ones left out,
-    crosses included; each placed on the ``mbo`` event with its ``sequence``). ``device``: "auto" / "cpu".
+    crosses included; each placed on the ``mbo`` event with its ``sequence``). ``device``: "cpu"
+    (numba loop), "gpu" (:mod:`kernels.features_gpu`, one CUDA thread per instrument; RuntimeError
+    without a CUDA device) or "auto" (the GPU when there is one and at least
+    ``kernels.book.GPU_MIN_EVENTS`` events, else the CPU). Both devices give the same rows.
     """
     _check_device(device)
     kind, param = parse_bar(bar)
@@ -406,9 +477,10 @@ def compute(mbo: pa.Table, *, book: pa.Table | None = None, bar: str = "1s", dev
         raise ValueError(f"The `bucket_volume` must be a positive number of shares or None, was {bucket_volume!r}.")
     if isinstance(mbo, pa.RecordBatch):
         mbo = pa.Table.from_batches([mbo])
+    gpu = _use_gpu(device, mbo.num_rows)
     if book is None:
         from kernels.book import reconstruct
-        book = reconstruct(mbo, levels=5, device="cpu")
+        book = reconstruct(mbo, levels=5, device="gpu" if gpu else "cpu")
     if book.num_rows != mbo.num_rows:
         raise ValueError(f"The `book` must have one row per mbo event ({mbo.num_rows}), has {book.num_rows}.")
 
@@ -439,14 +511,20 @@ def compute(mbo: pa.Table, *, book: pa.Table | None = None, bar: str = "1s", dev
         bucket_v = np.full(len(starts) - 1, float(bucket_volume))
 
     n = mbo.num_rows
-    o_group = np.empty(n, np.int64)
-    o_start = np.empty(n, np.int64)
-    o_end = np.empty(n, np.int64)
-    o_f = np.empty((n, 22), np.float64)
-    o_i = np.empty((n, 3), np.int64)
-    nb = _bar_kernel(order, starts, ts, mid, is_trade, price, sizef, sign,
-                     0 if kind == "time" else 1, np.int64(param), np.int64(horizon), bucket_v,
-                     o_group, o_start, o_end, o_f, o_i) if n else 0
+    bar_kind = 0 if kind == "time" else 1
+    if n and gpu:
+        from kernels.features_gpu import bars_gpu
+        o_group, o_start, o_end, o_f, o_i, nb = bars_gpu(
+            order, starts, ts, mid, is_trade, price, sizef, sign, bar_kind, param, horizon, bucket_v)
+    else:
+        o_group = np.empty(n, np.int64)
+        o_start = np.empty(n, np.int64)
+        o_end = np.empty(n, np.int64)
+        o_f = np.empty((n, N_ACC), np.float64)
+        o_i = np.empty((n, 3), np.int64)
+        nb = _bar_kernel(order, starts, ts, mid, is_trade, price, sizef, sign, bar_kind,
+                         np.int64(param), np.int64(horizon), bucket_v,
+                         o_group, o_start, o_end, o_f, o_i) if n else 0
     f = o_f[:nb]
     ints = o_i[:nb]
     with np.errstate(invalid="ignore", divide="ignore"):
