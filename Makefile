@@ -16,7 +16,7 @@ PYTHON312 ?= $(shell \
 	  if [ -n "$$v" ]; then echo "$$(pyenv root)/versions/$$v/bin/python3.12"; exit 0; fi; \
 	fi)
 
-.PHONY: all venv demo test bench bench-quick clean
+.PHONY: all venv demo test bench bench-quick bench-gpu clean
 
 all: test
 
@@ -40,10 +40,15 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py --size full --json bench/out/full.json
 	$(PY) bench/capture.py --size full --json bench/out/capture.json
+	$(PY) bench/features.py --events 20000000 --instruments 1000
 
 bench-quick: $(STAMP)
 	$(PY) bench/run.py --size quick --json bench/out/quick.json
 	$(PY) bench/capture.py --size quick --json bench/out/capture-quick.json
+	$(PY) bench/features.py --events 300000 --instruments 100
+
+bench-gpu: $(STAMP)      # on a machine with an NVIDIA GPU: books and features on the device
+	$(PY) bench/gpu.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache bench/out demo-out
