@@ -18,9 +18,15 @@ column is the resting side, so the initiator is the other one: an execution of a
 (``S``) is buyer-initiated (sign +1), of a resting bid (``B``) seller-initiated (-1); side ``N``
 is unsigned (0).
 
-Python dispatches whole columns; the compiled loops (numba, ``cache=True``) walk the events of
-one instrument after another (a stable sort by instrument groups them; within an instrument the
-input order is kept and ``ts_event`` must not decrease).
+Python dispatches whole columns; the compiled loops (numba, ``cache=True``) do the per-event
+work, reading the Arrow columns in place (chunk by chunk, no copies). :func:`compute` makes one
+pass over the events in input order (:func:`_prepare`: mid, trade mask, price, size, sign, the
+``ts_event`` check and each instrument's volume) that writes every event's record at its place
+in the grouped order (a counting sort by instrument id, stable: within an instrument the input
+order is kept and ``ts_event`` must not decrease); the bar loop then walks the events of one
+instrument after another in memory order, and a compiled loop turns its accumulators into the
+feature columns (:func:`_finish`). :func:`per_event` is one pass in input order with each
+instrument's OFI state in a table (:func:`_per_event_kernel`).
 
 Devices: :func:`compute` runs the bar loop on the CPU (``device="cpu"``) or on a CUDA GPU
 (``"gpu"``: :mod:`kernels.features_gpu`, one thread per instrument; ``"auto"``: the GPU when
@@ -31,7 +37,6 @@ and the features finished on the host by the same code. :func:`per_event` runs o
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numba
@@ -127,36 +132,81 @@ def _np(t: pa.Table, name: str, dtype) -> np.ndarray:
     return np.ascontiguousarray(col.to_numpy(zero_copy_only=False), dtype=dtype)
 
 
-@numba.njit(cache=True, nogil=True)
-def _ofi_kernel(order, starts, bpx, bsz, apx, asz, out):
-    """OFI e_n per event, instruments one after another (``order[starts[g]:starts[g+1]]``).
+_UNDEF = int(R.UNDEF_PRICE)
+_SCALE = float(R.PRICE_SCALE)
+_EXEC = int(R.ACTION_EXECUTE)
+_TRADE = int(R.ACTION_TRADE)
+_PRINTABLE = int(R.F_PRINTABLE)
+_ASK = int(R.SIDE_ASK)
+_BID = int(R.SIDE_BID)
+_LUT_MAX = 1 << 22                   # instrument ids below this (and <= 4 n) group by a table
+_EVENT = np.dtype({"names": ["ts", "mid", "is_trade", "price", "size", "sign"],
+                   "formats": [np.int64, np.float64, np.bool_, np.float64, np.float64, np.float64],
+                   "offsets": [0, 8, 40, 16, 24, 32], "itemsize": 48})
 
-    Empty sides carry price -inf (bid) / +inf (ask) and size 0 (UNDEF_PRICE is mapped by the
-    caller); the state before an instrument's first event is the empty book.
-    """
-    for g in range(starts.shape[0] - 1):
-        pb = -np.inf
-        qb = 0.0
-        pa_ = np.inf
-        qa = 0.0
-        for j in range(starts[g], starts[g + 1]):
-            i = order[j]
-            b = bpx[i]
-            a = apx[i]
-            e = 0.0
-            if b >= pb:
-                e += bsz[i]
-            if b <= pb:
-                e -= qb
-            if a <= pa_:
-                e -= asz[i]
-            if a >= pa_:
-                e += qa
-            out[i] = e
-            pb = b
-            qb = bsz[i]
-            pa_ = a
-            qa = asz[i]
+
+def _chunks(t: pa.Table, name: str, dtype) -> list[np.ndarray]:
+    """Column ``name`` as NumPy arrays of ``dtype``, one per non-empty chunk, without copying
+    where the Arrow type allows; elementwise the values of :func:`_np` (which is used, for the
+    whole column, when the column has nulls or a chunk cannot be viewed)."""
+    col = t.column(name)
+    if col.null_count == 0:
+        try:
+            out = []
+            for ch in (col.chunks if isinstance(col, pa.ChunkedArray) else [col]):
+                if len(ch) == 0:
+                    continue
+                a = ch.to_numpy(zero_copy_only=True)
+                if pa.types.is_timestamp(ch.type):
+                    a = a.view(np.int64)
+                out.append(np.asarray(a, dtype=dtype))
+            return out
+        except (pa.ArrowInvalid, TypeError, ValueError):
+            pass
+    a = _np(t, name, dtype)
+    return [a] if len(a) else []
+
+
+def _segments(cols: list[list[np.ndarray]]):
+    """Row ranges lying inside one chunk of every column (all of the same length): for each,
+    the list of the columns' views on it."""
+    offs = [np.cumsum([0] + [len(c) for c in chunks]) for chunks in cols]
+    bounds = sorted(set().union(*(o.tolist() for o in offs)))
+    ptr = [0] * len(cols)
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        views = []
+        for k, chunks in enumerate(cols):
+            o = offs[k]
+            while o[ptr[k] + 1] <= a:
+                ptr[k] += 1
+            views.append(chunks[ptr[k]][a - o[ptr[k]]:b - o[ptr[k]]])
+        yield views
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_keys(key, counts):
+    for i in range(key.shape[0]):
+        counts[key[i]] += 1
+
+
+def _groups(inst: list[np.ndarray], n: int):
+    """The instrument groups of ``n`` events (ids in chunks ``inst``), in id order:
+    ``(ginst, counts, keys, lut)`` with group ``lut[keys[i]]`` for event ``i`` (``keys``:
+    chunks, aligned with ``inst`` or one array). Ids below ``_LUT_MAX`` (and not far above
+    ``n``) are counted into a table indexed by id; larger ones are ranked by ``np.unique``."""
+    m = max(int(c.max()) for c in inst) if n else 0
+    if m < (1 << 16) or (m < _LUT_MAX and m <= 4 * n):
+        counts = np.zeros(m + 1, np.int64)
+        for c in inst:
+            _count_keys(c, counts)
+        present = np.flatnonzero(counts)
+        lut = np.zeros(m + 1, np.int64)
+        lut[present] = np.arange(len(present))
+        return present.astype(np.uint32), counts[present], inst, lut
+    ginst, key = np.unique(np.concatenate(inst), return_inverse=True)
+    key = key.reshape(-1).astype(np.int64, copy=False)
+    return ginst.astype(np.uint32), np.bincount(key, minlength=len(ginst)), [key], \
+        np.arange(len(ginst), dtype=np.int64)
 
 
 def _group(inst: np.ndarray):
@@ -182,43 +232,106 @@ def _mid(book: pa.Table) -> np.ndarray:
     return 0.5 * (_level(book, "bid", 0)[0] + _level(book, "ask", 0)[0])
 
 
+@numba.njit(cache=True, nogil=True)
+def _per_event_kernel(key, lut, state, bpx, bsz, apx, asz, spread, mid, micro, imb1, imb5, ofi):
+    """The per-event features of a run of book rows, in input order; ``bpx`` ... ``asz``: tuples
+    of the level columns (level 0 first).
+
+    OFI e_n of each row against the previous row of its instrument (group ``lut[key[i]]``):
+    ``state[g]`` holds that row's level-0 bid price, bid size, ask price, ask size (an empty side
+    counts as price -inf (bid) / +inf (ask) and size 0; before an instrument's first row, the
+    empty book) and is kept from one run of rows to the next.
+    """
+    nan = np.nan
+    for i in range(key.shape[0]):
+        b0 = bpx[0][i]
+        a0 = apx[0][i]
+        bempty = b0 == _UNDEF
+        aempty = a0 == _UNDEF
+        bp = nan if bempty else b0 / _SCALE
+        ap = nan if aempty else a0 / _SCALE
+        bq = 0.0 if bempty else np.float64(bsz[0][i])
+        aq = 0.0 if aempty else np.float64(asz[0][i])
+        spread[i] = ap - bp
+        mid[i] = 0.5 * (ap + bp)
+        if bempty or aempty:
+            micro[i] = nan
+            imb1[i] = nan
+            imb5[i] = nan
+        else:
+            micro[i] = (bp * aq + ap * bq) / (bq + aq)
+            imb1[i] = (bq - aq) / (bq + aq)
+            bsum = bq
+            asum = aq
+            for k in range(1, len(bpx)):
+                bsum += 0.0 if bpx[k][i] == _UNDEF else np.float64(bsz[k][i])
+                asum += 0.0 if apx[k][i] == _UNDEF else np.float64(asz[k][i])
+            imb5[i] = (bsum - asum) / (bsum + asum)
+        g = lut[key[i]]
+        pb = state[g, 0]
+        qb = state[g, 1]
+        pa_ = state[g, 2]
+        qa = state[g, 3]
+        b = -np.inf if bempty else bp
+        a = np.inf if aempty else ap
+        e = 0.0
+        if b >= pb:
+            e += bq
+        if b <= pb:
+            e -= qb
+        if a <= pa_:
+            e -= aq
+        if a >= pa_:
+            e += qa
+        ofi[i] = e
+        state[g, 0] = b
+        state[g, 1] = bq
+        state[g, 2] = a
+        state[g, 3] = aq
+
+
+def _readonly(chunks: list[np.ndarray]) -> list[np.ndarray]:
+    """Read-only views (Arrow's zero-copy arrays are; one array type for the compiled code)."""
+    out = []
+    for c in chunks:
+        c = c.view()
+        c.flags.writeable = False
+        out.append(c)
+    return out
+
+
 def per_event(book: pa.Table) -> pa.Table:
     """Per-event features of a book table (one row per book row, same order).
 
     Columns: instrument_id, ts_event, spread, mid, microprice, imbalance_l1, imbalance_l5, ofi
     (float64; prices in currency units). NaN where a needed side is empty; ``ofi`` is always
     defined (an empty side counts as price -inf / +inf with size 0).
-    """
-    L = _levels_of(book)
-    n = book.num_rows
-    side = functools.partial(_level, book)
-    bp, bq, bempty = side("bid", 0)
-    ap, aq, aempty = side("ask", 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        spread = ap - bp
-        mid = 0.5 * (ap + bp)
-        micro = (bp * aq + ap * bq) / (bq + aq)
-        imb1 = (bq - aq) / (bq + aq)
-        bsum = bq.copy()
-        asum = aq.copy()
-        for k in range(1, min(L5, L)):
-            bsum += side("bid", k)[1]
-            asum += side("ask", k)[1]
-        imb5 = (bsum - asum) / (bsum + asum)
-    imb1[bempty | aempty] = np.nan
-    imb5[bempty | aempty] = np.nan
-    micro[bempty | aempty] = np.nan
 
-    inst = _np(book, "instrument_id", np.uint32)
-    order, starts, _ = _group(inst)
-    ofi = np.empty(n)
-    bpx = np.where(bempty, -np.inf, bp)
-    apx = np.where(aempty, np.inf, ap)
-    _ofi_kernel(order, starts, bpx, bq, apx, aq, ofi)
-    return pa.table({
-        "instrument_id": book.column("instrument_id"), "ts_event": book.column("ts_event"),
-        "spread": spread, "mid": mid, "microprice": micro, "imbalance_l1": imb1,
-        "imbalance_l5": imb5, "ofi": ofi})
+    One compiled pass over the rows in input order (the OFI state of each instrument in a
+    table), reading the Arrow columns in place.
+    """
+    K = min(L5, _levels_of(book))
+    n = book.num_rows
+    szt = np.uint64 if all(book.schema.field(f"{s}_sz_{k}").type == pa.uint64()
+                           and book.column(f"{s}_sz_{k}").null_count == 0
+                           for s in ("bid", "ask") for k in range(K)) else np.float64
+    px = {s: [_readonly(_chunks(book, f"{s}_px_{k}", np.int64)) for k in range(K)] for s in ("bid", "ask")}
+    sz = {s: [_readonly(_chunks(book, f"{s}_sz_{k}", szt)) for k in range(K)] for s in ("bid", "ask")}
+    inst = _chunks(book, "instrument_id", np.uint32)
+    ginst, _, keys, lut = _groups(inst, n)
+    state = np.empty((len(ginst), 4), np.float64)
+    state[:] = (-np.inf, 0.0, np.inf, 0.0)
+    out = {c: np.empty(n, np.float64) for c in PER_EVENT_COLUMNS}
+    cols = [keys, *px["bid"], *sz["bid"], *px["ask"], *sz["ask"]]
+    a = 0
+    for v in _segments(cols) if n else ():
+        b = a + len(v[0])
+        _per_event_kernel(v[0], lut, state, tuple(v[1:1 + K]), tuple(v[1 + K:1 + 2 * K]),
+                          tuple(v[1 + 2 * K:1 + 3 * K]), tuple(v[1 + 3 * K:]),
+                          *(out[c][a:b] for c in PER_EVENT_COLUMNS))
+        a = b
+    return pa.table({"instrument_id": book.column("instrument_id"),
+                     "ts_event": book.column("ts_event"), **out})
 
 
 # -- bar features -------------------------------------------------------------------------------
@@ -398,11 +511,6 @@ def _bar_kernel(order, starts, ts, mid, is_trade, price, size, sign, bar_kind, b
     return nb
 
 
-def _trades_mask(action, flags, price, size):
-    return (((action == R.ACTION_EXECUTE) | (action == R.ACTION_TRADE))
-            & ((flags & R.F_PRINTABLE) != 0) & (price != R.UNDEF_PRICE) & (size > 0))
-
-
 def _trades_from_table(trades: pa.Table, mbo: pa.Table, inst: np.ndarray):
     """Trade mask, price, size and resting side per mbo row from a normalized ``trades`` table.
 
@@ -445,6 +553,103 @@ def _trades_from_table(trades: pa.Table, mbo: pa.Table, inst: np.ndarray):
     return is_trade, price, size, side
 
 
+@numba.njit(cache=True, nogil=True)
+def _prepare(key, lut, cursor, last_ts, gvol, ts, bpx, apx, action, flags, price_i, size, side,
+             mask, use_mask, o_ts, o_mid, o_trade, o_price, o_size, o_sign):
+    """One pass over a run of events in input order: the bar loop's inputs of each event,
+    written at its place in the grouped order (``cursor[g]``: the next row of group
+    ``g = lut[key[i]]``), so that the bar loop reads every array in order.
+
+    Per event: ts; mid from the level-0 prices (NaN when a side is empty); the trade mask
+    (action EXECUTE or TRADE, printable, a price and a positive size; ``mask`` instead when
+    ``use_mask``); trade price and size (0 when not a trade); sign of the resting side. Adds the
+    trade sizes to the group's ``gvol`` in event order. Returns True when ``ts`` decreases
+    within a group (``last_ts``: each group's last ``ts``). ``cursor``, ``last_ts`` and
+    ``gvol`` carry over from one run to the next.
+    """
+    bad = False
+    for i in range(key.shape[0]):
+        g = lut[key[i]]
+        p = cursor[g]
+        cursor[g] = p + 1
+        t = ts[i]
+        if t < last_ts[g]:
+            bad = True
+        last_ts[g] = t
+        b = bpx[i]
+        a = apx[i]
+        bp = np.nan if b == _UNDEF else b / _SCALE
+        ap = np.nan if a == _UNDEF else a / _SCALE
+        pr = price_i[i]
+        q = size[i]
+        if use_mask:
+            tr = mask[i]
+        else:
+            ac = action[i]
+            tr = (ac == _EXEC or ac == _TRADE) and (flags[i] & _PRINTABLE) != 0 \
+                and pr != _UNDEF and q > 0
+        s = side[i]
+        o_ts[p] = t
+        o_mid[p] = 0.5 * (bp + ap)
+        o_trade[p] = tr
+        if tr:
+            qf = np.float64(q)
+            o_price[p] = pr / _SCALE
+        else:
+            qf = 0.0
+            o_price[p] = 0.0
+        o_size[p] = qf
+        gvol[g] += qf
+        o_sign[p] = 1.0 if s == _ASK else (-1.0 if s == _BID else 0.0)
+    return bad
+
+
+@numba.njit(cache=True, nogil=True)
+def _finish_kernel(f, ints, o_i, o_f):
+    """The feature columns of each bar from its accumulators (see ``_bar_group``):
+    ``o_i`` event_count, trade_count, volume; ``o_f`` vwap, signed_trade_imbalance, mid,
+    realized_variance, bipower_variation, kyle_lambda, mid ratio last / first (amihud's log
+    return, taken by NumPy afterwards), vpin, effective_spread, realized_spread."""
+    nan = np.nan
+    for k in range(f.shape[0]):
+        for c in range(3):
+            o_i[c, k] = ints[k, c]
+        vol = np.float64(ints[k, 2])
+        o_f[0, k] = f[k, 0] / vol if vol > 0 else nan
+        o_f[1, k] = (f[k, 1] - f[k, 2]) / vol if vol > 0 else nan
+        o_f[2, k] = f[k, 9]
+        o_f[3, k] = f[k, 3] if f[k, 4] > 0 else nan
+        o_f[4, k] = (np.pi / 2) * f[k, 5] if f[k, 6] > 0 else nan
+        o_f[5, k] = f[k, 14] / f[k, 13] if (f[k, 10] >= 2 and f[k, 13] > 0) else nan
+        o_f[6, k] = f[k, 8] / f[k, 7]
+        o_f[7, k] = f[k, 19] / f[k, 20] if f[k, 20] > 0 else nan
+        o_f[8, k] = f[k, 15] / f[k, 16] if f[k, 16] > 0 else nan
+        o_f[9, k] = f[k, 17] / f[k, 18] if f[k, 18] > 0 else nan
+
+
+@numba.njit(cache=True, nogil=True)
+def _amihud_kernel(f, ret, out):
+    for k in range(f.shape[0]):
+        out[k] = abs(ret[k]) / f[k, 0] if f[k, 0] > 0 else np.nan
+
+
+def _finish(f: np.ndarray, ints: np.ndarray) -> dict:
+    """The bar feature columns (``BAR_COLUMNS``) from the accumulators of ``nb`` bars."""
+    nb = f.shape[0]
+    o_i = np.empty((3, nb), np.int64)
+    o_f = np.empty((10, nb), np.float64)
+    _finish_kernel(f, ints, o_i, o_f)
+    ret = o_f[6]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        np.log(ret, out=ret)
+    amihud = np.empty(nb, np.float64)
+    _amihud_kernel(f, ret, amihud)
+    return {"event_count": o_i[0], "trade_count": o_i[1], "volume": o_i[2],
+            "vwap": o_f[0], "signed_trade_imbalance": o_f[1], "mid": o_f[2],
+            "realized_variance": o_f[3], "bipower_variation": o_f[4], "kyle_lambda": o_f[5],
+            "amihud": amihud, "vpin": o_f[7], "effective_spread": o_f[8], "realized_spread": o_f[9]}
+
+
 def compute(mbo: pa.Table, *, book: pa.Table | None = None, bar: str = "1s", device: str = "auto",
             trades=None, realized_horizon: str | float = "5s",
             bucket_volume: float | None = None) -> pa.Table:
@@ -484,33 +689,48 @@ def compute(mbo: pa.Table, *, book: pa.Table | None = None, bar: str = "1s", dev
     if book.num_rows != mbo.num_rows:
         raise ValueError(f"The `book` must have one row per mbo event ({mbo.num_rows}), has {book.num_rows}.")
 
-    mid = _mid(book)       # the bars need the mid only, not the other per-event features
-    inst = _np(mbo, "instrument_id", np.uint32)
-    ts = _np(mbo, "ts_event", np.int64)
-    action = _np(mbo, "action", np.uint8)
-    flags = _np(mbo, "flags", np.uint8)
-    price_i = _np(mbo, "price", np.int64)
-    size = _np(mbo, "size", np.uint64)
-    side = _np(mbo, "side", np.uint8)
-    is_trade = _trades_mask(action, flags, price_i, size)
+    n = mbo.num_rows
+    bpx = _chunks(book, "bid_px_0", np.int64)      # the bars need the mid only, not the other
+    apx = _chunks(book, "ask_px_0", np.int64)      # per-event features
+    inst = _chunks(mbo, "instrument_id", np.uint32)
     if trades is not None:
-        is_trade, price_i, size, side = _trades_from_table(trades, mbo, inst)
-    price = np.where(is_trade, price_i / float(R.PRICE_SCALE), 0.0)
-    sizef = np.where(is_trade, size.astype(np.float64), 0.0)
-    sign = np.where(side == R.SIDE_ASK, 1.0, np.where(side == R.SIDE_BID, -1.0, 0.0))
-
-    order, starts, ginst = _group(inst)
-    tso = ts[order]
-    if len(tso) > 1 and np.any((np.diff(tso) < 0) & (np.diff(inst[order].astype(np.int64)) == 0)):
+        is_trade, price_i, size, side = _trades_from_table(trades, mbo, np.concatenate(inst) if inst
+                                                           else np.empty(0, np.uint32))
+        mask = is_trade
+        tcols = [[price_i], [size], [side]] if n else [[], [], []]
+    else:
+        mask = np.zeros(1, np.bool_)
+        tcols = [_chunks(mbo, "price", np.int64), _chunks(mbo, "size", np.uint64),
+                 _chunks(mbo, "side", np.uint8)]
+    ginst, counts, keys, lut = _groups(inst, n)
+    ng = len(ginst)
+    starts = np.zeros(ng + 1, np.int64)
+    np.cumsum(counts, out=starts[1:])
+    # the events in grouped order (stable: input order within an instrument), one record per
+    # event so that the scattered writes below and the bar loop's reads touch one line per event
+    ev = np.empty(n, _EVENT)
+    ts, mid, is_trade, price, sizef, sign = (ev[c] for c in _EVENT.names)
+    cursor = starts[:-1].copy()
+    last_ts = np.full(ng, np.iinfo(np.int64).min, np.int64)
+    gvol = np.zeros(ng, np.float64)
+    cols = [keys, _chunks(mbo, "ts_event", np.int64), bpx, apx, _chunks(mbo, "action", np.uint8),
+            _chunks(mbo, "flags", np.uint8), *tcols]
+    bad = False
+    a = 0
+    for k, ts_k, bpx_k, apx_k, action, flags, price_k, size_k, side_k in _segments(cols) if n else ():
+        b = a + len(k)
+        bad |= _prepare(k, lut, cursor, last_ts, gvol, ts_k, bpx_k, apx_k, action, flags, price_k,
+                        size_k, side_k, mask[a:b] if trades is not None else mask,
+                        trades is not None, ts, mid, is_trade, price, sizef, sign)
+        a = b
+    if bad:
         raise ValueError("The `mbo` ts_event must not decrease within an instrument.")
-    gid = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
-    gvol = np.bincount(gid, weights=sizef[order], minlength=len(starts) - 1)
+    order = np.arange(n, dtype=np.int64)     # the arrays above are already in grouped order
     if bucket_volume is None:
         bucket_v = gvol / DEFAULT_BUCKETS
     else:
-        bucket_v = np.full(len(starts) - 1, float(bucket_volume))
+        bucket_v = np.full(ng, float(bucket_volume))
 
-    n = mbo.num_rows
     bar_kind = 0 if kind == "time" else 1
     if n and gpu:
         from kernels.features_gpu import bars_gpu
@@ -525,31 +745,13 @@ def compute(mbo: pa.Table, *, book: pa.Table | None = None, bar: str = "1s", dev
         nb = _bar_kernel(order, starts, ts, mid, is_trade, price, sizef, sign, bar_kind,
                          np.int64(param), np.int64(horizon), bucket_v,
                          o_group, o_start, o_end, o_f, o_i) if n else 0
-    f = o_f[:nb]
-    ints = o_i[:nb]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        vol = ints[:, 2].astype(np.float64)
-        vwap = np.where(vol > 0, f[:, 0] / vol, np.nan)
-        sti = np.where(vol > 0, (f[:, 1] - f[:, 2]) / vol, np.nan)
-        rv = np.where(f[:, 4] > 0, f[:, 3], np.nan)
-        bv = np.where(f[:, 6] > 0, (np.pi / 2) * f[:, 5], np.nan)
-        kyle = np.where((f[:, 10] >= 2) & (f[:, 13] > 0), f[:, 14] / f[:, 13], np.nan)
-        ret = np.log(f[:, 8] / f[:, 7])
-        amihud = np.where(f[:, 0] > 0, np.abs(ret) / f[:, 0], np.nan)
-        vpin = np.where(f[:, 20] > 0, f[:, 19] / f[:, 20], np.nan)
-        es = np.where(f[:, 16] > 0, f[:, 15] / f[:, 16], np.nan)
-        rs = np.where(f[:, 18] > 0, f[:, 17] / f[:, 18], np.nan)
+    out = _finish(o_f[:nb], o_i[:nb])
     tsz = pa.timestamp("ns", tz="UTC")
     cols = {
         "instrument_id": pa.array(ginst[o_group[:nb]], pa.uint32()),
         "bar_start": pa.array(o_start[:nb], tsz),
         "bar_end": pa.array(o_end[:nb], tsz),
-        "event_count": pa.array(ints[:, 0]),
-        "trade_count": pa.array(ints[:, 1]),
-        "volume": pa.array(ints[:, 2]),
-        "vwap": vwap, "signed_trade_imbalance": sti, "mid": f[:, 9].copy(),
-        "realized_variance": rv, "bipower_variation": bv, "kyle_lambda": kyle, "amihud": amihud,
-        "vpin": vpin, "effective_spread": es, "realized_spread": rs,
+        **{c: out[c] for c in BAR_COLUMNS},
     }
     meta = {"tickpipe.schema": "features-bars", "tickpipe.bar": bar,
             "tickpipe.realized_horizon_ns": str(horizon)}
