@@ -275,7 +275,7 @@ class BookBuilder:
         self.lv = np.zeros(0, np.int64)                       # (books, 2, cap, W) flattened
         self.nlev = np.zeros((0, 2), np.int64)
         self.last_ts = np.zeros(0, np.int64)                  # per book: latest ts_event seen
-        self.orders = OrderMap(1 << 16)      # the normalizer's order table: one implementation
+        self.orders = OrderMap()             # the normalizer's order table (2**18 slots to start: fewer rebuilds)
         self.report = BookReport()
 
     def _index(self, inst: np.ndarray) -> np.ndarray:
