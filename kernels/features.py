@@ -25,14 +25,17 @@ pass over the events in input order (:func:`_prepare`: mid, trade mask, price, s
 in the grouped order (a counting sort by instrument id, stable: within an instrument the input
 order is kept and ``ts_event`` must not decrease); the bar loop then walks the events of one
 instrument after another in memory order, and a compiled loop turns its accumulators into the
-feature columns (:func:`_finish`). :func:`per_event` is one pass in input order with each
-instrument's OFI state in a table (:func:`_per_event_kernel`).
+feature columns (:func:`_finish`). :func:`per_event` on the CPU is one pass in input order with
+each instrument's OFI state in a table (:func:`_per_event_kernel`).
 
 Devices: :func:`compute` runs the bar loop on the CPU (``device="cpu"``) or on a CUDA GPU
 (``"gpu"``: :mod:`kernels.features_gpu`, one thread per instrument; ``"auto"``: the GPU when
 there is one and the input is large, see :func:`_use_gpu`). Both devices run the same function
 for one instrument's bars (:func:`_bar_group`) and return the same rows; the inputs are prepared
-and the features finished on the host by the same code. :func:`per_event` runs on the CPU.
+and the features finished on the host by the same code. :func:`per_event` takes the same
+``device`` (on the GPU one thread per book row, each row linked to the previous row of its
+instrument for its OFI); both devices run the same row functions (:func:`_event_row`,
+:func:`_level0`, :func:`_ofi_term`) and return the same table.
 """
 
 from __future__ import annotations
@@ -232,62 +235,109 @@ def _mid(book: pa.Table) -> np.ndarray:
     return 0.5 * (_level(book, "bid", 0)[0] + _level(book, "ask", 0)[0])
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit
+def _level0(i, bpx, bsz, apx, asz):
+    """Level 0 of book row ``i`` as OFI sees it: bid price, bid size, ask price, ask size; an
+    empty bid is price -inf with size 0, an empty ask +inf with size 0.
+
+    ``bpx`` ... ``asz``: the level columns, indexed ``[k][i]`` (level ``k``, row ``i``): a tuple
+    of arrays on the CPU, a 2-D array on the GPU. Shared by both devices (see
+    :mod:`kernels.features_gpu`).
+    """
+    b0 = bpx[0][i]
+    a0 = apx[0][i]
+    if b0 == _UNDEF:
+        b = -np.inf
+        bq = 0.0
+    else:
+        b = b0 / _SCALE
+        bq = np.float64(bsz[0][i])
+    if a0 == _UNDEF:
+        a = np.inf
+        aq = 0.0
+    else:
+        a = a0 / _SCALE
+        aq = np.float64(asz[0][i])
+    return b, bq, a, aq
+
+
+@numba.njit
+def _event_row(i, bpx, bsz, apx, asz, spread, mid, micro, imb1, imb5):
+    """The elementwise features of book row ``i`` (all but ``ofi``) into row ``i`` of the
+    outputs; returns the row's :func:`_level0` for its OFI. Shared by both devices; the products
+    in the microprice go through :func:`_mul` (no FMA on the GPU)."""
+    nan = np.nan
+    b, bq, a, aq = _level0(i, bpx, bsz, apx, asz)
+    bempty = b == -np.inf             # a price from the book is finite
+    aempty = a == np.inf
+    bp = nan if bempty else b
+    ap = nan if aempty else a
+    spread[i] = ap - bp
+    mid[i] = 0.5 * (ap + bp)
+    if bempty or aempty:
+        micro[i] = nan
+        imb1[i] = nan
+        imb5[i] = nan
+    else:
+        micro[i] = (_mul(bp, aq) + _mul(ap, bq)) / (bq + aq)
+        imb1[i] = (bq - aq) / (bq + aq)
+        bsum = bq
+        asum = aq
+        for k in range(1, len(bpx)):
+            bsum += 0.0 if bpx[k][i] == _UNDEF else np.float64(bsz[k][i])
+            asum += 0.0 if apx[k][i] == _UNDEF else np.float64(asz[k][i])
+        imb5[i] = (bsum - asum) / (bsum + asum)
+    return b, bq, a, aq
+
+
+@numba.njit
+def _ofi_term(b, bq, a, aq, pb, qb, pa_, qa):
+    """OFI e_n of a row (level 0 ``b, bq, a, aq``) against the previous row of its instrument
+    (``pb, qb, pa_, qa``; the empty book -inf, 0, +inf, 0 before the first row)."""
+    e = 0.0
+    if b >= pb:
+        e += bq
+    if b <= pb:
+        e -= qb
+    if a <= pa_:
+        e -= aq
+    if a >= pa_:
+        e += qa
+    return e
+
+
+@numba.njit(cache=True, nogil=True, _nrt=False)
 def _per_event_kernel(key, lut, state, bpx, bsz, apx, asz, spread, mid, micro, imb1, imb5, ofi):
     """The per-event features of a run of book rows, in input order; ``bpx`` ... ``asz``: tuples
     of the level columns (level 0 first).
 
     OFI e_n of each row against the previous row of its instrument (group ``lut[key[i]]``):
-    ``state[g]`` holds that row's level-0 bid price, bid size, ask price, ask size (an empty side
-    counts as price -inf (bid) / +inf (ask) and size 0; before an instrument's first row, the
-    empty book) and is kept from one run of rows to the next.
+    ``state[g]`` holds that row's :func:`_level0` (before an instrument's first row, the empty
+    book) and is kept from one run of rows to the next.
+
+    Compiled without numba's reference counting (``_nrt=False``; nothing here allocates): with
+    it, handing the 20 level arrays to :func:`_event_row` costs an atomic incref / decref pair
+    per array and row, which made the pass about 5x slower.
     """
-    nan = np.nan
     for i in range(key.shape[0]):
-        b0 = bpx[0][i]
-        a0 = apx[0][i]
-        bempty = b0 == _UNDEF
-        aempty = a0 == _UNDEF
-        bp = nan if bempty else b0 / _SCALE
-        ap = nan if aempty else a0 / _SCALE
-        bq = 0.0 if bempty else np.float64(bsz[0][i])
-        aq = 0.0 if aempty else np.float64(asz[0][i])
-        spread[i] = ap - bp
-        mid[i] = 0.5 * (ap + bp)
-        if bempty or aempty:
-            micro[i] = nan
-            imb1[i] = nan
-            imb5[i] = nan
-        else:
-            micro[i] = (bp * aq + ap * bq) / (bq + aq)
-            imb1[i] = (bq - aq) / (bq + aq)
-            bsum = bq
-            asum = aq
-            for k in range(1, len(bpx)):
-                bsum += 0.0 if bpx[k][i] == _UNDEF else np.float64(bsz[k][i])
-                asum += 0.0 if apx[k][i] == _UNDEF else np.float64(asz[k][i])
-            imb5[i] = (bsum - asum) / (bsum + asum)
+        b, bq, a, aq = _event_row(i, bpx, bsz, apx, asz, spread, mid, micro, imb1, imb5)
         g = lut[key[i]]
-        pb = state[g, 0]
-        qb = state[g, 1]
-        pa_ = state[g, 2]
-        qa = state[g, 3]
-        b = -np.inf if bempty else bp
-        a = np.inf if aempty else ap
-        e = 0.0
-        if b >= pb:
-            e += bq
-        if b <= pb:
-            e -= qb
-        if a <= pa_:
-            e -= aq
-        if a >= pa_:
-            e += qa
-        ofi[i] = e
+        ofi[i] = _ofi_term(b, bq, a, aq, state[g, 0], state[g, 1], state[g, 2], state[g, 3])
         state[g, 0] = b
         state[g, 1] = bq
         state[g, 2] = a
         state[g, 3] = aq
+
+
+@numba.njit(cache=True, nogil=True)
+def _prev_kernel(key, lut, last, base, prev):
+    """``prev[i]``: the row before row ``base + i`` of the same instrument (group
+    ``lut[key[i]]``), -1 for an instrument's first row; ``last[g]``, the group's latest row, is
+    kept from one run of rows to the next (the GPU's OFI link, :func:`per_event`)."""
+    for i in range(key.shape[0]):
+        g = lut[key[i]]
+        prev[i] = last[g]
+        last[g] = base + i
 
 
 def _readonly(chunks: list[np.ndarray]) -> list[np.ndarray]:
@@ -300,18 +350,25 @@ def _readonly(chunks: list[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
-def per_event(book: pa.Table) -> pa.Table:
+def per_event(book: pa.Table, *, device: str = "auto") -> pa.Table:
     """Per-event features of a book table (one row per book row, same order).
 
     Columns: instrument_id, ts_event, spread, mid, microprice, imbalance_l1, imbalance_l5, ofi
     (float64; prices in currency units). NaN where a needed side is empty; ``ofi`` is always
     defined (an empty side counts as price -inf / +inf with size 0).
 
-    One compiled pass over the rows in input order (the OFI state of each instrument in a
-    table), reading the Arrow columns in place.
+    ``device``: "cpu" (one compiled pass over the rows in input order, the OFI state of each
+    instrument in a table, reading the Arrow columns in place), "gpu" (:mod:`kernels.features_gpu`,
+    one CUDA thread per row, each row linked to the previous row of its instrument for its OFI;
+    RuntimeError without a CUDA device) or "auto" (the GPU when there is one and at least
+    ``kernels.book.GPU_MIN_EVENTS`` rows, else the CPU; see :func:`_use_gpu`). Both devices run
+    the same row functions (:func:`_event_row`, :func:`_level0`, :func:`_ofi_term`) and give
+    the same table.
     """
+    _check_device(device)
     K = min(L5, _levels_of(book))
     n = book.num_rows
+    gpu = _use_gpu(device, n)
     szt = np.uint64 if all(book.schema.field(f"{s}_sz_{k}").type == pa.uint64()
                            and book.column(f"{s}_sz_{k}").null_count == 0
                            for s in ("bid", "ask") for k in range(K)) else np.float64
@@ -319,19 +376,44 @@ def per_event(book: pa.Table) -> pa.Table:
     sz = {s: [_readonly(_chunks(book, f"{s}_sz_{k}", szt)) for k in range(K)] for s in ("bid", "ask")}
     inst = _chunks(book, "instrument_id", np.uint32)
     ginst, _, keys, lut = _groups(inst, n)
-    state = np.empty((len(ginst), 4), np.float64)
-    state[:] = (-np.inf, 0.0, np.inf, 0.0)
-    out = {c: np.empty(n, np.float64) for c in PER_EVENT_COLUMNS}
-    cols = [keys, *px["bid"], *sz["bid"], *px["ask"], *sz["ask"]]
-    a = 0
-    for v in _segments(cols) if n else ():
-        b = a + len(v[0])
-        _per_event_kernel(v[0], lut, state, tuple(v[1:1 + K]), tuple(v[1 + K:1 + 2 * K]),
-                          tuple(v[1 + 2 * K:1 + 3 * K]), tuple(v[1 + 3 * K:]),
-                          *(out[c][a:b] for c in PER_EVENT_COLUMNS))
-        a = b
+    if n and gpu:
+        out = _per_event_gpu(n, K, keys, lut, len(ginst), px, sz, szt)
+    else:
+        state = np.empty((len(ginst), 4), np.float64)
+        state[:] = (-np.inf, 0.0, np.inf, 0.0)
+        out = {c: np.empty(n, np.float64) for c in PER_EVENT_COLUMNS}
+        cols = [keys, *px["bid"], *sz["bid"], *px["ask"], *sz["ask"]]
+        a = 0
+        for v in _segments(cols) if n else ():
+            b = a + len(v[0])
+            _per_event_kernel(v[0], lut, state, tuple(v[1:1 + K]), tuple(v[1 + K:1 + 2 * K]),
+                              tuple(v[1 + 2 * K:1 + 3 * K]), tuple(v[1 + 3 * K:]),
+                              *(out[c][a:b] for c in PER_EVENT_COLUMNS))
+            a = b
     return pa.table({"instrument_id": book.column("instrument_id"),
                      "ts_event": book.column("ts_event"), **out})
+
+
+def _per_event_gpu(n, K, keys, lut, ng, px, sz, szt) -> dict:
+    """:func:`per_event`'s columns on the GPU: the previous row of each row's instrument
+    (:func:`_prev_kernel`, on the host) and the level columns as ``(K, n)`` arrays go to
+    :func:`kernels.features_gpu.per_event_gpu`."""
+    prev = np.empty(n, np.int64)
+    last = np.full(ng, -1, np.int64)
+    a = 0
+    for (k,) in _segments([keys]):
+        _prev_kernel(k, lut, last, np.int64(a), prev[a:a + len(k)])
+        a += len(k)
+
+    def levels(chunks, dtype):
+        m = np.empty((K, n), dtype)
+        for k in range(K):
+            np.concatenate(chunks[k], out=m[k])
+        return m
+
+    from kernels.features_gpu import per_event_gpu
+    return per_event_gpu(prev, levels(px["bid"], np.int64), levels(sz["bid"], szt),
+                         levels(px["ask"], np.int64), levels(sz["ask"], szt))
 
 
 # -- bar features -------------------------------------------------------------------------------

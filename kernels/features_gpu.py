@@ -1,4 +1,6 @@
-"""Bar features (:func:`kernels.features.compute`) on a CUDA GPU: one thread per instrument.
+"""Bar features (:func:`kernels.features.compute`) on a CUDA GPU, one thread per instrument; and
+per-event features (:func:`kernels.features.per_event`, :func:`per_event_gpu`), one thread per
+book row.
 
 :func:`kernels.features.compute` prepares the inputs on the host for both devices (the mid of
 every book row, trade mask, price, size and sign per event, the stable grouping of the events by
@@ -32,6 +34,13 @@ Steps a benchmark can time apart (:class:`GpuBars`): ``GpuBars(...)`` keeps the 
 the host and the offsets back, the output arrays allocated on the first run, compaction kernel;
 it waits for the device); :meth:`GpuBars.fetch` copies the bars back. :func:`bars_gpu` does
 all of it and returns host arrays like the CPU kernel's.
+
+Per-event features: the elementwise columns need only their own row; the OFI needs level 0 of
+the previous row of the same instrument, which the host finds in its pass over the rows
+(``prev[i]``, -1 for an instrument's first row: the stable grouping by instrument as a link per
+row). So :data:`_per_event_kernel` runs one thread per row, with the CPU's row functions
+(:func:`kernels.features._event_row`, ``_level0``, ``_ofi_term``; the microprice's products
+through ``_mul``), and returns the CPU's table bit for bit (no ``log`` here).
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ from kernels.features import N_ACC
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
 THREADS = 64                # threads per block of the bar kernel (one per instrument)
 COMPACT_THREADS = 256       # threads per block of the compaction kernel (one per bar)
+EVENT_THREADS = 256         # threads per block of the per-event kernel (one per book row)
 
 
 def _python_twin(fn, **callees):
@@ -60,9 +70,15 @@ def _python_twin(fn, **callees):
 
 if SIMULATOR:
     _bar_group = _python_twin(_features._bar_group, _mul=lambda a, b: a * b)
+    _level0 = _python_twin(_features._level0)
+    _event_row = _python_twin(_features._event_row, _mul=lambda a, b: a * b, _level0=_level0)
+    _ofi_term = _python_twin(_features._ofi_term)
 else:
-    # the CPU's Python function, inlined into the kernel by numba (compiling it needs no device)
+    # the CPU's Python functions, inlined into the kernels by numba (compiling them needs no device)
     _bar_group = numba.njit(inline="always")(_features._bar_group.py_func)
+    _level0 = numba.njit(inline="always")(_features._level0.py_func)
+    _event_row = numba.njit(inline="always")(_python_twin(_features._event_row, _level0=_level0))
+    _ofi_term = numba.njit(inline="always")(_features._ofi_term.py_func)
 
 
 @cuda.jit
@@ -188,3 +204,47 @@ def bars_gpu(order, starts, ts, mid, is_trade, price, size, sign, bar_kind, bar_
                 horizon, bucket_v).to_device()
     g.run()
     return g.fetch()
+
+
+# -- per-event features ----------------------------------------------------------------------
+
+@cuda.jit
+def _per_event_kernel(prev, bpx, bsz, apx, asz, spread, mid, micro, imb1, imb5, ofi):
+    """Thread ``i``: the features of book row ``i`` (``bpx`` ... ``asz``: ``(levels, rows)``);
+    its OFI against row ``prev[i]``, the previous row of its instrument (-1: none, the empty
+    book)."""
+    i = cuda.grid(1)
+    if i >= prev.shape[0]:
+        return
+    b, bq, a, aq = _event_row(i, bpx, bsz, apx, asz, spread, mid, micro, imb1, imb5)
+    p = prev[i]
+    if p < 0:
+        pb = -np.inf
+        qb = 0.0
+        pa_ = np.inf
+        qa = 0.0
+    else:
+        pb, qb, pa_, qa = _level0(p, bpx, bsz, apx, asz)
+    ofi[i] = _ofi_term(b, bq, a, aq, pb, qb, pa_, qa)
+
+
+def per_event_gpu(prev, bpx, bsz, apx, asz) -> dict:
+    """The columns of :func:`kernels.features.per_event` (``PER_EVENT_COLUMNS``, host float64
+    arrays in row order) computed on the GPU.
+
+    ``prev[i]``: the previous row of row ``i``'s instrument, -1 for its first row (the stable
+    grouping by instrument, as a link per row: :func:`kernels.features._prev_kernel`);
+    ``bpx`` / ``apx``: int64 level prices, ``bsz`` / ``asz``: level sizes (uint64 or float64),
+    each ``(levels, rows)``, level 0 first. One thread per row: the elementwise columns need
+    only their row, and the OFI also reads level 0 of row ``prev[i]``; both with the CPU's
+    functions (:func:`kernels.features._event_row`, ``_level0``, ``_ofi_term``), so the
+    table is the CPU's bit for bit (no FMA: the microprice's products go through ``_mul``;
+    division is IEEE on both).
+    """
+    n = int(prev.shape[0])
+    d = [cuda.to_device(np.ascontiguousarray(a)) for a in (prev, bpx, bsz, apx, asz)]
+    out = [cuda.device_array(n, np.float64) for _ in _features.PER_EVENT_COLUMNS]
+    if n:
+        _per_event_kernel[(n + EVENT_THREADS - 1) // EVENT_THREADS, EVENT_THREADS](*d, *out)
+        cuda.synchronize()
+    return {c: o.copy_to_host() for c, o in zip(_features.PER_EVENT_COLUMNS, out)}

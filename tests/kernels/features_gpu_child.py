@@ -1,7 +1,8 @@
-"""Run under NUMBA_ENABLE_CUDASIM=1 by test_features_gpu.py: bar features on the GPU path (CUDA
-simulator) against the CPU, table for table.
+"""Run under NUMBA_ENABLE_CUDASIM=1 by test_features_gpu.py: bar features (``itch``, ``lobster``)
+and per-event features (``per_event``) on the GPU path (CUDA simulator) against the CPU, table
+for table.
 
-    NUMBA_ENABLE_CUDASIM=1 python features_gpu_child.py itch|lobster
+    NUMBA_ENABLE_CUDASIM=1 python features_gpu_child.py itch|lobster|per_event
 
 Prints ``AGREE <case> <rows>`` per case; exits 1 at the first difference. Integer and timestamp
 columns must be equal, float columns equal value for value with NaN in the same places.
@@ -123,7 +124,47 @@ def lobster() -> None:
     print(f"AGREE GpuBars twice {nb}")
 
 
+def per_event() -> None:
+    """per_event on both devices: a generated session (several instruments, 5 levels), the same
+    book in several chunks with float64 sizes, and the LOBSTER sample."""
+    from ingest.simulator import generate_session
+    s = generate_session(3_000, 6, seed=11)
+    book = reconstruct(normalize.read_itch(s.to_binaryfile(), date=s.date)["mbo"], levels=5,
+                       device="cpu")
+    if len(np.unique(book.column("instrument_id").to_numpy())) < 5:
+        fail("per_event itch: fewer than 5 instruments")
+    want = F.per_event(book, device="cpu")
+    same_tables("per_event itch", want, F.per_event(book, device="gpu"))
+    exercised("per_event itch", want, F.PER_EVENT_COLUMNS)
+    for name in F.PER_EVENT_COLUMNS[:-1]:      # the empty sides are exercised too
+        if not np.isnan(want.column(name).to_numpy()).any():
+            fail(f"per_event itch: no NaN {name}; pick an input with an empty side")
+    if not (want.column("ofi").to_numpy() != 0).any():
+        fail("per_event itch: ofi all 0")
+    # chunks (an instrument's rows spread over them) and float64 sizes take the other host path
+    cut = book.num_rows // 3
+    chunked = pa.concat_tables([book.slice(0, cut), book.slice(cut, cut), book.slice(2 * cut)])
+    i = chunked.column_names.index("ask_sz_3")
+    chunked = chunked.set_column(i, "ask_sz_3", chunked.column(i).cast(pa.float64()))
+    if chunked.column("bid_px_0").num_chunks < 3:
+        fail("per_event chunked: one chunk")
+    got = F.per_event(chunked, device="gpu")
+    same_tables("per_event chunked float sizes", F.per_event(chunked, device="cpu"), got)
+    same_tables("per_event chunked = whole", want, got)
+    stem = "AAPL_2012-06-21_34200000_57600000"
+    msg = LOBSTER / f"{stem}_message_10.head999.csv"
+    if not msg.exists():
+        print("SKIP lobster: sample not committed")
+        return
+    mbo = normalize.read_lobster(msg, orderbook_csv=LOBSTER / f"{stem}_orderbook_10.head999.csv",
+                                 date="2012-06-21", symbol="AAPL")
+    book = reconstruct(mbo, levels=10, device="cpu")       # per_event sums the first 5 levels
+    want = F.per_event(book, device="cpu")
+    same_tables("per_event lobster", want, F.per_event(book, device="gpu"))
+    exercised("per_event lobster", want, F.PER_EVENT_COLUMNS)
+
+
 if __name__ == "__main__":
     if not numba.config.ENABLE_CUDASIM:
         sys.exit("run with NUMBA_ENABLE_CUDASIM=1")
-    {"itch": itch, "lobster": lobster}[sys.argv[1]]()
+    {"itch": itch, "lobster": lobster, "per_event": per_event}[sys.argv[1]]()

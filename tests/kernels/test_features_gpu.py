@@ -1,4 +1,5 @@
-"""Bar features on the GPU path give the CPU's table (CUDA simulator in CI); device selection."""
+"""Bar and per-event features on the GPU path give the CPU's table (CUDA simulator in CI);
+device selection."""
 
 import os
 import subprocess
@@ -26,8 +27,7 @@ def small():
     return mbo, B.reconstruct(mbo, levels=5, device="cpu")
 
 
-@pytest.mark.parametrize(("case", "agreements"), [("itch", 4), ("lobster", 3)])
-def test_gpu_bars_equal_cpu_bars_under_the_cuda_simulator(case, agreements):
+def _child_agrees(case: str, agreements: int) -> None:
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     r = subprocess.run([sys.executable, str(CHILD), case], capture_output=True, text=True,
                        env=env, timeout=600)
@@ -35,6 +35,15 @@ def test_gpu_bars_equal_cpu_bars_under_the_cuda_simulator(case, agreements):
     if "SKIP" in r.stdout:
         pytest.skip(r.stdout.strip())
     assert r.stdout.count("AGREE") == agreements, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(("case", "agreements"), [("itch", 4), ("lobster", 3)])
+def test_gpu_bars_equal_cpu_bars_under_the_cuda_simulator(case, agreements):
+    _child_agrees(case, agreements)
+
+
+def test_gpu_per_event_equals_cpu_per_event_under_the_cuda_simulator():
+    _child_agrees("per_event", 4)
 
 
 def test_the_gpu_bar_kernels_compile_to_ptx_for_hopper():
@@ -63,6 +72,29 @@ def test_the_gpu_bar_kernels_compile_to_ptx_for_hopper():
     assert "mul.rn.f64" in bars
 
 
+def test_the_gpu_per_event_kernel_compiles_to_ptx_for_hopper():
+    if os.environ.get("NUMBA_ENABLE_CUDASIM"):
+        pytest.skip("the CUDA simulator compiles nothing")
+    from numba import cuda
+    from kernels.features_gpu import _per_event_kernel
+    a1 = lambda dt: numba.typeof(np.zeros(1, dt))               # noqa: E731
+    a2 = lambda dt: numba.typeof(np.zeros((1, 2), dt))          # noqa: E731
+    try:
+        ptxs = [cuda.compile_ptx(_per_event_kernel.py_func,
+                                 (a1(np.int64), a2(np.int64), a2(szt), a2(np.int64), a2(szt),
+                                  *[a1(np.float64)] * 6), cc=(9, 0))[0]
+                for szt in (np.uint64, np.float64)]             # the book's sizes, or float64
+    except Exception as e:                                      # no NVVM on this machine
+        if "NVVM" in str(e) or "libnvvm" in str(e).lower() or "CUDA" in type(e).__name__:
+            pytest.skip(f"no CUDA compiler here: {e}")
+        raise
+    for ptx in ptxs:
+        assert ".entry" in ptx and "sm_90" in ptx
+        # the microprice's products are rounded on their own, nothing is fused (as on the CPU)
+        assert "mul.rn.f64" in ptx and "fma" not in ptx
+        assert "div.rn.f64" in ptx                              # IEEE division
+
+
 def test_gpu_without_a_cuda_device_raises_a_clear_runtime_error(small, monkeypatch):
     mbo, book = small
     monkeypatch.setattr(B, "_cuda_available", lambda: False)
@@ -84,6 +116,31 @@ def test_auto_without_a_cuda_device_runs_on_the_cpu_even_for_large_inputs(small,
     assert _same(F.compute(mbo, book=book, bar="1min", device="auto"), want)
     monkeypatch.setattr(B, "GPU_MIN_EVENTS", 1)                 # "large": it looks for a device
     assert _same(F.compute(mbo, bar="1min"), want)
+
+
+def test_per_event_gpu_without_a_cuda_device_raises_and_auto_runs_on_the_cpu(small, monkeypatch):
+    _, book = small
+    want = F.per_event(book, device="cpu")
+    monkeypatch.setattr(B, "_cuda_available", lambda: False)
+    with pytest.raises(RuntimeError, match="device='gpu'.*no CUDA device"):
+        F.per_event(book, device="gpu")
+    assert _same(F.per_event(book), want)                       # "auto" is the default
+    monkeypatch.setattr(B, "GPU_MIN_EVENTS", 1)                 # "large": it looks for a device
+    assert _same(F.per_event(book, device="auto"), want)
+
+
+@pytest.mark.parametrize("device", ["tpu", "GPU", "", None, 0])
+def test_per_event_with_a_bad_device_raises_value_error_naming_device(small, device):
+    with pytest.raises(ValueError, match="`device`.*'auto', 'cpu', 'gpu'"):
+        F.per_event(small[1], device=device)
+
+
+def test_per_event_of_no_rows_is_empty_on_either_device(monkeypatch):
+    book = B.reconstruct(R.arrow_schema("mbo").empty_table(), levels=5, device="cpu")
+    want = F.per_event(book, device="cpu")
+    monkeypatch.setattr(B, "_cuda_available", lambda: True)     # nothing is sent to a device
+    assert want.num_rows == 0 and _same(F.per_event(book, device="gpu"), want)
+    assert want.column_names == ["instrument_id", "ts_event", *F.PER_EVENT_COLUMNS]
 
 
 def test_auto_takes_the_gpu_only_when_there_is_one_and_the_input_is_large(monkeypatch):
