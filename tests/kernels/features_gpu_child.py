@@ -85,15 +85,22 @@ def itch() -> None:
     same_tables("itch 5s, book built on the device", want, F.compute(mbo, bar="5s", device="gpu"))
 
 
-def lobster() -> None:
-    from kernels import features_gpu as G
+def _lobster_mbo():
+    """The committed AAPL LOBSTER sample (with its book) as mbo, or None (SKIP printed)."""
     stem = "AAPL_2012-06-21_34200000_57600000"
     msg = LOBSTER / f"{stem}_message_10.head999.csv"
     if not msg.exists():
         print("SKIP lobster: sample not committed")
+        return None
+    return normalize.read_lobster(msg, orderbook_csv=LOBSTER / f"{stem}_orderbook_10.head999.csv",
+                                  date="2012-06-21", symbol="AAPL")
+
+
+def lobster() -> None:
+    from kernels import features_gpu as G
+    mbo = _lobster_mbo()
+    if mbo is None:
         return
-    mbo = normalize.read_lobster(msg, orderbook_csv=LOBSTER / f"{stem}_orderbook_10.head999.csv",
-                                 date="2012-06-21", symbol="AAPL")
     book = reconstruct(mbo, levels=5, device="cpu")
     t = agree("lobster 1s", mbo, book, bar="1s", realized_horizon="1s", bucket_volume=500)
     exercised("lobster 1s", t, ("vpin", "realized_spread", "realized_variance"))
@@ -151,13 +158,9 @@ def per_event() -> None:
     got = F.per_event(chunked, device="gpu")
     same_tables("per_event chunked float sizes", F.per_event(chunked, device="cpu"), got)
     same_tables("per_event chunked = whole", want, got)
-    stem = "AAPL_2012-06-21_34200000_57600000"
-    msg = LOBSTER / f"{stem}_message_10.head999.csv"
-    if not msg.exists():
-        print("SKIP lobster: sample not committed")
+    mbo = _lobster_mbo()
+    if mbo is None:
         return
-    mbo = normalize.read_lobster(msg, orderbook_csv=LOBSTER / f"{stem}_orderbook_10.head999.csv",
-                                 date="2012-06-21", symbol="AAPL")
     book = reconstruct(mbo, levels=10, device="cpu")       # per_event sums the first 5 levels
     want = F.per_event(book, device="cpu")
     same_tables("per_event lobster", want, F.per_event(book, device="gpu"))
