@@ -41,7 +41,7 @@ import pyarrow as pa
 
 from normalize import arena
 from normalize import records as R
-from kernels.levels import ASK, BID, CT, PX, SZ, W, level_add, level_sub
+from kernels.levels import ASK, BID, PX, W, level_add, level_sub, write_top
 from kernels.levels import side_index as _side
 from normalize._bytes import prefetch
 from normalize.ordermap import OrderMap, _put, _slot, find, remove
@@ -96,7 +96,6 @@ def apply_events(action, order_id, new_order_id, price, size, side, ix, ts, last
     and call again from ``next_event``.
     """
     n = action.shape[0]
-    L = out_px.shape[1]
     cap = keys.shape[0]
     mask = cap - 1
     remap = out_rows.shape[0] > 0
@@ -193,20 +192,7 @@ def apply_events(action, order_id, new_order_id, price, size, side, ix, ts, last
             if tally[2] < crossed_at.shape[0]:
                 crossed_at[tally[2]] = i
             tally[2] += 1
-        r = out_rows[i] if remap else i
-        for s in range(2):
-            m = nb if s == BID else na
-            top = tb if s == BID else ta
-            for k in range(L):
-                if k < m:
-                    q = top - k * W
-                    out_px[s, k, r] = lv[q + PX]
-                    out_sz[s, k, r] = lv[q + SZ]
-                    out_ct[s, k, r] = lv[q + CT]
-                else:
-                    out_px[s, k, r] = R.UNDEF_PRICE
-                    out_sz[s, k, r] = 0
-                    out_ct[s, k, r] = 0
+        write_top(lv, tb, ta, nb, na, out_px, out_sz, out_ct, out_rows[i] if remap else i)
     return n, count, used, 0
 
 

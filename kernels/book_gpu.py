@@ -21,7 +21,7 @@ import numpy as np
 from numba import cuda
 
 from kernels import levels as _levels
-from kernels.levels import ASK, BID, CT, PX, SZ, W
+from kernels.levels import ASK, BID, PX, W
 from normalize import records as R
 
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
@@ -40,10 +40,12 @@ if SIMULATOR:
     level_add = _python_twin(_levels.level_add, level_pos=_pos)
     level_sub = _python_twin(_levels.level_sub, level_pos=_pos)
     _side = _levels.side_index.py_func
+    write_top = _levels.write_top.py_func
     _device = lambda f: f                                        # noqa: E731
 else:
     level_add, level_sub = _levels.level_add, _levels.level_sub   # compiled for the device
     _side = _levels.side_index
+    write_top = _levels.write_top
     _device = numba.njit(inline="always")
 
 THREADS = 64
@@ -97,7 +99,6 @@ def _book_kernel(order, starts, action, order_id, new_order_id, price, size, sid
     j = cuda.grid(1)
     if j >= starts.shape[0] - 1:
         return
-    L = out_px.shape[1]
     kb = kbase[j]
     km = kmask[j]
     last = ts[order[starts[j]]] if starts[j + 1] > starts[j] else 0
@@ -199,19 +200,7 @@ def _book_kernel(order, starts, action, order_id, new_order_id, price, size, sid
         ta = (lbase[j, ASK] + na - 1) * W
         if nb > 0 and na > 0 and lv[tb + PX] >= lv[ta + PX]:
             tally[j, 2] += 1
-        for s in range(2):
-            m = nb if s == BID else na
-            top = tb if s == BID else ta
-            for k in range(L):
-                if k < m:
-                    q = top - k * W
-                    out_px[s, k, i] = lv[q + PX]
-                    out_sz[s, k, i] = lv[q + SZ]
-                    out_ct[s, k, i] = lv[q + CT]
-                else:
-                    out_px[s, k, i] = R.UNDEF_PRICE
-                    out_sz[s, k, i] = 0
-                    out_ct[s, k, i] = 0
+        write_top(lv, tb, ta, nb, na, out_px, out_sz, out_ct, i)
 
 
 def _pow2(x: np.ndarray) -> np.ndarray:

@@ -96,3 +96,24 @@ def level_sub(lv, base, n, s, price, qty, dcount):
     for q in range(p, (base + n - 1) * W):
         lv[q] = lv[q + W]
     return n - 1
+
+
+@numba.njit(inline="always")
+def write_top(lv, tb, ta, nb, na, out_px, out_sz, out_ct, r):
+    """Write the top ``L`` levels of both sides into row ``r`` of ``out_*[side, level, row]``
+    (``tb``/``ta``: word index of each side's best level, ``nb``/``na``: their level counts;
+    levels a side does not have get ``UNDEF_PRICE``, 0 shares, 0 orders)."""
+    L = out_px.shape[1]
+    for s in range(2):
+        m = nb if s == BID else na
+        top = tb if s == BID else ta
+        for k in range(L):
+            if k < m:
+                q = top - k * W
+                out_px[s, k, r] = lv[q + PX]
+                out_sz[s, k, r] = lv[q + SZ]
+                out_ct[s, k, r] = lv[q + CT]
+            else:
+                out_px[s, k, r] = R.UNDEF_PRICE
+                out_sz[s, k, r] = 0
+                out_ct[s, k, r] = 0
