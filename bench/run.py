@@ -71,10 +71,15 @@ def _rows(x) -> int:
     return len(x[0])
 
 
-def _check_rows(out: dict, n_messages: int) -> str:
-    """Every message yields exactly one row outside ``trades``; say so when that fails."""
-    got = sum(_rows(v) for k, v in out.items() if k != "trades")
+def _check_counts(rows: dict, n_messages: int) -> str:
+    """Every message yields exactly one row outside ``trades`` (``rows``: count per table)."""
+    got = sum(v for k, v in rows.items() if k != "trades")
     return "" if got == n_messages else f"CHECK FAILED: {got} rows for {n_messages} messages"
+
+
+def _check_rows(out: dict, n_messages: int) -> str:
+    """:func:`_check_counts` of decoded outputs (record arrays, column tuples, Arrow batches)."""
+    return _check_counts({k: _rows(v) for k, v in out.items()}, n_messages)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,8 +131,7 @@ def bench_decode(ctx: Context) -> Result:
         return out
 
     t, out = measure(run, ctx.repeats)
-    got = sum(v for k, v in out.items() if k != "trades")
-    ok = "" if got == ctx.n_messages else f"CHECK FAILED: {got} rows for {ctx.n_messages} messages"
+    ok = _check_counts(out, ctx.n_messages)
     return Result("decode", "tickpipe decode, no Arrow (framed_batches + SessionDecoder.decode)",
                   ctx.n_messages, len(ctx.data), t, "framing + decode + order map", ok)
 
@@ -182,8 +186,7 @@ def bench_stream_unresolved(ctx: Context) -> Result:
         return rows
 
     t, rows = measure(run, ctx.repeats)
-    got = sum(v for k, v in rows.items() if k != "trades")
-    ok = "" if got == ctx.n_messages else f"CHECK FAILED: {got} rows for {ctx.n_messages} messages"
+    ok = _check_counts(rows, ctx.n_messages)
     return Result("stream", "tickpipe iter_itch(resolve=False): batches consumed and dropped",
                   ctx.n_messages, len(ctx.data), t, "streaming, no order map", ok)
 

@@ -327,24 +327,17 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
                 fault = pos
                 break
             length = be16(buf, pos)
-            if length == 0:
-                if not skip:
-                    status = ERR_ZERO_LENGTH
-                    fault = pos
-                    break
-                if n_skipped < scap:
-                    skipped_at[n_skipped] = pos
-                    skipped_why[n_skipped] = ERR_ZERO_LENGTH
-                n_skipped += 1
-                units += 1
-                pos += 2
-                continue
             end = pos + 2 + length
-            if end > walk_stop:
-                break
-            t = u8(buf, pos + 2)
-            if explen[t] != length:
-                why = ERR_UNKNOWN_TYPE if explen[t] == 0 else ERR_LENGTH
+            why = 0
+            if length == 0:
+                why = ERR_ZERO_LENGTH
+            else:
+                if end > walk_stop:
+                    break
+                t = u8(buf, pos + 2)
+                if explen[t] != length:
+                    why = ERR_UNKNOWN_TYPE if explen[t] == 0 else ERR_LENGTH
+            if why != 0:                  # a bad unit: stop at it, or record it and step over
                 if not skip:
                     status = why
                     fault = pos
