@@ -44,7 +44,8 @@ from normalize import records as R
 from kernels.levels import ASK, BID, PX, W, level_add, level_sub, write_top
 from kernels.levels import side_index as _side
 from normalize._bytes import prefetch
-from normalize.ordermap import OrderMap, _put, _slot, find, remove
+from normalize.ordermap import (OrderMap, _put, _slot, find, price_of, remaining_of, remove,
+                                set_remaining, side_of)
 
 DEVICES = ("auto", "cpu", "gpu")
 EVENT_COLUMNS = (("ts_event", np.int64), ("action", np.uint8), ("order_id", np.uint64),
@@ -59,29 +60,9 @@ NEED_ORDERS = -2          # kernel result: the order map must grow
 AHEAD = 4                 # events between prefetching an event's order slot and book top, and using them
 
 
-@numba.njit(inline="always")
-def _add(lv, nlev, lcap, ii, s, price, qty, dcount):
-    """Add at ``price`` on side ``s`` of book ``ii``; False when the side is full."""
-    m = level_add(lv, (ii * 2 + s) * lcap, nlev[ii, s], lcap, s, price, qty, dcount)
-    if m < 0:
-        return False
-    nlev[ii, s] = m
-    return True
-
-
-@numba.njit(inline="always")
-def _sub(lv, nlev, lcap, ii, s, price, qty, dcount):
-    """Take from ``price`` on side ``s`` of book ``ii``; False when there is no such level."""
-    m = level_sub(lv, (ii * 2 + s) * lcap, nlev[ii, s], s, price, qty, dcount)
-    if m < 0:
-        return False
-    nlev[ii, s] = m
-    return True
-
-
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, _nrt=False)
 def apply_events(action, order_id, new_order_id, price, size, side, ix, ts, last_ts, start,
-                 lv, lcap, nlev, slots, keys, count, used, out_px, out_sz, out_ct, out_rows,
+                 lv, lcap, nlev, tab, count, used, out_px, out_sz, out_ct, out_rows,
                  tally, crossed_at, late_at):
     """Apply events ``start..`` and write the top levels after each (``out_*[side, k, r]``,
     ``r = out_rows[i]``, or ``i`` when ``out_rows`` is empty).
@@ -96,13 +77,13 @@ def apply_events(action, order_id, new_order_id, price, size, side, ix, ts, last
     and call again from ``next_event``.
     """
     n = action.shape[0]
-    cap = keys.shape[0]
+    cap = tab.shape[0]
     mask = cap - 1
     remap = out_rows.shape[0] > 0
     for i in range(start, n):
         j = i + AHEAD
         if j < n:      # the order's slot and both sides' top levels, a few events early
-            prefetch(slots, _slot(order_id[j], mask))
+            prefetch(tab, _slot(order_id[j], mask) * 4)
             ij = ix[j]
             for s2 in range(2):
                 prefetch(lv, ((ij * 2 + s2) * lcap + max(nlev[ij, s2] - 1, 0)) * W)
@@ -125,50 +106,66 @@ def apply_events(action, order_id, new_order_id, price, size, side, ix, ts, last
             if s < 0 or price[i] == R.UNDEF_PRICE:
                 tally[3] += 1
             else:
-                k = find(keys, order_id[i])
+                k = find(tab, order_id[i])
                 if k >= 0:                   # reused live reference: its old shares leave
-                    _sub(lv, nlev, lcap, ii, _side(slots[k].side), slots[k].price,
-                         slots[k].remaining, 1)
+                    s0 = _side(side_of(tab, k))
+                    m = level_sub(lv, (ii * 2 + s0) * lcap, nlev[ii, s0], s0, price_of(tab, k),
+                                  remaining_of(tab, k), 1)
+                    if m >= 0:
+                        nlev[ii, s0] = m
                     tally[3] += 1
-                was_live, took_empty = _put(slots, keys, order_id[i], price[i], size[i], side[i], ii)
+                was_live, took_empty = _put(tab, order_id[i], price[i], size[i], side[i], ii)
                 if not was_live:
                     count += 1
                     used += took_empty
-                _add(lv, nlev, lcap, ii, s, price[i], size[i], 1)
+                nlev[ii, s] = level_add(lv, (ii * 2 + s) * lcap, nlev[ii, s], lcap, s, price[i],
+                                        size[i], 1)     # room was checked above
         elif a == R.ACTION_EXECUTE or a == R.ACTION_CANCEL or a == R.ACTION_DELETE:
-            k = find(keys, order_id[i])
+            k = find(tab, order_id[i])
             if k < 0:
                 s = _side(side[i])
                 q = size[i]
                 if s >= 0 and price[i] != R.UNDEF_PRICE and q > 0:
-                    if not _sub(lv, nlev, lcap, ii, s, price[i], q, 0):
+                    m = level_sub(lv, (ii * 2 + s) * lcap, nlev[ii, s], s, price[i], q, 0)
+                    if m < 0:
                         tally[3] += 1
+                    else:
+                        nlev[ii, s] = m
                     tally[1] += 1
                 else:
                     tally[0] += 1
             else:
-                rem = slots[k].remaining
+                rem = remaining_of(tab, k)
                 q = rem if a == R.ACTION_DELETE else size[i]
                 if q > rem:
                     tally[3] += 1
                     q = rem
                 gone = q >= rem
-                if not _sub(lv, nlev, lcap, ii, _side(slots[k].side), slots[k].price, q,
-                            1 if gone else 0):
+                s = _side(side_of(tab, k))
+                m = level_sub(lv, (ii * 2 + s) * lcap, nlev[ii, s], s, price_of(tab, k), q,
+                              1 if gone else 0)
+                if m < 0:
                     tally[3] += 1
+                else:
+                    nlev[ii, s] = m
                 if gone:
-                    used -= remove(keys, k)
+                    used -= remove(tab, k)
                     count -= 1
                 else:
-                    slots[k].remaining = rem - q
+                    set_remaining(tab, k, rem - q)
         elif a == R.ACTION_REPLACE:
-            k = find(keys, order_id[i])
+            k = find(tab, order_id[i])
             sd = side[i]
             if k >= 0:
-                sd = slots[k].side
-                if not _sub(lv, nlev, lcap, ii, _side(sd), slots[k].price, slots[k].remaining, 1):
+                sd = side_of(tab, k)
+                s = _side(sd)
+                m = level_sub(lv, (ii * 2 + s) * lcap, nlev[ii, s], s, price_of(tab, k),
+                              remaining_of(tab, k), 1)
+                if m < 0:
                     tally[3] += 1
-                used -= remove(keys, k)
+                else:
+                    nlev[ii, s] = m
+                used -= remove(tab, k)
                 count -= 1
             s = _side(sd)
             if s < 0:
@@ -176,11 +173,12 @@ def apply_events(action, order_id, new_order_id, price, size, side, ix, ts, last
             else:
                 if k < 0:
                     tally[1] += 1
-                was_live, took_empty = _put(slots, keys, new_order_id[i], price[i], size[i], sd, ii)
+                was_live, took_empty = _put(tab, new_order_id[i], price[i], size[i], sd, ii)
                 if not was_live:
                     count += 1
                     used += took_empty
-                _add(lv, nlev, lcap, ii, s, price[i], size[i], 1)
+                nlev[ii, s] = level_add(lv, (ii * 2 + s) * lcap, nlev[ii, s], lcap, s, price[i],
+                                        size[i], 1)
         elif a == R.ACTION_CLEAR:
             nlev[ii, BID] = 0
             nlev[ii, ASK] = 0
@@ -340,7 +338,7 @@ class BookBuilder:
         while True:
             om = self.orders
             start, om.count, om.used, status = apply_events(
-                *args, start, self.lv, self._cap, self.nlev, om.slots, om.keys,
+                *args, start, self.lv, self._cap, self.nlev, om.tab,
                 om.count, om.used, out_px, out_sz, out_ct,
                 rows if rows is not None else _NO_ROWS, tally, crossed_at, late_at)
             if status == NEED_LEVELS:

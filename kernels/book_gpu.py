@@ -36,7 +36,8 @@ def _python_twin(fn, **callees):
 
 
 if SIMULATOR:
-    _pos = _python_twin(_levels.level_pos, _better_or_equal=_levels._better_or_equal.py_func)
+    _pos = _python_twin(_levels.level_pos, _better_or_equal=_levels._better_or_equal.py_func,
+                        _px=_levels._px.py_func)
     level_add = _python_twin(_levels.level_add, level_pos=_pos)
     level_sub = _python_twin(_levels.level_sub, level_pos=_pos)
     _side = _levels.side_index.py_func

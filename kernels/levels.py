@@ -20,6 +20,8 @@ BID, ASK = 0, 1
 W = 4              # int64 words per level: price, shares, orders, unused
 PX, SZ, CT = 0, 1, 2
 SCAN = 8           # levels scanned from the top before the rest is bisected
+_U1, _UW = np.uint64(1), np.uint64(W)    # unsigned steps: word indices stay uint64
+_UPX, _USZ, _UCT = np.uint64(PX), np.uint64(SZ), np.uint64(CT)
 
 
 @numba.njit(inline="always")
@@ -39,12 +41,18 @@ def _better_or_equal(a, price, s):
 
 
 @numba.njit(inline="always")
+def _px(lv, base, j):
+    """Price of level ``j`` (unsigned index arithmetic: no negative-index check per access)."""
+    return lv[np.uint64((base + j) * W + PX)]
+
+
+@numba.njit(inline="always")
 def level_pos(lv, base, n, price, s):
     """Index (from ``base``) of ``price`` among the ``n`` levels, or where it would go: the
     number of levels worse than ``price``."""
     k = n
     stop = n - SCAN if n > SCAN else 0
-    while k > stop and _better_or_equal(lv[(base + k - 1) * W + PX], price, s):
+    while k > stop and _better_or_equal(_px(lv, base, k - 1), price, s):
         k -= 1
     if k > stop or k == 0:
         return k
@@ -52,7 +60,7 @@ def level_pos(lv, base, n, price, s):
     hi = k
     while lo < hi:
         mid = (lo + hi) >> 1
-        if _better_or_equal(lv[(base + mid) * W + PX], price, s):
+        if _better_or_equal(_px(lv, base, mid), price, s):
             hi = mid
         else:
             lo = mid + 1
@@ -65,18 +73,20 @@ def level_add(lv, base, n, cap, s, price, qty, dcount):
     a new level is needed and the side has no room."""
     qty = np.int64(qty)
     k = level_pos(lv, base, n, price, s)
-    p = (base + k) * W
-    if k < n and lv[p + PX] == price:
-        lv[p + SZ] += qty
-        lv[p + CT] += dcount
+    p = np.uint64((base + k) * W)
+    if k < n and lv[p + _UPX] == price:
+        lv[p + _USZ] += qty
+        lv[p + _UCT] += dcount
         return n
     if n >= cap:
         return -1
-    for q in range((base + n) * W - 1, p - 1, -1):
-        lv[q + W] = lv[q]
-    lv[p + PX] = price
-    lv[p + SZ] = qty
-    lv[p + CT] = dcount
+    q = np.uint64((base + n) * W)
+    while q > p:                 # the levels above move up one place
+        q -= _U1
+        lv[q + _UW] = lv[q]
+    lv[p + _UPX] = price
+    lv[p + _USZ] = qty
+    lv[p + _UCT] = dcount
     return n + 1
 
 
@@ -86,15 +96,18 @@ def level_sub(lv, base, n, s, price, qty, dcount):
     goes); the new level count, or -1 when there is no level at that price."""
     qty = np.int64(qty)
     k = level_pos(lv, base, n, price, s)
-    p = (base + k) * W
-    if k >= n or lv[p + PX] != price:
+    p = np.uint64((base + k) * W)
+    if k >= n or lv[p + _UPX] != price:
         return -1
-    if lv[p + SZ] > qty:
-        lv[p + SZ] -= qty
-        lv[p + CT] = lv[p + CT] - dcount if lv[p + CT] > dcount else 0
+    if lv[p + _USZ] > qty:
+        lv[p + _USZ] -= qty
+        c = lv[p + _UCT]
+        lv[p + _UCT] = c - dcount if c > dcount else 0
         return n
-    for q in range(p, (base + n - 1) * W):
-        lv[q] = lv[q + W]
+    end = np.uint64((base + n - 1) * W)
+    while p < end:               # the levels above move down one place
+        lv[p] = lv[p + _UW]
+        p += _U1
     return n - 1
 
 
@@ -104,15 +117,16 @@ def write_top(lv, tb, ta, nb, na, out_px, out_sz, out_ct, r):
     (``tb``/``ta``: word index of each side's best level, ``nb``/``na``: their level counts;
     levels a side does not have get ``UNDEF_PRICE``, 0 shares, 0 orders)."""
     L = out_px.shape[1]
+    r = np.uint64(r)
     for s in range(2):
         m = nb if s == BID else na
         top = tb if s == BID else ta
         for k in range(L):
             if k < m:
-                q = top - k * W
-                out_px[s, k, r] = lv[q + PX]
-                out_sz[s, k, r] = lv[q + SZ]
-                out_ct[s, k, r] = lv[q + CT]
+                q = np.uint64(top - k * W)
+                out_px[s, k, r] = lv[q + _UPX]
+                out_sz[s, k, r] = lv[q + _USZ]
+                out_ct[s, k, r] = lv[q + _UCT]
             else:
                 out_px[s, k, r] = R.UNDEF_PRICE
                 out_sz[s, k, r] = 0

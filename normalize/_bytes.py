@@ -101,14 +101,21 @@ def prefetch(typingctx, arr, idx):
     """Hint the CPU to load ``arr[idx]`` into cache (``llvm.prefetch``; no effect on results).
 
     Lets a loop over events request the hash-table slots it will touch a few iterations ahead,
-    so cache misses overlap instead of stalling one by one. ``idx`` must be in bounds.
+    so cache misses overlap instead of stalling one by one. ``idx`` must be in bounds; on a
+    C-contiguous array of several dimensions it counts elements of the flattened array.
     """
     if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+    if arr.ndim != 1 and arr.layout != "C":
         return None
     sig = types.void(arr, idx)
 
     def codegen(context, builder, signature, args):
-        ptr = _byte_ptr(context, builder, arr, args[0], args[1])
+        if arr.ndim == 1:
+            ptr = _byte_ptr(context, builder, arr, args[0], args[1])
+        else:
+            ary = context.make_array(arr)(context, builder, args[0])
+            ptr = builder.gep(ary.data, [args[1]])
         i8p = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])

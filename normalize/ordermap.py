@@ -2,7 +2,10 @@
 
 Open addressing with linear probing and tombstone deletion over one NumPy array of 32-byte
 slots (a lookup touches one cache line), so numba code can use it in the hot loop (no Python
-or typed dict). ITCH order references are day-unique and sequential; taking the slot from
+or typed dict). Compiled code sees the slots as a plain ``uint64[cap, 4]`` table (words: key,
+price, remaining, instrument | side << 32; the :data:`SLOT` layout): reading or writing a field
+of a numba record (``slots[k].price = ...``) takes and drops a reference to the whole array,
+two atomic calls per access, which cost more than the rest of a lookup. ITCH order references are day-unique and sequential; taking the slot from
 their low bits would pack live orders and tombstones into one long probe cluster, so the slot
 comes from a multiplicative (Fibonacci) hash instead.
 
@@ -26,6 +29,11 @@ PREFETCH_AHEAD = 16      # events between requesting a slot's cache line and usi
 SLOT = np.dtype([("key", "<u8"), ("price", "<i8"), ("remaining", "<u8"), ("inst", "<u4"),
                  ("side", "u1"), ("_pad", "u1", (3,))])
 
+# words of a slot in the compiled table
+KEY, PRICE, REM, META = 0, 1, 2, 3
+_SIDE_SHIFT = np.uint64(32)
+_INST_MASK = np.uint64(0xFFFFFFFF)
+
 EMPTY = np.uint64(0)                       # order reference 0 is never a live order
 TOMB = np.uint64(0xFFFFFFFFFFFFFFFF)       # a deleted slot (never a valid reference either)
 
@@ -41,14 +49,14 @@ def _slot(key, mask):
 
 
 @numba.njit(inline="always")
-def find(keys, key):
+def find(tab, key):
     """Slot of ``key``, or -1."""
     if key == EMPTY or key == TOMB:
         return -1
-    mask = np.uint64(keys.shape[0] - 1)
+    mask = np.uint64(tab.shape[0] - 1)
     i = np.uint64(_slot(key, mask))     # unsigned indices: no negative-index checks
     while True:
-        k = keys[i]
+        k = tab[i, KEY]
         if k == key:
             return np.int64(i)
         if k == EMPTY:
@@ -57,13 +65,13 @@ def find(keys, key):
 
 
 @numba.njit(inline="always")
-def insert_slot(keys, key):
+def insert_slot(tab, key):
     """Slot for ``key``: its own if present, else the first free (deleted or empty) one."""
-    mask = np.uint64(keys.shape[0] - 1)
+    mask = np.uint64(tab.shape[0] - 1)
     i = np.uint64(_slot(key, mask))
     free = -1
     while True:
-        k = keys[i]
+        k = tab[i, KEY]
         if k == key:
             return np.int64(i)
         if k == EMPTY:
@@ -74,21 +82,41 @@ def insert_slot(keys, key):
 
 
 @numba.njit(inline="always")
-def remove(keys, i):
+def remove(tab, i):
     """Delete slot ``i``: a tombstone, unless the next slot is empty (then nothing follows).
 
     Returns 1 when the slot became empty (one fewer used slot), else 0.
     """
     u = np.uint64(i)
-    if keys[(u + np.uint64(1)) & np.uint64(keys.shape[0] - 1)] == EMPTY:
-        keys[u] = EMPTY
+    if tab[(u + np.uint64(1)) & np.uint64(tab.shape[0] - 1), KEY] == EMPTY:
+        tab[u, KEY] = EMPTY
         return 1
-    keys[u] = TOMB
+    tab[u, KEY] = TOMB
     return 0
 
 
 @numba.njit(inline="always")
-def _put(slots, keys, key, px, size, sd, instrument):
+def price_of(tab, i):
+    return np.int64(tab[np.uint64(i), PRICE])
+
+
+@numba.njit(inline="always")
+def remaining_of(tab, i):
+    return tab[np.uint64(i), REM]
+
+
+@numba.njit(inline="always")
+def side_of(tab, i):
+    return np.uint8(tab[np.uint64(i), META] >> _SIDE_SHIFT)
+
+
+@numba.njit(inline="always")
+def set_remaining(tab, i, q):
+    tab[np.uint64(i), REM] = q
+
+
+@numba.njit(inline="always")
+def _put(tab, key, px, size, sd, instrument):
     """Insert or overwrite ``key``; returns (was_live, took_empty_slot).
 
     The two reserved keys (0 and 2**64-1) cannot be stored: reported as already live, so the
@@ -96,31 +124,30 @@ def _put(slots, keys, key, px, size, sd, instrument):
     """
     if key == EMPTY or key == TOMB:
         return True, False
-    s = np.uint64(insert_slot(keys, key))
-    k = keys[s]
+    s = np.uint64(insert_slot(tab, key))
+    k = tab[s, KEY]
     was_live = k == key
     took_empty = k == EMPTY
-    keys[s] = key
-    slots[s].price = px
-    slots[s].remaining = size
-    slots[s].side = sd
-    slots[s].inst = instrument
+    tab[s, KEY] = key
+    tab[s, PRICE] = np.uint64(np.int64(px))
+    tab[s, REM] = size
+    tab[s, META] = (np.uint64(instrument) & _INST_MASK) | (np.uint64(sd) << _SIDE_SHIFT)
     return was_live, took_empty
 
 
 @numba.njit(cache=True, nogil=True)
-def resolve(action, order_id, new_order_id, price, size, side, inst, flags, start, slots, keys,
+def resolve(action, order_id, new_order_id, price, size, side, inst, flags, start, tab,
             count, used, trade_rows, trade_kind, n_trades):
     """Apply ``mbo`` rows from ``start`` to the map, resolve them in place, list the trades.
 
     The first eight arguments are ``mbo`` columns (price, size, side and flags are updated).
-    ``slots`` is the :data:`SLOT` array and ``keys`` a ``uint64`` view of its ``key`` column;
+    ``tab`` is the ``uint64[cap, 4]`` view of the :data:`SLOT` array;
     ``count`` is the number of live orders, ``used`` live plus deleted slots. Each trade is
     listed as its ``mbo`` row in ``trade_rows`` and its kind (the ITCH letter) in ``trade_kind``.
     Returns ``(next_row, count, used, n_trades, n_unknown)``; ``next_row < len`` means the map
     must be rebuilt (grown or cleaned of deleted slots) before row ``next_row`` can be applied.
     """
-    cap = keys.shape[0]
+    cap = tab.shape[0]
     mask = cap - 1
     n = action.shape[0]
     n_unknown = 0
@@ -128,13 +155,13 @@ def resolve(action, order_id, new_order_id, price, size, side, inst, flags, star
         i = np.uint64(ii)                 # unsigned indices: no negative-index checks
         j = ii + PREFETCH_AHEAD
         if j < n:
-            prefetch(slots, _slot(order_id[j], mask))
+            prefetch(tab, _slot(order_id[j], mask) * 4)
         a = action[i]
         if a == R.ACTION_ADD or a == R.ACTION_REPLACE:
             if 2 * (used + 2) > cap:
                 return ii, count, used, n_trades, n_unknown
         if a == R.ACTION_ADD:
-            was_live, took_empty = _put(slots, keys, order_id[i], price[i], size[i], side[i], inst[i])
+            was_live, took_empty = _put(tab, order_id[i], price[i], size[i], side[i], inst[i])
             if was_live:
                 flags[i] |= R.F_BAD          # the reference was already live: overwritten
             else:
@@ -154,7 +181,7 @@ def resolve(action, order_id, new_order_id, price, size, side, inst, flags, star
             trade_rows[n_trades] = ii
             trade_kind[n_trades] = 67 if with_price else 69      # C or E
             n_trades += 1
-        si = find(keys, order_id[i])
+        si = find(tab, order_id[i])
         if si < 0:
             flags[i] |= R.F_UNKNOWN_ORDER
             n_unknown += 1
@@ -163,14 +190,14 @@ def resolve(action, order_id, new_order_id, price, size, side, inst, flags, star
             sd = np.uint8(R.SIDE_NONE)     # the new order is well defined but for its side
         else:
             s = np.uint64(si)
-            sd = slots[s].side
+            sd = side_of(tab, s)
             side[i] = sd
             flags[i] |= R.F_RESOLVED
             if a == R.ACTION_REPLACE:
-                used -= remove(keys, s)
+                used -= remove(tab, s)
                 count -= 1
         if a == R.ACTION_REPLACE:
-            was_live, took_empty = _put(slots, keys, new_order_id[i], price[i], size[i], sd, inst[i])
+            was_live, took_empty = _put(tab, new_order_id[i], price[i], size[i], sd, inst[i])
             if was_live:
                 flags[i] |= R.F_BAD
             else:
@@ -178,14 +205,14 @@ def resolve(action, order_id, new_order_id, price, size, side, inst, flags, star
                 used += took_empty
             continue
         if not with_price:
-            price[i] = slots[s].price
+            price[i] = price_of(tab, s)
         if a == R.ACTION_DELETE:
-            size[i] = slots[s].remaining
-            used -= remove(keys, s)
+            size[i] = remaining_of(tab, s)
+            used -= remove(tab, s)
             count -= 1
             continue
         # execute or partial cancel
-        rem = slots[s].remaining
+        rem = remaining_of(tab, s)
         q = size[i]
         if q > rem:
             flags[i] |= R.F_BAD
@@ -193,20 +220,21 @@ def resolve(action, order_id, new_order_id, price, size, side, inst, flags, star
         else:
             rem -= q
         if rem == 0:
-            used -= remove(keys, s)
+            used -= remove(tab, s)
             count -= 1
         else:
-            slots[s].remaining = rem
+            set_remaining(tab, s, rem)
     return n, count, used, n_trades, n_unknown
 
 
 @numba.njit(cache=True)
-def _rehash(slots, keys, nslots, nkeys):
-    for i in range(keys.shape[0]):
-        k = keys[i]
+def _rehash(tab, ntab):
+    for i in range(tab.shape[0]):
+        k = tab[i, KEY]
         if k != EMPTY and k != TOMB:
-            s = insert_slot(nkeys, k)
-            nslots[s] = slots[i]
+            s = insert_slot(ntab, k)
+            for w in range(4):
+                ntab[s, w] = tab[i, w]
 
 
 def trades_from_rows(mbo, rows: np.ndarray, kind: np.ndarray):
@@ -235,17 +263,18 @@ class OrderMap:
 
     def _alloc(self, cap: int) -> None:
         self.slots = np.zeros(cap, SLOT)
-        self.keys = self.slots.view(np.uint64).reshape(cap, SLOT.itemsize // 8)[:, 0]
+        self.tab = self.slots.view(np.uint64).reshape(cap, SLOT.itemsize // 8)   # compiled code's view
+        self.keys = self.tab[:, KEY]
 
     def __len__(self) -> int:
         return self.count
 
     def rebuild(self) -> None:
         """Drop deleted slots; double the capacity when live orders fill a quarter of it."""
-        old = (self.slots, self.keys)
+        old = self.tab
         cap = self.keys.shape[0]
         self._alloc(cap * 2 if 4 * (self.count + 1) > cap else cap)
-        _rehash(*old, self.slots, self.keys)
+        _rehash(old, self.tab)
         self.used = self.count
 
     def apply(self, mbo):
@@ -261,7 +290,7 @@ class OrderMap:
         while True:
             start, self.count, self.used, n_trades, unk = resolve(
                 mbo.action, mbo.order_id, mbo.new_order_id, mbo.price, mbo.size, mbo.side,
-                mbo.instrument_id, mbo.flags, start, self.slots, self.keys, self.count, self.used,
+                mbo.instrument_id, mbo.flags, start, self.tab, self.count, self.used,
                 rows, kind, n_trades)
             self.unknown += unk
             if start >= n:
