@@ -243,6 +243,31 @@ def _p8(v):
 
 
 @numba.njit(inline="always")
+def mbo_event(buf, p, t):
+    """The book-relevant fields of the ``mbo`` message (type ``t``) at ``buf[p]``:
+    ``(action, order_id, new_order_id, price, size, side)``, exactly as :func:`decode_messages`
+    writes them (absent fields: price ``UNDEF_PRICE``, size 0, side ``SIDE_NONE``, ids 0)."""
+    if ORDER_TYPE[t]:
+        so = MB_SIDE_OFF[t]
+        side = u8(buf, p + so)
+        zo = MB_SIZE_OFF[t]
+        size = np.uint64(be32(buf, p + zo))
+        po = MB_PRICE_OFF[t]
+        price = np.int64(be32(buf, p + po)) * P4
+        no = MB_NEW_OFF[t]
+        new = be64(buf, p + no)
+        return (MB_ACTION[t], be64(buf, p + O_REF), new if no != 0 else np.uint64(0),
+                price if po != 0 else UNDEF_PRICE, size if zo != 0 else np.uint64(0),
+                side if so != 0 else np.uint8(R.SIDE_NONE))
+    if t == 81:  # Q
+        return (np.uint8(R.ACTION_CROSS), np.uint64(0), np.uint64(0),
+                np.int64(be32(buf, p + O_Q_PRICE)) * P4, be64(buf, p + O_Q_SHARES),
+                np.uint8(R.SIDE_NONE))
+    return (np.uint8(R.ACTION_BROKEN), np.uint64(0), np.uint64(0), UNDEF_PRICE, np.uint64(0),
+            np.uint8(R.SIDE_NONE))
+
+
+@numba.njit(inline="always")
 def _copy(dst, row, b, p, n):
     for k in range(n):
         dst[row, k] = u8(b, p + k)
@@ -385,24 +410,12 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
             m_tracking[k] = tracking
             m_ts_recv[k] = ts_recv
             m_channel[k] = chan
+            (m_action[k], m_order_id[k], m_new_order_id[k], m_price[k], m_size[k],
+             m_side[k]) = mbo_event(buf, p, t)
             if ORDER_TYPE[t]:
-                m_order_id[k] = be64(buf, p + O_REF)
-                m_action[k] = MB_ACTION[t]
-                so = MB_SIDE_OFF[t]
-                side = u8(buf, p + so)
-                m_side[k] = side if so != 0 else np.uint8(R.SIDE_NONE)
-                zo = MB_SIZE_OFF[t]
-                size = be32(buf, p + zo)
-                m_size[k] = size if zo != 0 else np.uint32(0)
-                po = MB_PRICE_OFF[t]
-                price = np.int64(be32(buf, p + po)) * P4
-                m_price[k] = price if po != 0 else UNDEF_PRICE
                 mo = MB_MATCH_OFF[t]
                 match = be64(buf, p + mo)
                 m_match_id[k] = match if mo != 0 else np.uint64(0)
-                no = MB_NEW_OFF[t]
-                new = be64(buf, p + no)
-                m_new_order_id[k] = new if no != 0 else np.uint64(0)
                 flags = xflags | MB_FLAGS[t]
                 ro = MB_PRINTABLE_OFF[t]
                 if ro != 0 and u8(buf, p + ro) == 89:  # C printable 'Y'
@@ -412,23 +425,11 @@ def decode_messages(buf, offsets, index, seq_base, channel, clk_mid, clk_switch,
                     _copy(m_mpid, k, buf, p + O_F_MPID, 4)
             elif t == 81:  # Q
                 flags = xflags | R.F_PRINTABLE
-                m_order_id[k] = 0
-                m_new_order_id[k] = 0
-                m_action[k] = R.ACTION_CROSS
-                m_side[k] = R.SIDE_NONE
-                m_size[k] = be64(buf, p + O_Q_SHARES)
-                m_price[k] = np.int64(be32(buf, p + O_Q_PRICE)) * P4
                 m_match_id[k] = be64(buf, p + O_Q_MATCH)
                 m_cross_type[k] = u8(buf, p + O_Q_CROSS)
                 _zero(m_mpid, k, 4)
             else:  # B
                 flags = xflags
-                m_order_id[k] = 0
-                m_new_order_id[k] = 0
-                m_action[k] = R.ACTION_BROKEN
-                m_side[k] = R.SIDE_NONE
-                m_size[k] = 0
-                m_price[k] = UNDEF_PRICE
                 m_match_id[k] = be64(buf, p + O_B_MATCH)
                 m_cross_type[k] = 0
                 _zero(m_mpid, k, 4)
