@@ -60,6 +60,140 @@ NEED_ORDERS = -2          # kernel result: the order map must grow
 AHEAD = 4                 # events between prefetching an event's order slot and book top, and using them
 
 
+@numba.njit(inline="always")
+def _room(a, used, cap, nlev, ii, lcap):
+    """0, or what must grow before an add or replace can be applied."""
+    if a == R.ACTION_ADD or a == R.ACTION_REPLACE:
+        if 2 * (used + 2) > cap:
+            return NEED_ORDERS
+        # room for one more level on either side (a replace may move sides' levels)
+        if nlev[ii, BID] >= lcap - 1 or nlev[ii, ASK] >= lcap - 1:
+            return NEED_LEVELS
+    return 0
+
+
+@numba.njit(inline="always")
+def _late(t, ii, i, last_ts, tally, late_at):
+    """Count (and list the first of) events older than their instrument's latest."""
+    if t < last_ts[ii]:
+        if tally[4] < late_at.shape[0]:
+            late_at[tally[4]] = i
+        tally[4] += 1
+    else:
+        last_ts[ii] = t
+
+
+@numba.njit(inline="always")
+def _event(a, oid, noid, px, sz, sd0, ii, lv, lcap, nlev, tab, count, used, tally):
+    """Apply one event (action ``a``, order ``oid``, replace's new order ``noid``, price,
+    size, side code) to book ``ii`` and the order map; returns ``(count, used)``. The caller
+    made room first (:func:`_room`)."""
+    if a == R.ACTION_ADD:
+        s = _side(sd0)
+        if s < 0 or px == R.UNDEF_PRICE:
+            tally[3] += 1
+        else:
+            k = find(tab, oid)
+            if k >= 0:                   # reused live reference: its old shares leave
+                s0 = _side(side_of(tab, k))
+                m = level_sub(lv, (ii * 2 + s0) * lcap, nlev[ii, s0], s0, price_of(tab, k),
+                              remaining_of(tab, k), 1)
+                if m >= 0:
+                    nlev[ii, s0] = m
+                tally[3] += 1
+            was_live, took_empty = _put(tab, oid, px, sz, sd0, ii)
+            if not was_live:
+                count += 1
+                used += took_empty
+            nlev[ii, s] = level_add(lv, (ii * 2 + s) * lcap, nlev[ii, s], lcap, s, px,
+                                    sz, 1)     # room was checked above
+    elif a == R.ACTION_EXECUTE or a == R.ACTION_CANCEL or a == R.ACTION_DELETE:
+        k = find(tab, oid)
+        if k < 0:
+            s = _side(sd0)
+            q = sz
+            if s >= 0 and px != R.UNDEF_PRICE and q > 0:
+                m = level_sub(lv, (ii * 2 + s) * lcap, nlev[ii, s], s, px, q, 0)
+                if m < 0:
+                    tally[3] += 1
+                else:
+                    nlev[ii, s] = m
+                tally[1] += 1
+            else:
+                tally[0] += 1
+        else:
+            rem = remaining_of(tab, k)
+            q = rem if a == R.ACTION_DELETE else sz
+            if q > rem:
+                tally[3] += 1
+                q = rem
+            gone = q >= rem
+            s = _side(side_of(tab, k))
+            m = level_sub(lv, (ii * 2 + s) * lcap, nlev[ii, s], s, price_of(tab, k), q,
+                          1 if gone else 0)
+            if m < 0:
+                tally[3] += 1
+            else:
+                nlev[ii, s] = m
+            if gone:
+                used -= remove(tab, k)
+                count -= 1
+            else:
+                set_remaining(tab, k, rem - q)
+    elif a == R.ACTION_REPLACE:
+        k = find(tab, oid)
+        sd = sd0
+        if k >= 0:
+            sd = side_of(tab, k)
+            s = _side(sd)
+            m = level_sub(lv, (ii * 2 + s) * lcap, nlev[ii, s], s, price_of(tab, k),
+                          remaining_of(tab, k), 1)
+            if m < 0:
+                tally[3] += 1
+            else:
+                nlev[ii, s] = m
+            used -= remove(tab, k)
+            count -= 1
+        s = _side(sd)
+        if s < 0:
+            tally[0] += 1            # the new order's side is unknown: reported, not guessed
+        else:
+            if k < 0:
+                tally[1] += 1
+            was_live, took_empty = _put(tab, noid, px, sz, sd, ii)
+            if not was_live:
+                count += 1
+                used += took_empty
+            nlev[ii, s] = level_add(lv, (ii * 2 + s) * lcap, nlev[ii, s], lcap, s, px,
+                                    sz, 1)
+    elif a == R.ACTION_CLEAR:
+        nlev[ii, BID] = 0
+        nlev[ii, ASK] = 0
+    return count, used
+
+
+@numba.njit(inline="always")
+def _publish(lv, lcap, nlev, ii, i, tally, crossed_at, out_px, out_sz, out_ct, r):
+    """Check book ``ii`` for a cross (listing event ``i``) and write its top levels to row ``r``."""
+    nb = nlev[ii, BID]
+    na = nlev[ii, ASK]
+    tb = ((ii * 2) * lcap + nb - 1) * W          # top level of each side
+    ta = ((ii * 2 + 1) * lcap + na - 1) * W
+    if nb > 0 and na > 0 and lv[tb + PX] >= lv[ta + PX]:
+        if tally[2] < crossed_at.shape[0]:
+            crossed_at[tally[2]] = i
+        tally[2] += 1
+    write_top(lv, tb, ta, nb, na, out_px, out_sz, out_ct, r)
+
+
+@numba.njit(inline="always")
+def _prefetch_book(tab, mask, oid, lv, lcap, nlev, ij):
+    """Request an event's order slot and both sides' top levels a few events early."""
+    prefetch(tab, _slot(oid, mask) * 4)
+    for s2 in range(2):
+        prefetch(lv, ((ij * 2 + s2) * lcap + max(nlev[ij, s2] - 1, 0)) * W)
+
+
 @numba.njit(cache=True, nogil=True, _nrt=False)
 def apply_events(action, order_id, new_order_id, price, size, side, ix, ts, last_ts, start,
                  lv, lcap, nlev, tab, count, used, out_px, out_sz, out_ct, out_rows,
@@ -82,115 +216,18 @@ def apply_events(action, order_id, new_order_id, price, size, side, ix, ts, last
     remap = out_rows.shape[0] > 0
     for i in range(start, n):
         j = i + AHEAD
-        if j < n:      # the order's slot and both sides' top levels, a few events early
-            prefetch(tab, _slot(order_id[j], mask) * 4)
-            ij = ix[j]
-            for s2 in range(2):
-                prefetch(lv, ((ij * 2 + s2) * lcap + max(nlev[ij, s2] - 1, 0)) * W)
+        if j < n:
+            _prefetch_book(tab, mask, order_id[j], lv, lcap, nlev, ix[j])
         a = action[i]
         ii = ix[i]
-        if ts[i] < last_ts[ii]:
-            if tally[4] < late_at.shape[0]:
-                late_at[tally[4]] = i
-            tally[4] += 1
-        else:
-            last_ts[ii] = ts[i]
-        if a == R.ACTION_ADD or a == R.ACTION_REPLACE:
-            if 2 * (used + 2) > cap:
-                return i, count, used, NEED_ORDERS
-            # room for one more level on either side (a replace may move sides' levels)
-            if nlev[ii, BID] >= lcap - 1 or nlev[ii, ASK] >= lcap - 1:
-                return i, count, used, NEED_LEVELS
-        if a == R.ACTION_ADD:
-            s = _side(side[i])
-            if s < 0 or price[i] == R.UNDEF_PRICE:
-                tally[3] += 1
-            else:
-                k = find(tab, order_id[i])
-                if k >= 0:                   # reused live reference: its old shares leave
-                    s0 = _side(side_of(tab, k))
-                    m = level_sub(lv, (ii * 2 + s0) * lcap, nlev[ii, s0], s0, price_of(tab, k),
-                                  remaining_of(tab, k), 1)
-                    if m >= 0:
-                        nlev[ii, s0] = m
-                    tally[3] += 1
-                was_live, took_empty = _put(tab, order_id[i], price[i], size[i], side[i], ii)
-                if not was_live:
-                    count += 1
-                    used += took_empty
-                nlev[ii, s] = level_add(lv, (ii * 2 + s) * lcap, nlev[ii, s], lcap, s, price[i],
-                                        size[i], 1)     # room was checked above
-        elif a == R.ACTION_EXECUTE or a == R.ACTION_CANCEL or a == R.ACTION_DELETE:
-            k = find(tab, order_id[i])
-            if k < 0:
-                s = _side(side[i])
-                q = size[i]
-                if s >= 0 and price[i] != R.UNDEF_PRICE and q > 0:
-                    m = level_sub(lv, (ii * 2 + s) * lcap, nlev[ii, s], s, price[i], q, 0)
-                    if m < 0:
-                        tally[3] += 1
-                    else:
-                        nlev[ii, s] = m
-                    tally[1] += 1
-                else:
-                    tally[0] += 1
-            else:
-                rem = remaining_of(tab, k)
-                q = rem if a == R.ACTION_DELETE else size[i]
-                if q > rem:
-                    tally[3] += 1
-                    q = rem
-                gone = q >= rem
-                s = _side(side_of(tab, k))
-                m = level_sub(lv, (ii * 2 + s) * lcap, nlev[ii, s], s, price_of(tab, k), q,
-                              1 if gone else 0)
-                if m < 0:
-                    tally[3] += 1
-                else:
-                    nlev[ii, s] = m
-                if gone:
-                    used -= remove(tab, k)
-                    count -= 1
-                else:
-                    set_remaining(tab, k, rem - q)
-        elif a == R.ACTION_REPLACE:
-            k = find(tab, order_id[i])
-            sd = side[i]
-            if k >= 0:
-                sd = side_of(tab, k)
-                s = _side(sd)
-                m = level_sub(lv, (ii * 2 + s) * lcap, nlev[ii, s], s, price_of(tab, k),
-                              remaining_of(tab, k), 1)
-                if m < 0:
-                    tally[3] += 1
-                else:
-                    nlev[ii, s] = m
-                used -= remove(tab, k)
-                count -= 1
-            s = _side(sd)
-            if s < 0:
-                tally[0] += 1            # the new order's side is unknown: reported, not guessed
-            else:
-                if k < 0:
-                    tally[1] += 1
-                was_live, took_empty = _put(tab, new_order_id[i], price[i], size[i], sd, ii)
-                if not was_live:
-                    count += 1
-                    used += took_empty
-                nlev[ii, s] = level_add(lv, (ii * 2 + s) * lcap, nlev[ii, s], lcap, s, price[i],
-                                        size[i], 1)
-        elif a == R.ACTION_CLEAR:
-            nlev[ii, BID] = 0
-            nlev[ii, ASK] = 0
-        nb = nlev[ii, BID]
-        na = nlev[ii, ASK]
-        tb = ((ii * 2) * lcap + nb - 1) * W          # top level of each side
-        ta = ((ii * 2 + 1) * lcap + na - 1) * W
-        if nb > 0 and na > 0 and lv[tb + PX] >= lv[ta + PX]:
-            if tally[2] < crossed_at.shape[0]:
-                crossed_at[tally[2]] = i
-            tally[2] += 1
-        write_top(lv, tb, ta, nb, na, out_px, out_sz, out_ct, out_rows[i] if remap else i)
+        st = _room(a, used, cap, nlev, ii, lcap)
+        if st != 0:
+            return i, count, used, st
+        _late(ts[i], ii, i, last_ts, tally, late_at)
+        count, used = _event(a, order_id[i], new_order_id[i], price[i], size[i], side[i], ii,
+                             lv, lcap, nlev, tab, count, used, tally)
+        _publish(lv, lcap, nlev, ii, i, tally, crossed_at, out_px, out_sz, out_ct,
+                 out_rows[i] if remap else i)
     return n, count, used, 0
 
 
