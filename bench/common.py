@@ -84,7 +84,7 @@ def message_ends(data: bytes) -> np.ndarray:
     counts = np.zeros(256, np.int64)
     n, pos, status, fault, _ = D.frame_binaryfile(
         buf, 0, buf.shape[0], MESSAGE_LENGTH, offsets, types, counts, False,
-        np.empty(1, np.int64), np.empty(1, np.uint8))
+        np.empty(1, np.int64), np.empty(1, np.uint8), np.empty(0, np.int64))
     if status != D.OK or pos != buf.shape[0]:
         raise RuntimeError(f"the benchmark input does not frame cleanly: status {status} at byte {fault}")
     lengths = (buf[offsets[:n] - 2].astype(np.int64) << 8) | buf[offsets[:n] - 1]

@@ -107,7 +107,7 @@ def bench_frame(ctx: Context) -> Result:
     def run():
         counts[:] = 0
         return D.frame_binaryfile(buf, 0, buf.shape[0], MESSAGE_LENGTH, offsets, types, counts,
-                                  False, sk_at, sk_why)
+                                  False, sk_at, sk_why, np.empty(0, np.int64))
 
     t, (n, pos, status, _, _) = measure(run, ctx.repeats)
     ok = "" if (n, pos, status) == (ctx.n_messages, buf.shape[0], D.OK) else \
@@ -192,6 +192,18 @@ def bench_stream_unresolved(ctx: Context) -> Result:
 
 
 def bench_book(ctx: Context) -> Result:
+    from kernels.book_itch import book_itch
+
+    def run():
+        return book_itch(ctx.data, levels=1, date=SESSION_DATE)
+
+    t, book = measure(run, ctx.repeats)
+    ok = "" if book.num_rows > 0.99 * ctx.n_messages else f"CHECK FAILED: {book.num_rows} book rows"
+    return Result("book", "tickpipe ITCH bytes -> best bid/offer after every event (one core)",
+                  ctx.n_messages, len(ctx.data), t, "kernels.book_itch, levels=1", ok)
+
+
+def bench_book_mbo(ctx: Context) -> Result:
     import normalize
     from kernels.book import BookBuilder
 
@@ -201,8 +213,8 @@ def bench_book(ctx: Context) -> Result:
 
     t, book = measure(run, ctx.repeats)
     ok = "" if book.num_rows > 0.99 * ctx.n_messages else f"CHECK FAILED: {book.num_rows} book rows"
-    return Result("book", "tickpipe ITCH bytes -> best bid/offer after every event (decode + book, one core)",
-                  ctx.n_messages, len(ctx.data), t, "decode + kernels.book, levels=1", ok)
+    return Result("book_mbo", "tickpipe ITCH bytes -> mbo table -> BBO after every event (one core)",
+                  ctx.n_messages, len(ctx.data), t, "decode, then kernels.book, levels=1", ok)
 
 
 def bench_book_parallel(ctx: Context) -> Result:
@@ -278,6 +290,7 @@ BENCHMARKS = {
     "unres_fresh": bench_read_itch_unresolved_fresh,
     "stream": bench_stream_unresolved,
     "book": bench_book,
+    "book_mbo": bench_book_mbo,
     "book_par": bench_book_parallel,
     "itchcpp_book": bench_itchcpp_book,
     "itchcpp": bench_itchcpp,
@@ -407,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     cbook = by.get("itchcpp_book")
     if cbook:
         print()
-        for name, what in (("book", "ITCH bytes to BBO (decode + book), one core"),
+        for name, what in (("book", "ITCH bytes to BBO, one core"),
+                           ("book_mbo", "ITCH bytes to mbo table to BBO, one core"),
                            ("book_par", "the same, book on every core")):
             r = by.get(name)
             if r:

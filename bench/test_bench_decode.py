@@ -77,7 +77,7 @@ def test_frame_binaryfile_frames_every_message(benchmark, session):
     def frame():
         counts[:] = 0
         return D.frame_binaryfile(buf, 0, buf.shape[0], MESSAGE_LENGTH, offsets, types, counts,
-                                  False, sk_at, sk_why)
+                                  False, sk_at, sk_why, np.empty(0, np.int64))
 
     got, pos, status, _, _ = _run(benchmark, frame, data, n)
     assert (got, pos, status) == (n, buf.shape[0], D.OK)

@@ -364,20 +364,31 @@ class BookBuilder:
         """Apply events given as NumPy columns (:data:`EVENT_COLUMNS`), writing the book after
         each into ``out_*[side, level, row]``. ``rows``: each event's row in the output and in
         the caller's numbering (crossed-book report); default: the events' own positions."""
-        n = cols["action"].shape[0]
         ix = self._index(cols["instrument_id"])
-        args = (cols["action"], cols["order_id"], cols["new_order_id"], cols["price"],
-                cols["size"], cols["side"], ix, cols["ts_event"], self.last_ts)
+        events = (cols["action"], cols["order_id"], cols["new_order_id"], cols["price"],
+                  cols["size"], cols["side"], ix, cols["ts_event"], self.last_ts)
+        self.run_kernel(apply_events, events,
+                        (out_px, out_sz, out_ct, rows if rows is not None else _NO_ROWS),
+                        ix.shape[0], rows)
+
+    def run_kernel(self, kernel, before: tuple, after: tuple, n: int,
+                   rows: np.ndarray | None = None) -> None:
+        """Run a book kernel over ``n`` events to the end, growing the level arrays and the order
+        map when it asks, and add its counts to :attr:`report`.
+
+        The kernel is called as ``kernel(*before, start, lv, lcap, nlev, tab, count, used,
+        *after, tally, crossed_at, late_at)`` and returns ``(next_event, count, used, status)``
+        (:func:`apply_events`; :mod:`kernels.book_itch` reads ITCH bytes instead of columns).
+        """
         tally = np.zeros(5, np.int64)
         crossed_at = np.zeros(16, np.int64)
         late_at = np.zeros(16, np.int64)
         start = 0
         while True:
             om = self.orders
-            start, om.count, om.used, status = apply_events(
-                *args, start, self.lv, self._cap, self.nlev, om.tab,
-                om.count, om.used, out_px, out_sz, out_ct,
-                rows if rows is not None else _NO_ROWS, tally, crossed_at, late_at)
+            start, om.count, om.used, status = kernel(
+                *before, start, self.lv, self._cap, self.nlev, om.tab, om.count, om.used,
+                *after, tally, crossed_at, late_at)
             if status == NEED_LEVELS:
                 self._grow_levels()
             elif status == NEED_ORDERS:
@@ -452,10 +463,12 @@ def book_schema(levels: int) -> pa.Schema:
                                        "tickpipe.undef_price": str(R.UNDEF_PRICE)})
 
 
-def _book_table(mbo, out_px, out_sz, out_ct) -> pa.Table:
-    """The book table around output columns ``[side, level, event]`` (no copy)."""
+def _book_table(mbo, out_px, out_sz, out_ct, keys=None) -> pa.Table:
+    """The book table around output columns ``[side, level, event]`` (no copy); the key columns
+    (instrument_id, ts_event, sequence) from ``mbo``, or ``keys`` when given."""
     L, n = out_px.shape[1], out_px.shape[2]
-    arrays = [mbo.column("instrument_id"), mbo.column("ts_event"), mbo.column("sequence")]
+    arrays = list(keys) if keys is not None else [
+        mbo.column("instrument_id"), mbo.column("ts_event"), mbo.column("sequence")]
     for k in range(L):
         for s in (BID, ASK):
             for out, typ in ((out_px, pa.int64()), (out_sz, pa.uint64()), (out_ct, pa.uint32())):

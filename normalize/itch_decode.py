@@ -173,11 +173,13 @@ for _t in "INO":
 
 
 @numba.njit(cache=True, nogil=True)
-def frame_binaryfile(buf, pos, stop, explen, offsets, types, counts, skip, skipped_at, skipped_why):
+def frame_binaryfile(buf, pos, stop, explen, offsets, types, counts, skip, skipped_at, skipped_why,
+                     units):
     """Walk BinaryFILE framing (``u16`` big-endian length, then the message) in ``buf[pos:stop]``.
 
     Fills ``offsets``/``types`` with each complete, valid message (up to their capacity) and adds
-    to ``counts[type]``. A bad unit either stops the walk (``skip`` false) or is recorded in
+    to ``counts[type]``; when ``units`` is not empty, also each message's position among the
+    framing units walked, skipped ones included (its sequence number less the first's). A bad unit either stops the walk (``skip`` false) or is recorded in
     ``skipped_at``/``skipped_why`` and stepped over using its length prefix. An incomplete
     message at ``stop`` ends the walk with status OK: the caller decides whether more bytes
     will come (chunk edge) or the input is truncated.
@@ -188,6 +190,7 @@ def frame_binaryfile(buf, pos, stop, explen, offsets, types, counts, skip, skipp
     ns = 0
     cap = offsets.shape[0]
     scap = skipped_at.shape[0]
+    with_units = units.shape[0] > 0
     while pos + 2 <= stop:
         if n >= cap:
             return n, pos, FULL, pos, ns
@@ -218,6 +221,8 @@ def frame_binaryfile(buf, pos, stop, explen, offsets, types, counts, skip, skipp
             continue
         offsets[n] = pos + 2
         types[n] = t
+        if with_units:
+            units[n] = n + ns
         counts[t] += 1
         n += 1
         pos = end

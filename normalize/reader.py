@@ -41,6 +41,7 @@ ERRORS = ("raise", "skip")
 _NO_OFFSETS = np.empty(0, np.int64)
 _NO_INDEX = np.empty(0, D.MSG_INDEX)
 _NO_SKIPS = np.empty(0, np.int64)
+_NO_UNITS = np.empty(0, np.int64)
 _NO_WHY = np.empty(0, np.uint8)
 
 
@@ -336,7 +337,8 @@ def frame_binaryfile_stream(path_or_buffer, *, batch_size: int, chunk_bytes: int
         types = np.empty(batch_size, np.uint8)
         counts = np.zeros(256, np.int64)
         n, npos, status, fault, ns = D.frame_binaryfile(
-            buf, pos, stop, MESSAGE_LENGTH, offsets, types, counts, skip, skipped_at, skipped_why)
+            buf, pos, stop, MESSAGE_LENGTH, offsets, types, counts, skip, skipped_at, skipped_why,
+            _NO_UNITS)
         if n:
             stats.add_counts(counts)
         return FramedBatch(buf, offsets[:n], types[:n], counts), n, npos, status, fault, ns
@@ -506,12 +508,17 @@ def read_itch(path, *, date=None, errors: str = "raise", batch_size: int | None 
     except DecodeError as e:
         e.partial = tables()
         raise
+    warn_skipped(path, stats, errors)
+    return tables()
+
+
+def warn_skipped(path, stats: DecodeStats, errors: str) -> None:
+    """With ``errors="skip"``, one warning naming the bad units a whole read stepped over."""
     other = stats.n_skipped - (stats.truncated_at is not None)   # truncation warned already
     if other > 0 and errors == "skip":
         first = ", ".join(f"{o}" for o, _ in stats.skipped[:5])
         warn(f"{_label(path)}: skipped {stats.n_skipped} bad unit(s) at byte offset(s) {first}"
              + (" ..." if stats.n_skipped > 5 else ""))
-    return tables()
 
 
 def read_itch_raw(path, *, errors: str = "raise", stats: DecodeStats | None = None) -> dict[str, np.ndarray]:

@@ -1,0 +1,192 @@
+"""Books straight from ITCH 5.0 bytes: framing, then the book, with no ``mbo`` table between.
+
+:func:`book_itch` gives, for a BinaryFILE (plain, gzip, zstd) or a pcap/pcapng capture, the same
+table as ``kernels.book.reconstruct(normalize.read_itch(src, resolve=False)["mbo"], levels=...)``
+(one row per ``mbo`` event: instrument_id, ts_event, sequence and the top levels after it; the
+:class:`~kernels.book.BookReport` in its metadata), row for row and bit for bit. It skips the
+sixteen ``mbo`` columns (about 70 bytes an event written and read back): each message's book
+fields are read from the bytes by the decoder's own :func:`normalize.itch_decode.mbo_event` and
+applied by the book kernel's own steps (:mod:`kernels.book`). This is the path for "ITCH in,
+best bid and offer out" on one core; it streams (memory bounded by the batch size), and
+:func:`iter_book_itch` yields the book batch by batch. Bad input is handled as by
+:func:`normalize.read_itch`: ``errors="raise"`` raises a typed error naming the byte offset
+after the rows before it were applied (their books are on the exception, ``partial``);
+``"skip"`` steps over bad units and warns.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import numba
+import numpy as np
+import pyarrow as pa
+
+from kernels.book import (AHEAD, BookBuilder, _book_table, _event, _late, _out_arrays,
+                          _prefetch_book, _publish, _room, _with_report, book_schema)
+from normalize import arena
+from normalize import itch_decode as D
+from normalize import reader as RD
+from normalize._bytes import be16, be64
+from normalize.itch_spec import MESSAGE_LENGTH
+from tickpipe.errors import DecodeError
+
+_NO_INDEX = np.empty(0, D.MSG_INDEX)
+_NO_UNITS = np.empty(0, np.int64)
+
+
+@numba.njit(cache=True, nogil=True)
+def select_events(buf, offsets, types, units, index, seq_base, out_off, out_inst, out_seq):
+    """The ``mbo`` messages among framed ones: their offsets, instruments (stock locate) and
+    sequence numbers (``index[i].sequence`` for captures; else ``seq_base`` plus ``units[i]``,
+    the message's framing unit, or plus ``i``). Returns how many."""
+    has_index = index.shape[0] == offsets.shape[0] and offsets.shape[0] > 0
+    has_units = units.shape[0] > 0
+    m = 0
+    for i in range(offsets.shape[0]):
+        if D.TYPE_KIND[types[i]] != D.KIND_MBO:
+            continue
+        p = offsets[i]
+        out_off[m] = p
+        out_inst[m] = be16(buf, p + D.O_LOCATE)
+        if has_index:
+            out_seq[m] = index[i].sequence
+        else:
+            out_seq[m] = np.uint64(seq_base + (units[i] if has_units else i))
+        m += 1
+    return m
+
+
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def apply_itch(buf, off, ix, clk_mid, clk_switch, clk_off0, clk_off1, last_ts, start,
+               lv, lcap, nlev, tab, count, used, out_ts, out_px, out_sz, out_ct,
+               tally, crossed_at, late_at):
+    """:func:`kernels.book.apply_events` over ``mbo`` messages at ``buf[off[i]]`` (book index
+    ``ix[i]``) instead of columns; also writes each event's ``ts_event`` to ``out_ts``."""
+    n = off.shape[0]
+    cap = tab.shape[0]
+    mask = cap - 1
+    for i in range(start, n):
+        j = i + AHEAD
+        if j < n:     # an order-less message (Q, B) prefetches a harmless slot
+            _prefetch_book(tab, mask, be64(buf, off[j] + D.O_REF), lv, lcap, nlev, ix[j])
+        p = off[i]
+        a, oid, noid, px, sz, sd = D.mbo_event(buf, p, buf[p])
+        ii = ix[i]
+        st = _room(a, used, cap, nlev, ii, lcap)
+        if st != 0:
+            return i, count, used, st
+        t = np.int64(D._ts(buf, p, clk_mid, clk_switch, clk_off0, clk_off1))
+        out_ts[i] = t
+        _late(t, ii, i, last_ts, tally, late_at)
+        count, used = _event(a, oid, noid, px, sz, sd, ii, lv, lcap, nlev, tab, count, used, tally)
+        _publish(lv, lcap, nlev, ii, i, tally, crossed_at, out_px, out_sz, out_ct, i)
+    return n, count, used, 0
+
+
+class ItchBook:
+    """A :class:`~kernels.book.BookBuilder` fed framed ITCH messages batch by batch.
+
+    Carries the books, the order map and the sequence count between batches. Not thread-safe.
+    """
+
+    def __init__(self, clock, *, levels: int = 10, builder: BookBuilder | None = None):
+        self.clock = clock
+        self.builder = builder if builder is not None else BookBuilder(levels=levels)
+        self.next_sequence = 1
+
+    def apply(self, buf: np.ndarray, offsets: np.ndarray, types: np.ndarray,
+              units: np.ndarray = _NO_UNITS, index: np.ndarray | None = None,
+              n_units: int | None = None) -> pa.Table:
+        """The book after each ``mbo`` message among the framed messages at ``offsets``.
+
+        ``units``: each message's framing unit (skipped units counted, so sequence numbers
+        match :func:`normalize.read_itch`'s), ``n_units`` how many units the batch spanned;
+        ``index``: a capture's per-message metadata (sequence numbers from the packets).
+        """
+        b = self.builder
+        n_all = offsets.shape[0]
+        off = arena.take(n_all * 8).view(np.int64)
+        inst = arena.take(n_all * 4).view(np.uint32)
+        seq = arena.take(n_all * 8).view(np.uint64)
+        m = select_events(buf, offsets, types, units, index if index is not None else _NO_INDEX,
+                          self.next_sequence, off, inst, seq)
+        if index is None:
+            self.next_sequence += n_units if n_units is not None else n_all
+        off, inst, seq = off[:m], inst[:m], seq[:m]
+        ts = arena.take(m * 8).view(np.int64)
+        out = _out_arrays(m, b.levels)
+        ix = b._index(inst)
+        c = self.clock
+        b.run_kernel(apply_itch, (buf, off, ix, c.local_midnight_ns, c.switch_ns, c.offset_before,
+                                  c.offset_after, b.last_ts), (ts, *out), m)
+        keys = [pa.Array.from_buffers(typ, m, [None, pa.py_buffer(a)]) for typ, a in (
+            (pa.uint32(), inst), (pa.timestamp("ns", tz="UTC"), ts), (pa.uint64(), seq))]
+        return _book_table(None, *out, keys=keys)
+
+
+def _binaryfile_batches(src, book: ItchBook, *, batch_size: int, chunk_bytes: int, skip: bool,
+                        stats: RD.DecodeStats) -> Iterator[pa.Table]:
+    def step(buf, pos, stop, skipped_at, skipped_why):
+        offsets = np.empty(batch_size, np.int64)
+        types = np.empty(batch_size, np.uint8)
+        units = np.empty(batch_size, np.int64)
+        counts = np.zeros(256, np.int64)
+        n, npos, status, fault, ns = D.frame_binaryfile(
+            buf, pos, stop, MESSAGE_LENGTH, offsets, types, counts, skip, skipped_at,
+            skipped_why, units)
+        stats.add_counts(counts)
+        table = book.apply(buf, offsets[:n], types[:n], units[:n], n_units=n + ns) if n else None
+        if not n:
+            book.next_sequence += ns
+        return table, n, npos, status, fault, ns
+
+    yield from RD._walk_binaryfile(src, chunk_bytes=chunk_bytes, skip=skip, stats=stats, step=step)
+
+
+def iter_book_itch(path_or_buffer, *, levels: int = 10, date=None, errors: str = "raise",
+                   batch_size: int | None = None, chunk_bytes: int = RD.DEFAULT_CHUNK,
+                   book: ItchBook | None = None,
+                   stats: RD.DecodeStats | None = None) -> Iterator[pa.Table]:
+    """Stream the book after every ``mbo`` event of an ITCH 5.0 source, one table per batch
+    (arguments as :func:`normalize.iter_itch`; ``book`` carries state across calls)."""
+    skip = RD._check_errors(errors)
+    batch_size = batch_size or RD.DEFAULT_BATCH
+    if batch_size < 1:
+        raise ValueError(f"The `batch_size` must be at least 1, was {batch_size}.")
+    clock_src = path_or_buffer if isinstance(path_or_buffer, (str, os.PathLike)) else None
+    book = book if book is not None else ItchBook(RD.resolve_date(clock_src, date), levels=levels)
+    stats = stats if stats is not None else RD.DecodeStats()
+    if RD._source_kind(path_or_buffer) == "binaryfile":
+        yield from _binaryfile_batches(path_or_buffer, book, batch_size=batch_size,
+                                       chunk_bytes=chunk_bytes, skip=skip, stats=stats)
+    else:
+        for fb in RD._capture_batches(path_or_buffer, batch_size=batch_size, skip=skip,
+                                      stats=stats):
+            yield book.apply(fb.buf, fb.offsets, fb.types, index=fb.index)
+
+
+def book_itch(path_or_buffer, *, levels: int = 10, date=None, errors: str = "raise",
+              batch_size: int | None = None, stats: RD.DecodeStats | None = None) -> pa.Table:
+    """The book after every ``mbo`` event of an ITCH 5.0 source (see the module docstring):
+    equal to ``reconstruct(read_itch(src, resolve=False)["mbo"], levels=levels)``."""
+    stats = stats if stats is not None else RD.DecodeStats()
+    clock_src = path_or_buffer if isinstance(path_or_buffer, (str, os.PathLike)) else None
+    book = ItchBook(RD.resolve_date(clock_src, date), levels=levels)
+    parts: list[pa.Table] = []
+
+    def table() -> pa.Table:
+        t = pa.concat_tables(parts) if parts else book_schema(levels).empty_table()
+        return _with_report(t, book.builder.report)
+
+    try:
+        for t in iter_book_itch(path_or_buffer, levels=levels, errors=errors,
+                                batch_size=batch_size, book=book, stats=stats):
+            if t.num_rows:
+                parts.append(t)
+    except DecodeError as e:
+        e.partial = table()
+        raise
+    RD.warn_skipped(path_or_buffer, stats, errors)
+    return table()
