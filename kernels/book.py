@@ -44,8 +44,8 @@ from normalize import records as R
 from kernels.levels import ASK, BID, PX, W, level_add, level_sub, write_top
 from kernels.levels import side_index as _side
 from normalize._bytes import prefetch
-from normalize.ordermap import (OrderMap, _put, _slot, find, price_of, remaining_of, remove,
-                                set_remaining, side_of)
+from normalize.ordermap import (OrderMap, _put, find, home, price_of, remaining_of, remove,
+                                set_remaining, side_of, spill_room)
 
 DEVICES = ("auto", "cpu", "gpu")
 EVENT_COLUMNS = (("ts_event", np.int64), ("action", np.uint8), ("order_id", np.uint64),
@@ -61,10 +61,10 @@ AHEAD = 4                 # events between prefetching an event's order slot and
 
 
 @numba.njit(inline="always")
-def _room(a, used, cap, nlev, ii, lcap):
+def _room(a, used, tab, nlev, ii, lcap):
     """0, or what must grow before an add or replace can be applied."""
     if a == R.ACTION_ADD or a == R.ACTION_REPLACE:
-        if 2 * (used + 2) > cap:
+        if not spill_room(tab, used):
             return NEED_ORDERS
         # room for one more level on either side (a replace may move sides' levels)
         if nlev[ii, BID] >= lcap - 1 or nlev[ii, ASK] >= lcap - 1:
@@ -187,9 +187,9 @@ def _publish(lv, lcap, nlev, ii, i, tally, crossed_at, out_px, out_sz, out_ct, r
 
 
 @numba.njit(inline="always")
-def _prefetch_book(tab, mask, oid, lv, lcap, nlev, ij):
+def _prefetch_book(tab, oid, lv, lcap, nlev, ij):
     """Request an event's order slot and both sides' top levels a few events early."""
-    prefetch(tab, _slot(oid, mask) * 4)
+    prefetch(tab, home(tab, oid) * 4)
     for s2 in range(2):
         prefetch(lv, ((ij * 2 + s2) * lcap + max(nlev[ij, s2] - 1, 0)) * W)
 
@@ -211,16 +211,14 @@ def apply_events(action, order_id, new_order_id, price, size, side, ix, ts, last
     and call again from ``next_event``.
     """
     n = action.shape[0]
-    cap = tab.shape[0]
-    mask = cap - 1
     remap = out_rows.shape[0] > 0
     for i in range(start, n):
         j = i + AHEAD
         if j < n:
-            _prefetch_book(tab, mask, order_id[j], lv, lcap, nlev, ix[j])
+            _prefetch_book(tab, order_id[j], lv, lcap, nlev, ix[j])
         a = action[i]
         ii = ix[i]
-        st = _room(a, used, cap, nlev, ii, lcap)
+        st = _room(a, used, tab, nlev, ii, lcap)
         if st != 0:
             return i, count, used, st
         _late(ts[i], ii, i, last_ts, tally, late_at)

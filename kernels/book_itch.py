@@ -65,16 +65,14 @@ def apply_itch(buf, off, ix, clk_mid, clk_switch, clk_off0, clk_off1, last_ts, s
     """:func:`kernels.book.apply_events` over ``mbo`` messages at ``buf[off[i]]`` (book index
     ``ix[i]``) instead of columns; also writes each event's ``ts_event`` to ``out_ts``."""
     n = off.shape[0]
-    cap = tab.shape[0]
-    mask = cap - 1
     for i in range(start, n):
         j = i + AHEAD
         if j < n:     # an order-less message (Q, B) prefetches a harmless slot
-            _prefetch_book(tab, mask, be64(buf, off[j] + D.O_REF), lv, lcap, nlev, ix[j])
+            _prefetch_book(tab, be64(buf, off[j] + D.O_REF), lv, lcap, nlev, ix[j])
         p = off[i]
         a, oid, noid, px, sz, sd = D.mbo_event(buf, p, buf[p])
         ii = ix[i]
-        st = _room(a, used, cap, nlev, ii, lcap)
+        st = _room(a, used, tab, nlev, ii, lcap)
         if st != 0:
             return i, count, used, st
         t = np.int64(D._ts(buf, p, clk_mid, clk_switch, clk_off0, clk_off1))

@@ -8,8 +8,10 @@ from normalize import records as R
 from normalize.ordermap import OrderMap
 
 
-def _flow(ops, n_inst=3):
-    """Turn (kind, pick, qty, px) draws into consistent mbo columns and the expected results."""
+def _flow(ops, n_inst=3, stride=1):
+    """Turn (kind, pick, qty, px) draws into consistent mbo columns and the expected results
+    (order references ``stride`` apart: 1 as ITCH assigns them, others to crowd the direct
+    rows and exercise the spill)."""
     live: dict[int, list] = {}      # ref -> [price, remaining, side, inst]
     rows = []
     expect = []                     # per row: (price, side, size, flags-bit-of-interest)
@@ -20,8 +22,8 @@ def _flow(ops, n_inst=3):
             side = R.SIDE_BID if pick % 2 else R.SIDE_ASK
             inst = pick % n_inst + 1
             price = (100 + px) * R.PRICE4_TO_NANO
-            live[next_ref] = [price, qty, side, inst]
-            rows.append((R.ACTION_ADD, next_ref, 0, price, qty, side, inst, 0))
+            live[next_ref * stride] = [price, qty, side, inst]
+            rows.append((R.ACTION_ADD, next_ref * stride, 0, price, qty, side, inst, 0))
             expect.append((price, side, qty))
             next_ref += 1
             continue
@@ -47,10 +49,10 @@ def _flow(ops, n_inst=3):
             del live[ref]
         else:  # replace
             nprice = (100 + px) * R.PRICE4_TO_NANO
-            rows.append((R.ACTION_REPLACE, ref, next_ref, nprice, qty, R.SIDE_NONE, inst, 0))
+            rows.append((R.ACTION_REPLACE, ref, next_ref * stride, nprice, qty, R.SIDE_NONE, inst, 0))
             expect.append((nprice, side, qty))
             del live[ref]
-            live[next_ref] = [nprice, qty, side, inst]
+            live[next_ref * stride] = [nprice, qty, side, inst]
             next_ref += 1
     m = R.alloc_columns("mbo", len(rows), zero=True)
     for i, (a, ref, new, price, size, side, inst, flags) in enumerate(rows):
@@ -65,10 +67,11 @@ ops_strategy = st.lists(
     min_size=1, max_size=400)
 
 
-@given(ops=ops_strategy, batch=st.integers(1, 64), cap=st.sampled_from([16, 64, 1 << 12]))
-@settings(max_examples=150, deadline=None)
-def test_order_map_resolves_price_side_and_size_like_a_dict(ops, batch, cap):
-    m, expect, live = _flow(ops)
+@given(ops=ops_strategy, batch=st.integers(1, 64), cap=st.sampled_from([16, 64, 1 << 12]),
+       stride=st.sampled_from([1, 1, 16, 4097, (1 << 20) + 1, 0x9E3779B97F4A7C15 >> 40]))
+@settings(max_examples=200, deadline=None)
+def test_order_map_resolves_price_side_and_size_like_a_dict(ops, batch, cap, stride):
+    m, expect, live = _flow(ops, stride=stride)
     om = OrderMap(capacity=cap)
     n = m.action.shape[0]
     for s in range(0, n, batch):           # streaming: state carried across batches
@@ -127,3 +130,25 @@ def test_order_map_survives_many_rebuilds_with_sequential_references():
     assert len(om) == 0
     assert (m.price[n:] == refs[::-1].astype(np.int64) * 1000).all()
     assert (m.size[n:] == 100).all()
+
+
+def test_orders_pushed_out_of_their_direct_row_are_found_in_the_spill():
+    om = OrderMap(capacity=16)          # 16 direct rows: references 16 apart share one
+    refs = np.array([3 + 16 * k for k in range(40)] + [5, 21], np.uint64)
+    n = refs.size
+    m = R.alloc_columns("mbo", 2 * n, zero=True)
+    m.action[:n] = R.ACTION_ADD
+    m.order_id[:n] = refs
+    m.price[:n] = np.arange(n) * R.PRICE_SCALE
+    m.size[:n] = np.arange(n) + 1
+    m.side[:n] = R.SIDE_BID
+    m.action[n:] = R.ACTION_DELETE
+    m.order_id[n:] = refs[::-1]
+    om.apply(R.slice_columns(m, n))
+    assert len(om) == n and om.spilled >= n - 16 and om.spill >= 2 * om.spilled
+    assert om.live_orders()["order_id"].tolist() == sorted(refs.tolist())
+    rest = R.COLUMNS["mbo"](*(c[n:] for c in m))
+    om.apply(rest)
+    assert len(om) == 0 and om.spilled == 0
+    assert (rest.size == (np.arange(n) + 1)[::-1]).all()
+    assert (rest.price == (np.arange(n) * R.PRICE_SCALE)[::-1]).all()
