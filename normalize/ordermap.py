@@ -14,7 +14,9 @@ The table has two parts and a header row:
 * rows ``[W, W + S)``, *spill*: open addressing (Fibonacci hash, linear probing, tombstones)
   for the orders a newer reference pushed out of their direct row, and for any references
   that are not sequential (then the map works as a plain hash table);
-* the last row: the spill's live count and both masks, so the functions take just the table.
+* the last row: the spill's live count, both masks and the largest reference ever stored (a
+  new order's reference, above it, needs no lookup at all), so the functions take just the
+  table.
 
 :class:`OrderMap` holds the table between batches (streaming) and rebuilds it when the spill
 passes half full (doubling ``W`` when more than one live order in 16 had to spill).
@@ -47,7 +49,7 @@ TOMB = np.uint64(0xFFFFFFFFFFFFFFFF)       # a deleted slot (never a valid refer
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-H_SPILL, H_DMASK, H_SMASK = 0, 1, 2        # words of the header (last) row
+H_SPILL, H_DMASK, H_SMASK, H_TOP = 0, 1, 2, 3    # words of the header (last) row
 _U1 = np.uint64(1)
 MAX_DIRECT = 1 << 24                       # the direct part stops doubling here (512 MiB)
 
@@ -100,7 +102,7 @@ def find(tab, key):
     s = key & tab[h, H_DMASK]          # unsigned indices: no negative-index checks
     if tab[s, KEY] == key:
         return np.int64(s)
-    if tab[h, H_SPILL] == 0:
+    if tab[h, H_SPILL] == 0 or key > tab[h, H_TOP]:
         return -1
     return _spill_find(tab, h, key)
 
@@ -184,7 +186,9 @@ def _put(tab, key, px, size, sd, instrument):
     if cur == key:
         _write(tab, s, key, px, size, sd, instrument)
         return True, False
-    if tab[h, H_SPILL] != 0:
+    if key > tab[h, H_TOP]:
+        tab[h, H_TOP] = key
+    elif tab[h, H_SPILL] != 0:
         r = _spill_find(tab, h, key)
         if r >= 0:
             _write(tab, r, key, px, size, sd, instrument)

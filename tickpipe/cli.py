@@ -2,6 +2,7 @@
 
     tickpipe inspect FILE            counts by message type, instruments, time range, bytes
     tickpipe decode FILE --out DIR   normalized Parquet per schema (mbo, trades, ...)
+    tickpipe book FILE --out FILE    the book after every order event, straight from ITCH
     tickpipe generate FILE           write a generated ITCH 5.0 session (BinaryFILE)
     tickpipe simulate ...            send a generated session on MoldUDP64 lines A and B
     tickpipe capture ... --out DIR   capture lines A and B: journal + normalized Parquet
@@ -133,6 +134,48 @@ def cmd_decode(args) -> int:
               "(flagged F_UNKNOWN_ORDER; their price/side stay unresolved)")
     if stats.n_skipped:
         print(f"note: skipped {stats.n_skipped} bad unit(s); first at byte offset {stats.skipped[0][0]}")
+    return 0
+
+
+def cmd_book(args) -> int:
+    import pyarrow.parquet as pq
+
+    from kernels.book import BookReport, book_schema
+    from kernels.book_itch import ItchBook, iter_book_itch
+    from normalize.reader import DecodeStats, resolve_date, warn_skipped
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    size = os.path.getsize(args.file)
+    prog = Progress(size if _is_plain(args.file) else None, "book")
+    stats = DecodeStats()
+    book = ItchBook(resolve_date(args.file, args.date), levels=args.levels)
+    rows = 0
+    t0 = time.perf_counter()
+    with pq.ParquetWriter(out, book_schema(args.levels), compression="zstd") as w:
+        try:
+            for t in iter_book_itch(args.file, levels=args.levels, errors=args.errors,
+                                    book=book, stats=stats):
+                if t.num_rows:
+                    w.write_table(t)
+                    rows += t.num_rows
+                prog(stats)
+        finally:
+            prog.done()
+    warn_skipped(args.file, stats, args.errors)
+    dt = time.perf_counter() - t0
+    r: BookReport = book.builder.report
+    print(f"read {stats.messages:,} messages ({stats.bytes / 1e6:,.1f} MB), wrote the top "
+          f"{args.levels} level(s) a side after each of {rows:,} order events for "
+          f"{book.builder.instruments.size:,} instruments in {dt:.2f} s "
+          f"({stats.messages / max(dt, 1e-9) / 1e6:.1f} M msg/s) to {out}")
+    print(f"live orders at the end {len(book.builder.orders):,}")
+    for what, n in (("events for orders never seen (not applied)", r.unknown),
+                    ("events for orders never seen, applied at their own price", r.applied_unknown),
+                    ("events that left a book crossed or locked", r.crossed),
+                    ("events older than their instrument's latest", r.late),
+                    ("events whose order or level was missing", r.inconsistent)):
+        if n:
+            print(f"note: {n:,} {what}")
     return 0
 
 
@@ -386,6 +429,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--date", help="session date YYYY-MM-DD (default: from a NASDAQ file name)")
     s.add_argument("--errors", choices=["raise", "skip"], default="raise")
     s.set_defaults(func=cmd_decode)
+    s = sub.add_parser("book", help="the book after every order event, straight from ITCH, to Parquet")
+    s.add_argument("file")
+    s.add_argument("--out", required=True, help="output Parquet file")
+    s.add_argument("--levels", type=int, default=10, help="price levels a side (default 10)")
+    s.add_argument("--date", help="session date YYYY-MM-DD (default: from a NASDAQ file name)")
+    s.add_argument("--errors", choices=["raise", "skip"], default="raise")
+    s.set_defaults(func=cmd_book)
+
     s = sub.add_parser("generate", help="write a generated ITCH 5.0 session")
     s.add_argument("file")
     s.add_argument("--messages", type=int, default=1_000_000)

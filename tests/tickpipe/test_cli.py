@@ -54,3 +54,27 @@ def test_decode_without_a_date_says_which_is_missing(tmp_path, capsys):
     assert main(["decode", str(path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "session date is missing" in err and "session.itch" in err
+
+
+def test_book_writes_the_book_after_every_order_event_equal_to_book_itch(tmp_path, capsys):
+    from kernels.book_itch import book_itch
+    path = _session(tmp_path)
+    out = tmp_path / "books" / "book.parquet"
+    assert main(["book", str(path), "--out", str(out), "--levels", "3"]) == 0
+    want = book_itch(path, levels=3)
+    got = pq.read_table(out)
+    assert got.num_rows == want.num_rows > 10_000
+    assert got.equals(want.replace_schema_metadata(got.schema.metadata))
+    text = capsys.readouterr().out
+    assert f"after each of {want.num_rows:,} order events for 20 instruments" in text
+
+
+def test_book_of_a_truncated_file_exits_2_naming_the_offset(tmp_path):
+    path = _session(tmp_path)
+    bad = tmp_path / "cut.itch"
+    bad.write_bytes(path.read_bytes()[:-5])
+    r = subprocess.run([sys.executable, "-m", "tickpipe.cli", "book", str(bad), "--out",
+                        str(tmp_path / "b.parquet"), "--date", "2024-03-15"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "byte offset" in r.stderr and str(bad) in r.stderr
