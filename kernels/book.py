@@ -179,7 +179,9 @@ def _publish(lv, lcap, nlev, ii, i, tally, crossed_at, out_px, out_sz, out_ct, r
     na = nlev[ii, ASK]
     tb = ((ii * 2) * lcap + nb - 1) * W          # top level of each side
     ta = ((ii * 2 + 1) * lcap + na - 1) * W
-    if nb > 0 and na > 0 and lv[tb + PX] >= lv[ta + PX]:
+    bp = lv[np.uint64(tb + PX)] if nb > 0 else R.UNDEF_PRICE
+    ap = lv[np.uint64(ta + PX)] if na > 0 else R.UNDEF_PRICE
+    if nb > 0 and na > 0 and bp >= ap:
         if tally[2] < crossed_at.shape[0]:
             crossed_at[tally[2]] = i
         tally[2] += 1

@@ -118,6 +118,17 @@ def write_top(lv, tb, ta, nb, na, out_px, out_sz, out_ct, r):
     levels a side does not have get ``UNDEF_PRICE``, 0 shares, 0 orders)."""
     L = out_px.shape[1]
     r = np.uint64(r)
+    if L == 1:      # the best bid and offer: straight-line code (a third of the loop's time)
+        for s in range(2):
+            m = nb if s == BID else na
+            q = np.uint64(tb if s == BID else ta)
+            px, sz, ct = R.UNDEF_PRICE, 0, 0
+            if m > 0:
+                px, sz, ct = lv[q + _UPX], lv[q + _USZ], lv[q + _UCT]
+            out_px[s, 0, r] = px
+            out_sz[s, 0, r] = sz
+            out_ct[s, 0, r] = ct
+        return
     for s in range(2):
         m = nb if s == BID else na
         top = tb if s == BID else ta
