@@ -87,7 +87,10 @@ def _late(t, ii, i, last_ts, tally, late_at):
 def _event(a, oid, noid, px, sz, sd0, ii, lv, lcap, nlev, tab, count, used, tally):
     """Apply one event (action ``a``, order ``oid``, replace's new order ``noid``, price,
     size, side code) to book ``ii`` and the order map; returns ``(count, used)``. The caller
-    made room first (:func:`_room`)."""
+    made room first (:func:`_room`).
+
+    The level updates are written out at each place: the same code as two inline helpers (take
+    from a level, add a new order) measured 15 ns/event slower in ``book_itch``."""
     if a == R.ACTION_ADD:
         s = _side(sd0)
         if s < 0 or px == R.UNDEF_PRICE:
