@@ -32,10 +32,6 @@ from normalize._bytes import be16, be64
 from normalize.itch_spec import MESSAGE_LENGTH
 from tickpipe.errors import DecodeError
 
-_NO_INDEX = np.empty(0, D.MSG_INDEX)
-_NO_UNITS = np.empty(0, np.int64)
-
-
 @numba.njit(cache=True, nogil=True)
 def select_events(buf, offsets, types, units, index, seq_base, out_off, out_inst, out_seq):
     """The ``mbo`` messages among framed ones: their offsets, instruments (stock locate) and
@@ -95,7 +91,7 @@ class ItchBook:
         self.next_sequence = 1
 
     def apply(self, buf: np.ndarray, offsets: np.ndarray, types: np.ndarray,
-              units: np.ndarray = _NO_UNITS, index: np.ndarray | None = None,
+              units: np.ndarray = RD._NO_UNITS, index: np.ndarray | None = None,
               n_units: int | None = None) -> pa.Table:
         """The book after each ``mbo`` message among the framed messages at ``offsets``.
 
@@ -108,7 +104,7 @@ class ItchBook:
         off = arena.take(n_all * 8).view(np.int64)
         inst = arena.take(n_all * 4).view(np.uint32)
         seq = arena.take(n_all * 8).view(np.uint64)
-        m = select_events(buf, offsets, types, units, index if index is not None else _NO_INDEX,
+        m = select_events(buf, offsets, types, units, index if index is not None else RD._NO_INDEX,
                           self.next_sequence, off, inst, seq)
         if index is None:
             self.next_sequence += n_units if n_units is not None else n_all
