@@ -41,7 +41,8 @@ import pyarrow as pa
 
 from normalize import arena
 from normalize import records as R
-from kernels.levels import ASK, BID, PX, W, level_add, level_sub, write_top
+from kernels.levels import (ASK, BID, PX, W, hashed_add, hashed_clear, hashed_regrow,
+                            hashed_room, hashed_sub, level_add, level_sub, write_top)
 from kernels.levels import side_index as _side
 from normalize._bytes import prefetch
 from normalize.ordermap import (OrderMap, _put, find, home, price_of, remaining_of, remove,
@@ -61,15 +62,39 @@ AHEAD = 4                 # events between prefetching an event's order slot and
 
 
 @numba.njit(inline="always")
-def _room(a, used, tab, nlev, ii, lcap):
+def _room(a, used, tab, nlev, top, ii, lcap):
     """0, or what must grow before an add or replace can be applied."""
     if a == R.ACTION_ADD or a == R.ACTION_REPLACE:
         if not spill_room(tab, used):
             return NEED_ORDERS
         # room for one more level on either side (a replace may move sides' levels)
-        if nlev[ii, BID] >= lcap - 1 or nlev[ii, ASK] >= lcap - 1:
+        if top.shape[0] > 0:
+            if not (hashed_room(nlev[ii, BID], lcap) and hashed_room(nlev[ii, ASK], lcap)):
+                return NEED_LEVELS
+        elif nlev[ii, BID] >= lcap - 1 or nlev[ii, ASK] >= lcap - 1:
             return NEED_LEVELS
     return 0
+
+
+@numba.njit(inline="always")
+def _add(lv, lcap, nlev, top, ii, s, price, qty, dcount):
+    """Add shares and orders to a level of side ``s`` of book ``ii``: the side's new level
+    count. Sorted levels (:func:`kernels.levels.level_add`) or, when ``top`` has rows (the
+    best bid and offer only), hashed ones (:func:`kernels.levels.hashed_add`)."""
+    base = (ii * 2 + s) * lcap
+    if top.shape[0] > 0:
+        return hashed_add(lv, base, nlev[ii, s], lcap, top, ii, s, price, qty, dcount)
+    return level_add(lv, base, nlev[ii, s], lcap, s, price, qty, dcount)
+
+
+@numba.njit(inline="always")
+def _sub(lv, lcap, nlev, top, ii, s, price, qty, dcount):
+    """Take shares and orders from a level (as :func:`_add`): the new level count, or -1 when
+    the side has no level at ``price``."""
+    base = (ii * 2 + s) * lcap
+    if top.shape[0] > 0:
+        return hashed_sub(lv, base, nlev[ii, s], lcap, top, ii, s, price, qty, dcount)
+    return level_sub(lv, base, nlev[ii, s], s, price, qty, dcount)
 
 
 @numba.njit(inline="always")
@@ -84,7 +109,7 @@ def _late(t, ii, i, last_ts, tally, late_at):
 
 
 @numba.njit(inline="always")
-def _event(a, oid, noid, px, sz, sd0, ii, lv, lcap, nlev, tab, count, used, tally):
+def _event(a, oid, noid, px, sz, sd0, ii, lv, lcap, nlev, top, tab, count, used, tally):
     """Apply one event (action ``a``, order ``oid``, replace's new order ``noid``, price,
     size, side code) to book ``ii`` and the order map; returns ``(count, used)``. The caller
     made room first (:func:`_room`).
@@ -99,7 +124,7 @@ def _event(a, oid, noid, px, sz, sd0, ii, lv, lcap, nlev, tab, count, used, tall
             k = find(tab, oid)
             if k >= 0:                   # reused live reference: its old shares leave
                 s0 = _side(side_of(tab, k))
-                m = level_sub(lv, (ii * 2 + s0) * lcap, nlev[ii, s0], s0, price_of(tab, k),
+                m = _sub(lv, lcap, nlev, top, ii, s0, price_of(tab, k),
                               remaining_of(tab, k), 1)
                 if m >= 0:
                     nlev[ii, s0] = m
@@ -108,15 +133,14 @@ def _event(a, oid, noid, px, sz, sd0, ii, lv, lcap, nlev, tab, count, used, tall
             if not was_live:
                 count += 1
                 used += took_empty
-            nlev[ii, s] = level_add(lv, (ii * 2 + s) * lcap, nlev[ii, s], lcap, s, px,
-                                    sz, 1)     # room was checked above
+            nlev[ii, s] = _add(lv, lcap, nlev, top, ii, s, px, sz, 1)     # room was checked above
     elif a == R.ACTION_EXECUTE or a == R.ACTION_CANCEL or a == R.ACTION_DELETE:
         k = find(tab, oid)
         if k < 0:
             s = _side(sd0)
             q = sz
             if s >= 0 and px != R.UNDEF_PRICE and q > 0:
-                m = level_sub(lv, (ii * 2 + s) * lcap, nlev[ii, s], s, px, q, 0)
+                m = _sub(lv, lcap, nlev, top, ii, s, px, q, 0)
                 if m < 0:
                     tally[3] += 1
                 else:
@@ -132,7 +156,7 @@ def _event(a, oid, noid, px, sz, sd0, ii, lv, lcap, nlev, tab, count, used, tall
                 q = rem
             gone = q >= rem
             s = _side(side_of(tab, k))
-            m = level_sub(lv, (ii * 2 + s) * lcap, nlev[ii, s], s, price_of(tab, k), q,
+            m = _sub(lv, lcap, nlev, top, ii, s, price_of(tab, k), q,
                           1 if gone else 0)
             if m < 0:
                 tally[3] += 1
@@ -149,7 +173,7 @@ def _event(a, oid, noid, px, sz, sd0, ii, lv, lcap, nlev, tab, count, used, tall
         if k >= 0:
             sd = side_of(tab, k)
             s = _side(sd)
-            m = level_sub(lv, (ii * 2 + s) * lcap, nlev[ii, s], s, price_of(tab, k),
+            m = _sub(lv, lcap, nlev, top, ii, s, price_of(tab, k),
                           remaining_of(tab, k), 1)
             if m < 0:
                 tally[3] += 1
@@ -167,21 +191,26 @@ def _event(a, oid, noid, px, sz, sd0, ii, lv, lcap, nlev, tab, count, used, tall
             if not was_live:
                 count += 1
                 used += took_empty
-            nlev[ii, s] = level_add(lv, (ii * 2 + s) * lcap, nlev[ii, s], lcap, s, px,
-                                    sz, 1)
+            nlev[ii, s] = _add(lv, lcap, nlev, top, ii, s, px, sz, 1)
     elif a == R.ACTION_CLEAR:
+        if top.shape[0] > 0:
+            hashed_clear(lv, ii * 2 * lcap, 2 * lcap)
         nlev[ii, BID] = 0
         nlev[ii, ASK] = 0
     return count, used
 
 
 @numba.njit(inline="always")
-def _publish(lv, lcap, nlev, ii, i, tally, crossed_at, out_px, out_sz, out_ct, r):
+def _publish(lv, lcap, nlev, top, ii, i, tally, crossed_at, out_px, out_sz, out_ct, r):
     """Check book ``ii`` for a cross (listing event ``i``) and write its top levels to row ``r``."""
     nb = nlev[ii, BID]
     na = nlev[ii, ASK]
-    tb = ((ii * 2) * lcap + nb - 1) * W          # top level of each side
-    ta = ((ii * 2 + 1) * lcap + na - 1) * W
+    if top.shape[0] > 0:                          # best level of each side
+        tb = ((ii * 2) * lcap + top[ii, BID]) * W
+        ta = ((ii * 2 + 1) * lcap + top[ii, ASK]) * W
+    else:
+        tb = ((ii * 2) * lcap + nb - 1) * W
+        ta = ((ii * 2 + 1) * lcap + na - 1) * W
     bp = lv[np.uint64(tb + PX)] if nb > 0 else R.UNDEF_PRICE
     ap = lv[np.uint64(ta + PX)] if na > 0 else R.UNDEF_PRICE
     if nb > 0 and na > 0 and bp >= ap:
@@ -192,16 +221,17 @@ def _publish(lv, lcap, nlev, ii, i, tally, crossed_at, out_px, out_sz, out_ct, r
 
 
 @numba.njit(inline="always")
-def _prefetch_book(tab, oid, lv, lcap, nlev, ij):
+def _prefetch_book(tab, oid, lv, lcap, nlev, top, ij):
     """Request an event's order slot and both sides' top levels a few events early."""
     prefetch(tab, home(tab, oid) * 4)
     for s2 in range(2):
-        prefetch(lv, ((ij * 2 + s2) * lcap + max(nlev[ij, s2] - 1, 0)) * W)
+        t = top[ij, s2] if top.shape[0] > 0 else max(nlev[ij, s2] - 1, 0)
+        prefetch(lv, ((ij * 2 + s2) * lcap + t) * W)
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False)
 def apply_events(action, order_id, new_order_id, price, size, side, ix, ts, last_ts, start,
-                 lv, lcap, nlev, tab, count, used, out_px, out_sz, out_ct, out_rows,
+                 lv, lcap, nlev, top, tab, count, used, out_px, out_sz, out_ct, out_rows,
                  tally, crossed_at, late_at):
     """Apply events ``start..`` and write the top levels after each (``out_*[side, k, r]``,
     ``r = out_rows[i]``, or ``i`` when ``out_rows`` is empty).
@@ -220,16 +250,16 @@ def apply_events(action, order_id, new_order_id, price, size, side, ix, ts, last
     for i in range(start, n):
         j = i + AHEAD
         if j < n:
-            _prefetch_book(tab, order_id[j], lv, lcap, nlev, ix[j])
+            _prefetch_book(tab, order_id[j], lv, lcap, nlev, top, ix[j])
         a = action[i]
         ii = ix[i]
-        st = _room(a, used, tab, nlev, ii, lcap)
+        st = _room(a, used, tab, nlev, top, ii, lcap)
         if st != 0:
             return i, count, used, st
         _late(ts[i], ii, i, last_ts, tally, late_at)
         count, used = _event(a, order_id[i], new_order_id[i], price[i], size[i], side[i], ii,
-                             lv, lcap, nlev, tab, count, used, tally)
-        _publish(lv, lcap, nlev, ii, i, tally, crossed_at, out_px, out_sz, out_ct,
+                             lv, lcap, nlev, top, tab, count, used, tally)
+        _publish(lv, lcap, nlev, top, ii, i, tally, crossed_at, out_px, out_sz, out_ct,
                  out_rows[i] if remap else i)
     return n, count, used, 0
 
@@ -296,8 +326,13 @@ class BookBuilder:
         self.instruments = np.zeros(0, np.uint32)            # dense index -> instrument_id
         self._lut = np.full(0, -1, np.int32)                  # instrument_id -> dense index
         self._cap = max(int(initial_levels), self.levels + 2)
+        # the best bid and offer alone: hashed levels (kernels.levels), the cap a power of two
+        self.hashed = self.levels == 1
+        if self.hashed:
+            self._cap = 1 << (self._cap - 1).bit_length()
         self.lv = np.zeros(0, np.int64)                       # (books, 2, cap, W) flattened
         self.nlev = np.zeros((0, 2), np.int64)
+        self.top = np.zeros((0, 2), np.int64)   # hashed: each side's best slot; else no rows
         self.last_ts = np.zeros(0, np.int64)                  # per book: latest ts_event seen
         self.orders = OrderMap()             # the normalizer's order table (2**18 slots to start: fewer rebuilds)
         self.report = BookReport()
@@ -331,6 +366,8 @@ class BookBuilder:
         g = ids.size
         self.lv = np.concatenate([self.lv, np.zeros(g * 2 * self._cap * W, np.int64)])
         self.nlev = np.concatenate([self.nlev, np.zeros((g, 2), np.int64)])
+        if self.hashed:
+            self.top = np.concatenate([self.top, np.zeros((g, 2), np.int64)])
         self.last_ts = np.concatenate([self.last_ts, np.full(g, np.iinfo(np.int64).min)])
 
     def _sync_lut(self) -> None:
@@ -341,6 +378,11 @@ class BookBuilder:
     def _grow_levels(self) -> None:
         cap = self._cap * 2
         n = self.instruments.size
+        if self.hashed:                 # every level to its slot in the larger tables
+            new = np.zeros(n * 2 * cap * W, np.int64)
+            hashed_regrow(self.lv, self._cap, new, cap, self.nlev, self.top)
+            self.lv, self._cap = new, cap
+            return
         new = np.zeros((n, 2, cap, W), np.int64)
         new[:, :, :self._cap, :] = self.lv.reshape(n, 2, self._cap, W)
         self.lv = new.reshape(-1)
@@ -379,7 +421,7 @@ class BookBuilder:
         """Run a book kernel over ``n`` events to the end, growing the level arrays and the order
         map when it asks, and add its counts to :attr:`report`.
 
-        The kernel is called as ``kernel(*before, start, lv, lcap, nlev, tab, count, used,
+        The kernel is called as ``kernel(*before, start, lv, lcap, nlev, top, tab, count, used,
         *after, tally, crossed_at, late_at)`` and returns ``(next_event, count, used, status)``
         (:func:`apply_events`; :mod:`kernels.book_itch` reads ITCH bytes instead of columns).
         """
@@ -390,7 +432,7 @@ class BookBuilder:
         while True:
             om = self.orders
             start, om.count, om.used, status = kernel(
-                *before, start, self.lv, self._cap, self.nlev, om.tab, om.count, om.used,
+                *before, start, self.lv, self._cap, self.nlev, self.top, om.tab, om.count, om.used,
                 *after, tally, crossed_at, late_at)
             if status == NEED_LEVELS:
                 self._grow_levels()

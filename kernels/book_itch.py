@@ -56,7 +56,7 @@ def select_events(buf, offsets, types, units, index, seq_base, out_off, out_inst
 
 @numba.njit(cache=True, nogil=True, _nrt=False)
 def apply_itch(buf, off, ix, clk_mid, clk_switch, clk_off0, clk_off1, last_ts, start,
-               lv, lcap, nlev, tab, count, used, out_ts, out_px, out_sz, out_ct,
+               lv, lcap, nlev, top, tab, count, used, out_ts, out_px, out_sz, out_ct,
                tally, crossed_at, late_at):
     """:func:`kernels.book.apply_events` over ``mbo`` messages at ``buf[off[i]]`` (book index
     ``ix[i]``) instead of columns; also writes each event's ``ts_event`` to ``out_ts``."""
@@ -64,18 +64,19 @@ def apply_itch(buf, off, ix, clk_mid, clk_switch, clk_off0, clk_off1, last_ts, s
     for i in range(start, n):
         j = i + AHEAD
         if j < n:     # an order-less message (Q, B) prefetches a harmless slot
-            _prefetch_book(tab, be64(buf, off[j] + D.O_REF), lv, lcap, nlev, ix[j])
+            _prefetch_book(tab, be64(buf, off[j] + D.O_REF), lv, lcap, nlev, top, ix[j])
         p = off[i]
         a, oid, noid, px, sz, sd = D.mbo_event(buf, p, buf[p])
         ii = ix[i]
-        st = _room(a, used, tab, nlev, ii, lcap)
+        st = _room(a, used, tab, nlev, top, ii, lcap)
         if st != 0:
             return i, count, used, st
         t = np.int64(D._ts(buf, p, clk_mid, clk_switch, clk_off0, clk_off1))
         out_ts[i] = t
         _late(t, ii, i, last_ts, tally, late_at)
-        count, used = _event(a, oid, noid, px, sz, sd, ii, lv, lcap, nlev, tab, count, used, tally)
-        _publish(lv, lcap, nlev, ii, i, tally, crossed_at, out_px, out_sz, out_ct, i)
+        count, used = _event(a, oid, noid, px, sz, sd, ii, lv, lcap, nlev, top, tab, count, used,
+                             tally)
+        _publish(lv, lcap, nlev, top, ii, i, tally, crossed_at, out_px, out_sz, out_ct, i)
     return n, count, used, 0
 
 

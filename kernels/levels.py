@@ -142,3 +142,155 @@ def write_top(lv, tb, ta, nb, na, out_px, out_sz, out_ct, r):
                 out_px[s, k, r] = R.UNDEF_PRICE
                 out_sz[s, k, r] = 0
                 out_ct[s, k, r] = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Hashed levels: the book of the best bid and offer only (``levels=1``).
+#
+# Publishing one level needs no order among the others, only the best one. A side's levels then
+# live in an open-addressing table of ``cap`` slots (a power of two; Fibonacci hash of the price,
+# linear probing, deletion by backward shift, so no tombstones), word OCC marks a taken slot,
+# and the caller keeps the slot of the best level in ``top[book, side]``. An event finds its
+# level in one or two probes wherever it sits in the book, instead of a scan from the top and a
+# bisection; only when the best level goes are the side's slots scanned for the next best. The
+# table is kept at most half full (:func:`hashed_room`).
+
+OCC = 3            # word of a hashed slot: 1 when the slot holds a level
+_UOCC = np.uint64(OCC)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@numba.njit(inline="always")
+def _home(price, mask):
+    return ((np.uint64(price) * _GOLDEN) >> np.uint64(32)) & mask
+
+
+@numba.njit(inline="always")
+def hashed_room(n, cap):
+    """Whether a hashed side of ``n`` levels in ``cap`` slots may take one more level."""
+    return 2 * (n + 2) <= cap
+
+
+@numba.njit(inline="always")
+def hashed_find(lv, base, cap, price):
+    """``(slot, found)``: the slot (from ``base``) holding ``price``, or the free slot where it
+    would go."""
+    mask = np.uint64(cap - 1)
+    b = np.uint64(base)
+    j = _home(price, mask)
+    while True:
+        q = (b + j) * _UW
+        if lv[q + _UOCC] == 0:
+            return j, False
+        if lv[q + _UPX] == price:
+            return j, True
+        j = (j + _U1) & mask
+
+
+@numba.njit(inline="always")
+def hashed_best(lv, base, cap, s):
+    """The slot of the best level of a hashed side (one that has levels)."""
+    b = np.uint64(base)
+    best = np.uint64(0)
+    bp = R.UNDEF_PRICE
+    have = False
+    for j in range(cap):
+        u = np.uint64(j)
+        q = (b + u) * _UW
+        p = lv[q + _UPX]
+        if lv[q + _UOCC] != 0 and (not have or (p > bp if s == BID else p < bp)):
+            best = u
+            bp = p
+            have = True
+    return best
+
+
+@numba.njit(inline="always")
+def hashed_add(lv, base, n, cap, top, ii, s, price, qty, dcount):
+    """:func:`level_add` on a hashed side (the caller checked :func:`hashed_room`); keeps
+    ``top[ii, s]``. Returns the new level count."""
+    qty = np.int64(qty)
+    j, found = hashed_find(lv, base, cap, price)
+    q = (np.uint64(base) + j) * _UW
+    if found:
+        lv[q + _USZ] += qty
+        lv[q + _UCT] += dcount
+        return n
+    lv[q + _UPX] = price
+    lv[q + _USZ] = qty
+    lv[q + _UCT] = dcount
+    lv[q + _UOCC] = 1
+    if n == 0:
+        top[ii, s] = j
+    else:
+        bp = lv[(np.uint64(base) + np.uint64(top[ii, s])) * _UW + _UPX]
+        if price > bp if s == BID else price < bp:
+            top[ii, s] = j
+    return n + 1
+
+
+@numba.njit(inline="always")
+def hashed_sub(lv, base, n, cap, top, ii, s, price, qty, dcount):
+    """:func:`level_sub` on a hashed side; keeps ``top[ii, s]``. Returns the new level count,
+    or -1 when there is no level at that price."""
+    qty = np.int64(qty)
+    j, found = hashed_find(lv, base, cap, price)
+    b = np.uint64(base)
+    q = (b + j) * _UW
+    if not found:
+        return -1
+    if lv[q + _USZ] > qty:
+        lv[q + _USZ] -= qty
+        c = lv[q + _UCT]
+        lv[q + _UCT] = c - dcount if c > dcount else 0
+        return n
+    # the level goes: later slots of its probe run move back into the hole
+    mask = np.uint64(cap - 1)
+    t = np.uint64(top[ii, s])
+    was_top = j == t
+    hole = j
+    k = (j + _U1) & mask
+    while True:
+        qk = (b + k) * _UW
+        if lv[qk + _UOCC] == 0:
+            break
+        h = _home(lv[qk + _UPX], mask)
+        if ((k - h) & mask) >= ((k - hole) & mask):
+            qh = (b + hole) * _UW
+            lv[qh + _UPX] = lv[qk + _UPX]
+            lv[qh + _USZ] = lv[qk + _USZ]
+            lv[qh + _UCT] = lv[qk + _UCT]
+            if k == t:
+                t = hole
+            hole = k
+        k = (k + _U1) & mask
+    lv[(b + hole) * _UW + _UOCC] = 0
+    n -= 1
+    if was_top:
+        t = hashed_best(lv, base, cap, s) if n > 0 else np.uint64(0)
+    top[ii, s] = t
+    return n
+
+
+@numba.njit(inline="always")
+def hashed_clear(lv, base, cap):
+    """Empty a hashed side."""
+    b = np.uint64(base)
+    for j in range(cap):
+        lv[(b + np.uint64(j)) * _UW + _UOCC] = 0
+
+
+@numba.njit(cache=True)
+def hashed_regrow(old, old_cap, new, new_cap, nlev, top):
+    """Every level of the hashed sides in ``old`` (``old_cap`` slots each) into the empty
+    ``new`` (``new_cap`` slots each), and each side's best slot into ``top``."""
+    for ii in range(nlev.shape[0]):
+        for s in range(2):
+            ob = (ii * 2 + s) * old_cap
+            nb = (ii * 2 + s) * new_cap
+            m = 0
+            for j in range(old_cap):
+                q = np.uint64((ob + j) * W)
+                if old[q + _UOCC] != 0:
+                    m = hashed_add(new, nb, m, new_cap, top, ii, s, old[q + _UPX],
+                                   old[q + _USZ], old[q + _UCT])
