@@ -360,6 +360,14 @@ class BookBuilder:
         ix[:] = order[np.searchsorted(self.instruments[order], inst)]
         return ix
 
+    def locate_table(self) -> np.ndarray:
+        """The instrument id -> book index table covering every 16-bit id (ITCH stock locates),
+        for compiled code that indexes as it goes (:func:`kernels.book_itch.select_events`)."""
+        if self._lut.size < 1 << 16:
+            self._lut = np.full(max(1 << 16, self._lut.size), -1, np.int32)
+            self._sync_lut()
+        return self._lut
+
     def _add_books(self, ids: np.ndarray) -> None:
         self.instruments = np.concatenate([self.instruments, ids])
         self._sync_lut()

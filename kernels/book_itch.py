@@ -33,25 +33,39 @@ from normalize.itch_spec import MESSAGE_LENGTH
 from tickpipe.errors import DecodeError
 
 @numba.njit(cache=True, nogil=True)
-def select_events(buf, offsets, types, units, index, seq_base, out_off, out_inst, out_seq):
-    """The ``mbo`` messages among framed ones: their offsets, instruments (stock locate) and
-    sequence numbers (``index[i].sequence`` for captures; else ``seq_base`` plus ``units[i]``,
-    the message's framing unit, or plus ``i``). Returns how many."""
+def select_events(buf, offsets, types, units, index, seq_base, lut, n_known, out_off, out_inst,
+                  out_seq, out_ix, fresh):
+    """The ``mbo`` messages among framed ones: their offsets, instruments (stock locate), book
+    indices and sequence numbers (``index[i].sequence`` for captures; else ``seq_base`` plus
+    ``units[i]``, the message's framing unit, or plus ``i``).
+
+    Book indices come through ``lut`` (stock locate -> index, -1 for none yet, as
+    :func:`kernels.book.dense_index`); locates not seen before get the next indices and are
+    listed in ``fresh``. Returns ``(events, instruments known afterwards)``."""
     has_index = index.shape[0] == offsets.shape[0] and offsets.shape[0] > 0
     has_units = units.shape[0] > 0
     m = 0
+    k = n_known
     for i in range(offsets.shape[0]):
         if D.TYPE_KIND[types[i]] != D.KIND_MBO:
             continue
         p = offsets[i]
         out_off[m] = p
-        out_inst[m] = be16(buf, p + D.O_LOCATE)
+        loc = be16(buf, p + D.O_LOCATE)
+        out_inst[m] = loc
+        d = lut[loc]
+        if d < 0:
+            d = k
+            lut[loc] = k
+            fresh[k - n_known] = loc
+            k += 1
+        out_ix[m] = d
         if has_index:
             out_seq[m] = index[i].sequence
         else:
             out_seq[m] = np.uint64(seq_base + (units[i] if has_units else i))
         m += 1
-    return m
+    return m, k
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False)
@@ -105,14 +119,20 @@ class ItchBook:
         off = arena.take(n_all * 8).view(np.int64)
         inst = arena.take(n_all * 4).view(np.uint32)
         seq = arena.take(n_all * 8).view(np.uint64)
-        m = select_events(buf, offsets, types, units, index if index is not None else RD._NO_INDEX,
-                          self.next_sequence, off, inst, seq)
+        ix = arena.take(n_all * 8).view(np.int64)
+        lut = b.locate_table()
+        fresh = np.empty(min(n_all, lut.size), np.uint32)
+        n_old = b.instruments.size
+        m, n_new = select_events(buf, offsets, types, units,
+                                 index if index is not None else RD._NO_INDEX,
+                                 self.next_sequence, lut, n_old, off, inst, seq, ix, fresh)
+        if n_new > n_old:
+            b._add_books(fresh[:n_new - n_old].copy())
         if index is None:
             self.next_sequence += n_units if n_units is not None else n_all
-        off, inst, seq = off[:m], inst[:m], seq[:m]
+        off, inst, seq, ix = off[:m], inst[:m], seq[:m], ix[:m]
         ts = arena.take(m * 8).view(np.int64)
         out = _out_arrays(m, b.levels)
-        ix = b._index(inst)
         c = self.clock
         b.run_kernel(apply_itch, (buf, off, ix, c.local_midnight_ns, c.switch_ns, c.offset_before,
                                   c.offset_after, b.last_ts), (ts, *out), m)
