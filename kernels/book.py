@@ -58,7 +58,7 @@ _NO_ROWS = np.zeros(0, np.int64)
 GPU_MIN_EVENTS = 1_000_000   # "auto" sends at least this many events to a GPU, when there is one
 NEED_LEVELS = -1          # kernel result: a side has no room for another level
 NEED_ORDERS = -2          # kernel result: the order map must grow
-AHEAD = 4                 # events between prefetching an event's order slot and book top, and using them
+AHEAD = 6                 # events between prefetching an event's order slot and book tops, and using them
 
 
 @numba.njit(inline="always")
