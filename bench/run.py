@@ -19,6 +19,7 @@ import argparse
 import collections
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -191,13 +192,29 @@ def bench_stream_unresolved(ctx: Context) -> Result:
                   ctx.n_messages, len(ctx.data), t, "streaming, no order map", ok)
 
 
-def bench_book(ctx: Context) -> Result:
+def _book_run(ctx: Context):
+    """tickpipe's ITCH bytes -> BBO after every event, as one call."""
     from kernels.book_itch import book_itch
+    return lambda: book_itch(ctx.data, levels=1, date=SESSION_DATE)
+
+
+def _itchcpp_book_run(ctx: Context):
+    """itchcpp's BookManager over the same bytes, every symbol tracked, as one call."""
+    from itchcpp.book import BookManager
+    from ingest.simulator import _symbols
+    symbols = _symbols(ctx.size.n_instruments)
 
     def run():
-        return book_itch(ctx.data, levels=1, date=SESSION_DATE)
+        bm = BookManager()
+        for sym in symbols:
+            bm.track_symbol(sym)
+        bm.process_stream(ctx.data)
+        return bm
+    return run
 
-    t, book = measure(run, ctx.repeats)
+
+def bench_book(ctx: Context) -> Result:
+    t, book = measure(_book_run(ctx), ctx.repeats)
     ok = "" if book.num_rows > 0.99 * ctx.n_messages else f"CHECK FAILED: {book.num_rows} book rows"
     return Result("book", "tickpipe ITCH bytes -> best bid/offer after every event (one core)",
                   ctx.n_messages, len(ctx.data), t, "kernels.book_itch, levels=1", ok)
@@ -233,20 +250,27 @@ def bench_book_parallel(ctx: Context) -> Result:
 
 
 def bench_itchcpp_book(ctx: Context) -> Result:
-    from itchcpp.book import BookManager
-    from ingest.simulator import _symbols
-
-    def run():
-        bm = BookManager()
-        for sym in _symbols(ctx.size.n_instruments):
-            bm.track_symbol(sym)
-        bm.process_stream(ctx.data)
-        return bm
-
-    t, bm = measure(run, ctx.repeats)
+    t, bm = measure(_itchcpp_book_run(ctx), ctx.repeats)
     ok = "" if bm.book_count() == ctx.size.n_instruments else f"CHECK FAILED: {bm.book_count()} books"
     return Result("itchcpp_book", "itchcpp BookManager.process_stream (C++ L3 books, BBO)",
                   ctx.n_messages, len(ctx.data), t, "peer for the book row", ok)
+
+
+def paired_book_ratios(ctx: Context, pairs: int) -> list[float]:
+    """tickpipe's ``book`` over itchcpp's ``BookManager``, timed in alternation: each pair
+    runs both back to back, so both see the same machine (this VM's speed drifts by a quarter
+    over minutes, more than the rows' own spread). One ratio per pair, sorted."""
+    ours, peer = _book_run(ctx), _itchcpp_book_run(ctx)
+    ours(), peer()                                  # warm-up
+    ratios = []
+    for _ in range(pairs):
+        t0 = time.perf_counter()
+        ours()
+        t1 = time.perf_counter()
+        peer()
+        t2 = time.perf_counter()
+        ratios.append((t2 - t1) / (t1 - t0))
+    return sorted(ratios)
 
 
 def bench_itchcpp(ctx: Context) -> Result:
@@ -418,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     by = {r.name: r for r in results if r.timing is not None}
     cpp, mem = by.get("itchcpp"), by.get("memcpy")
     cbook = by.get("itchcpp_book")
+    paired: list[float] = []
     if cbook:
         print()
         for name, what in (("book", "ITCH bytes to BBO, one core"),
@@ -427,6 +452,11 @@ def main(argv: list[str] | None = None) -> int:
             if r:
                 print(f"{what:<48} {r.msgs_per_s / cbook.msgs_per_s:5.1f}x itchcpp BookManager "
                       f"({r.msgs_per_s / 1e6:.1f} vs {cbook.msgs_per_s / 1e6:.2f} Mmsg/s)")
+        if "book" in by:
+            paired = paired_book_ratios(ctx, repeats)
+            print(f"{'the first, timed in alternation with the peer':<48} "
+                  f"{statistics.median(paired):5.1f}x itchcpp BookManager (median of {repeats} "
+                  f"pairs; {paired[0]:.2f}-{paired[-1]:.2f}x)")
     if cpp and cpp.timing is not None:
         print()
         for name, what in (("stream", "decode to normalized columns, streaming"),
@@ -450,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
                      "n_instruments": size.n_instruments, "seed": args.seed, "repeats": repeats,
                      "input": str(path)},
             "results": [_result_json(r, cpp, mem) for r in results],
+            "book_over_itchcpp_paired": paired,
             "wall_s": wall,
         }
         args.json.write_text(json.dumps(doc, indent=2) + "\n")

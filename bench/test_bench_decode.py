@@ -1,4 +1,4 @@
-"""pytest-benchmark versions of the decode benchmarks, on a small generated session.
+"""pytest-benchmark versions of the decode and book benchmarks, on a small generated session.
 
 Run with ``.venv/bin/python -m pytest bench/`` (not part of ``make test``). The full comparison
 table, with the memory-copy ceiling and pure-Python itchfeed, is ``bench/run.py``.
@@ -94,3 +94,28 @@ def test_itchcpp_parse_stream_yields_every_message(benchmark, session):
     last = _run(benchmark, parse, data, n)
     assert sum(1 for _ in itchcpp.MessageParser().parse_stream(data)) == n
     assert last[0].message_type == b"S" and last[0].event_code == b"C"
+
+
+def test_book_itch_writes_the_best_bid_and_offer_after_every_event(benchmark, session):
+    from kernels.book_itch import book_itch
+    data, n = session
+    book = _run(benchmark, lambda: book_itch(data, levels=1, date=SESSION_DATE), data, n)
+    assert book.num_rows > 0.99 * n
+    assert set(book.column_names) >= {"bid_px_0", "ask_px_0", "bid_sz_0", "ask_sz_0"}
+
+
+def test_itchcpp_book_manager_keeps_every_symbols_book(benchmark, session):
+    pytest.importorskip("itchcpp")
+    from itchcpp.book import BookManager
+    from ingest.simulator import _symbols
+    data, n = session
+
+    def run():
+        bm = BookManager()
+        for sym in _symbols(N_INSTRUMENTS):
+            bm.track_symbol(sym)
+        bm.process_stream(data)
+        return bm
+
+    bm = _run(benchmark, run, data, n)
+    assert bm.book_count() == N_INSTRUMENTS
