@@ -627,11 +627,20 @@ def _with_report(book: pa.Table, report: "BookReport") -> pa.Table:
     return book.replace_schema_metadata(meta)
 
 
-def book_report(book: pa.Table) -> "BookReport":
-    """The :class:`BookReport` that :func:`reconstruct` stored in its table's metadata."""
-    raw = (book.schema.metadata or {}).get(b"tickpipe.book_report")
+def book_report(book) -> "BookReport":
+    """The :class:`BookReport` that :func:`reconstruct` (or ``book_itch``) stored in its
+    table's metadata, or that ``tickpipe book`` wrote in a Parquet file's footer (``book``: a
+    table, or the file's path)."""
+    if isinstance(book, (str, os.PathLike)):
+        import pyarrow.parquet as pq
+        meta = pq.read_metadata(book).metadata or {}
+        where = f"The Parquet file {os.fspath(book)!r} carries no book report: write it with `tickpipe book`."
+    else:
+        meta = book.schema.metadata or {}
+        where = "The `book` table carries no report: make it with kernels.book.reconstruct."
+    raw = meta.get(b"tickpipe.book_report")
     if raw is None:
-        raise ValueError("The `book` table carries no report: make it with kernels.book.reconstruct.")
+        raise ValueError(where)
     return BookReport(**json.loads(raw))
 
 

@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 import time
@@ -161,9 +163,10 @@ def cmd_book(args) -> int:
                 prog(stats)
         finally:
             prog.done()
+        r: BookReport = book.builder.report     # known at the end: in the file's footer
+        w.add_key_value_metadata({"tickpipe.book_report": json.dumps(dataclasses.asdict(r))})
     warn_skipped(args.file, stats, args.errors)
     dt = time.perf_counter() - t0
-    r: BookReport = book.builder.report
     print(f"read {stats.messages:,} messages ({stats.bytes / 1e6:,.1f} MB), wrote the top "
           f"{args.levels} level(s) a side after each of {rows:,} order events for "
           f"{book.builder.instruments.size:,} instruments in {dt:.2f} s "

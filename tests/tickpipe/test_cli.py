@@ -67,6 +67,10 @@ def test_book_writes_the_book_after_every_order_event_equal_to_book_itch(tmp_pat
     assert got.equals(want.replace_schema_metadata(got.schema.metadata))
     text = capsys.readouterr().out
     assert f"after each of {want.num_rows:,} order events for 20 instruments" in text
+    # the report, known only at the end of the stream, is in the file's footer
+    from kernels.book import book_report
+    assert book_report(out) == book_report(want)
+    assert book_report(out).events == want.num_rows
 
 
 def test_book_of_a_truncated_file_exits_2_naming_the_offset(tmp_path):
