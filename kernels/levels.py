@@ -153,7 +153,7 @@ def write_top(lv, tb, ta, nb, na, out_px, out_sz, out_ct, r):
 # and the caller keeps the slot of the best level in ``top[book, side]``. An event finds its
 # level in one or two probes wherever it sits in the book, instead of a scan from the top and a
 # bisection; only when the best level goes are the side's slots scanned for the next best. The
-# table is kept at most half full (:func:`hashed_room`).
+# table is kept at most three quarters full (:func:`hashed_room`).
 
 OCC = 3            # word of a hashed slot: 1 when the slot holds a level
 _UOCC = np.uint64(OCC)
@@ -167,8 +167,10 @@ def _home(price, mask):
 
 @numba.njit(inline="always")
 def hashed_room(n, cap):
-    """Whether a hashed side of ``n`` levels in ``cap`` slots may take one more level."""
-    return 2 * (n + 2) <= cap
+    """Whether a hashed side of ``n`` levels in ``cap`` slots may take one more level (at most
+    three quarters full: a side seldom holds more than a few dozen levels, and the tables of
+    every book grow together, so a lower bound would double them all for one busy side)."""
+    return 4 * (n + 2) <= 3 * cap
 
 
 @numba.njit(inline="always")
