@@ -319,7 +319,7 @@ class BookBuilder:
 
     LUT_MAX = 1 << 22        # instrument ids below this map through a direct table (int32)
 
-    def __init__(self, *, levels: int = 10, initial_levels: int = 64):
+    def __init__(self, *, levels: int = 10, initial_levels: int = 64, orders: int = 1 << 18):
         if not 1 <= levels <= 1000:
             raise ValueError(f"The `levels` must be in 1..1000, was {levels!r}.")
         self.levels = int(levels)
@@ -334,7 +334,9 @@ class BookBuilder:
         self.nlev = np.zeros((0, 2), np.int64)
         self.top = np.zeros((0, 2), np.int64)   # hashed: each side's best slot; else no rows
         self.last_ts = np.zeros(0, np.int64)                  # per book: latest ts_event seen
-        self.orders = OrderMap()             # the normalizer's order table (2**18 slots to start: fewer rebuilds)
+        # the normalizer's order table, ``orders`` direct slots to start (it grows as needed;
+        # a caller that knows its input is large saves the rebuilds on the way)
+        self.orders = OrderMap(orders)
         self.report = BookReport()
 
     def _index(self, inst: np.ndarray) -> np.ndarray:

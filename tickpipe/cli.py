@@ -143,14 +143,15 @@ def cmd_book(args) -> int:
     import pyarrow.parquet as pq
 
     from kernels.book import BookReport, book_schema
-    from kernels.book_itch import ItchBook, iter_book_itch
+    from kernels.book_itch import ItchBook, iter_book_itch, order_slots
     from normalize.reader import DecodeStats, resolve_date, warn_skipped
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     size = os.path.getsize(args.file)
     prog = Progress(size if _is_plain(args.file) else None, "book")
     stats = DecodeStats()
-    book = ItchBook(resolve_date(args.file, args.date), levels=args.levels)
+    book = ItchBook(resolve_date(args.file, args.date), levels=args.levels,
+                    orders=order_slots(args.file))
     rows = 0
     t0 = time.perf_counter()
     with pq.ParquetWriter(out, book_schema(args.levels), compression="zstd") as w:
