@@ -68,6 +68,66 @@ def select_events(buf, offsets, types, units, index, seq_base, lut, n_known, out
     return m, k
 
 
+@numba.njit(cache=True, nogil=True)
+def frame_events(buf, pos, stop, explen, cap, counts, skip, skipped_at, skipped_why, lut, n_known,
+                 seq_base, out_off, out_inst, out_seq, out_ix, fresh):
+    """:func:`normalize.itch_decode.frame_binaryfile` and :func:`select_events` in one pass:
+    walks BinaryFILE units in ``buf[pos:stop]`` (at most ``cap`` messages; the same checks,
+    bad-unit handling and counts as ``frame_binaryfile``) and lists only the ``mbo`` messages,
+    with their instruments, book indices (through ``lut``; new locates listed in ``fresh``) and
+    sequence numbers (``seq_base`` plus the unit's index, skipped units counted).
+
+    Returns ``(n_messages, next_pos, status, fault_pos, n_skipped, events, instruments known)``.
+    """
+    n = 0
+    ns = 0
+    m = 0
+    k = n_known
+    scap = skipped_at.shape[0]
+    status = D.OK
+    while pos + 2 <= stop:
+        if n >= cap:
+            status = D.FULL
+            break
+        length = be16(buf, pos)
+        end = pos + 2 + length
+        if length > 0 and end > stop:
+            break
+        t = buf[pos + 2] if length > 0 else np.uint8(0)
+        why = 0
+        if length == 0:
+            why = D.ERR_ZERO_LENGTH
+        elif explen[t] != length:
+            why = D.ERR_UNKNOWN_TYPE if explen[t] == 0 else D.ERR_LENGTH
+        if why != 0:
+            if not skip:
+                return n, pos, why, pos, ns, m, k
+            if ns < scap:
+                skipped_at[ns] = pos
+                skipped_why[ns] = why
+            ns += 1
+            pos = end
+            continue
+        p = pos + 2
+        if D.TYPE_KIND[t] == D.KIND_MBO:
+            out_off[m] = p
+            loc = be16(buf, p + D.O_LOCATE)
+            out_inst[m] = loc
+            d = lut[loc]
+            if d < 0:
+                d = k
+                lut[loc] = k
+                fresh[k - n_known] = loc
+                k += 1
+            out_ix[m] = d
+            out_seq[m] = np.uint64(seq_base + n + ns)
+            m += 1
+        counts[t] += 1
+        n += 1
+        pos = end
+    return n, pos, status, pos, ns, m, k
+
+
 @numba.njit(cache=True, nogil=True, _nrt=False)
 def apply_itch(buf, off, ix, clk_mid, clk_switch, clk_off0, clk_off1, last_ts, start,
                lv, lcap, nlev, top, tab, count, used, out_ts, out_px, out_sz, out_ct,
@@ -157,7 +217,37 @@ class ItchBook:
             b._add_books(fresh[:n_new - n_old].copy())
         if index is None:
             self.next_sequence += n_units if n_units is not None else n_all
-        off, inst, seq, ix = off[:m], inst[:m], seq[:m], ix[:m]
+        return self._books(buf, off[:m], inst[:m], seq[:m], ix[:m])
+
+    def walk(self, buf: np.ndarray, pos: int, stop: int, max_messages: int, skip: bool,
+             skipped_at: np.ndarray, skipped_why: np.ndarray, counts: np.ndarray):
+        """The book after each ``mbo`` message of BinaryFILE bytes ``buf[pos:stop]`` (at most
+        ``max_messages`` messages), framed and selected in one pass (:func:`frame_events`).
+
+        Returns ``(table or None, messages, next_pos, status, fault_pos, skipped)``, the step
+        of :func:`normalize.reader._walk_binaryfile`; ``counts`` gets the messages by type."""
+        b = self.builder
+        cap = max_messages
+        off = arena.take(cap * 8).view(np.int64)
+        inst = arena.take(cap * 4).view(np.uint32)
+        seq = arena.take(cap * 8).view(np.uint64)
+        ix = arena.take(cap * 8).view(np.int64)
+        lut = b.locate_table()
+        fresh = np.empty(min(cap, lut.size), np.uint32)
+        n_old = b.instruments.size
+        n, npos, status, fault, ns, m, n_new = frame_events(
+            buf, pos, stop, MESSAGE_LENGTH, cap, counts, skip, skipped_at, skipped_why, lut,
+            n_old, self.next_sequence, off, inst, seq, ix, fresh)
+        if n_new > n_old:
+            b._add_books(fresh[:n_new - n_old].copy())
+        self.next_sequence += n + ns
+        table = self._books(buf, off[:m], inst[:m], seq[:m], ix[:m]) if n else None
+        return table, n, npos, status, fault, ns
+
+    def _books(self, buf, off, inst, seq, ix) -> pa.Table:
+        """Apply the listed ``mbo`` messages; the book table around their keys."""
+        b = self.builder
+        m = off.shape[0]
         ts = arena.take(m * 8).view(np.int64)
         out = _out_arrays(m, b.levels)
         c = self.clock
@@ -171,18 +261,10 @@ class ItchBook:
 def _binaryfile_batches(src, book: ItchBook, *, batch_size: int, chunk_bytes: int, skip: bool,
                         stats: RD.DecodeStats) -> Iterator[pa.Table]:
     def step(buf, pos, stop, skipped_at, skipped_why):
-        offsets = np.empty(batch_size, np.int64)
-        types = np.empty(batch_size, np.uint8)
-        units = np.empty(batch_size, np.int64)
         counts = np.zeros(256, np.int64)
-        n, npos, status, fault, ns = D.frame_binaryfile(
-            buf, pos, stop, MESSAGE_LENGTH, offsets, types, counts, skip, skipped_at,
-            skipped_why, units)
+        out = book.walk(buf, pos, stop, batch_size, skip, skipped_at, skipped_why, counts)
         stats.add_counts(counts)
-        table = book.apply(buf, offsets[:n], types[:n], units[:n], n_units=n + ns) if n else None
-        if not n:
-            book.next_sequence += ns
-        return table, n, npos, status, fault, ns
+        return out
 
     yield from RD._walk_binaryfile(src, chunk_bytes=chunk_bytes, skip=skip, stats=stats, step=step)
 
