@@ -172,6 +172,15 @@ for _t in "INO":
     TYPE_KIND[ord(_t)] = KIND_IMB
 
 
+@numba.njit(inline="always")
+def record_skip(skipped_at, skipped_why, ns, pos, why):
+    """Note skipped unit ``ns`` (at ``pos``, for ``why``) while there is room; returns ``ns + 1``."""
+    if ns < skipped_at.shape[0]:
+        skipped_at[ns] = pos
+        skipped_why[ns] = why
+    return ns + 1
+
+
 @numba.njit(cache=True, nogil=True)
 def frame_binaryfile(buf, pos, stop, explen, offsets, types, counts, skip, skipped_at, skipped_why,
                      units):
@@ -189,7 +198,6 @@ def frame_binaryfile(buf, pos, stop, explen, offsets, types, counts, skip, skipp
     n = 0
     ns = 0
     cap = offsets.shape[0]
-    scap = skipped_at.shape[0]
     with_units = units.shape[0] > 0
     while pos + 2 <= stop:
         if n >= cap:
@@ -198,10 +206,7 @@ def frame_binaryfile(buf, pos, stop, explen, offsets, types, counts, skip, skipp
         if length == 0:
             if not skip:
                 return n, pos, ERR_ZERO_LENGTH, pos, ns
-            if ns < scap:
-                skipped_at[ns] = pos
-                skipped_why[ns] = ERR_ZERO_LENGTH
-            ns += 1
+            ns = record_skip(skipped_at, skipped_why, ns, pos, ERR_ZERO_LENGTH)
             pos += 2
             continue
         end = pos + 2 + length
@@ -213,10 +218,7 @@ def frame_binaryfile(buf, pos, stop, explen, offsets, types, counts, skip, skipp
             why = ERR_UNKNOWN_TYPE if e == 0 else ERR_LENGTH
             if not skip:
                 return n, pos, why, pos, ns
-            if ns < scap:
-                skipped_at[ns] = pos
-                skipped_why[ns] = why
-            ns += 1
+            ns = record_skip(skipped_at, skipped_why, ns, pos, why)
             pos = end
             continue
         offsets[n] = pos + 2
