@@ -14,6 +14,8 @@ Public API::
     ingest.capture.Capture, ingest.exchange.Exchange            (live capture, simulator)
 """
 
+import tickpipe.jitcache  # noqa: F401  (numba's cache directory, before any kernel is defined)
+
 from ingest.moldudp64 import (FrameResult, Skip, encode_packet, end_of_session, frame_packets,
                               heartbeat, packetize)
 from ingest.pcap import Capture, Channel, is_capture, read_capture, write_pcap

@@ -12,6 +12,8 @@ Public API::
 Record layouts live in :mod:`normalize.records`, ITCH wire layouts in :mod:`normalize.itch_spec`.
 """
 
+import tickpipe.jitcache  # noqa: F401  (numba's cache directory, before any kernel is defined)
+
 from normalize.encode import encode_itch
 from normalize.lobster import read_lobster, read_lobster_book, read_lobster_status
 from normalize.reader import DecodeStats, iter_itch, read_itch, read_itch_raw, read_moldudp64
