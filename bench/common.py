@@ -73,6 +73,18 @@ def session_bytes(n_messages: int, n_instruments: int, seed: int = 7,
     return data, path, True
 
 
+def itchcpp_books(data: bytes, n_instruments: int):
+    """itchcpp's ``BookManager`` over a generated session's bytes, every symbol tracked: the peer
+    of tickpipe's book (``bench/run.py`` row ``itchcpp_book``, ``bench/test_bench_decode.py``)."""
+    from itchcpp.book import BookManager
+    from ingest.simulator import _symbols
+    bm = BookManager()
+    for sym in _symbols(n_instruments):
+        bm.track_symbol(sym)
+    bm.process_stream(data)
+    return bm
+
+
 def message_ends(data: bytes) -> np.ndarray:
     """Byte offset just past each message of a BinaryFILE buffer (framed by tickpipe, checked)."""
     from normalize import itch_decode as D

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from common import (MB, SESSION_DATE, SIZES, BENCH_DIR, Size, Timing, machine_info,  # noqa: E402
-                    measure, message_ends, session_bytes)
+from common import (MB, SESSION_DATE, SIZES, BENCH_DIR, Size, Timing, itchcpp_books,  # noqa: E402
+                    machine_info, measure, message_ends, session_bytes)
 
 
 @dataclass
@@ -200,17 +200,7 @@ def _book_run(ctx: Context):
 
 def _itchcpp_book_run(ctx: Context):
     """itchcpp's BookManager over the same bytes, every symbol tracked, as one call."""
-    from itchcpp.book import BookManager
-    from ingest.simulator import _symbols
-    symbols = _symbols(ctx.size.n_instruments)
-
-    def run():
-        bm = BookManager()
-        for sym in symbols:
-            bm.track_symbol(sym)
-        bm.process_stream(ctx.data)
-        return bm
-    return run
+    return lambda: itchcpp_books(ctx.data, ctx.size.n_instruments)
 
 
 def bench_book(ctx: Context) -> Result:

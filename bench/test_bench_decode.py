@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import SESSION_DATE, message_ends, session_bytes  # noqa: E402
+from common import SESSION_DATE, itchcpp_books, message_ends, session_bytes  # noqa: E402
 
 pytest.importorskip("pytest_benchmark")
 
@@ -106,16 +106,6 @@ def test_book_itch_writes_the_best_bid_and_offer_after_every_event(benchmark, se
 
 def test_itchcpp_book_manager_keeps_every_symbols_book(benchmark, session):
     pytest.importorskip("itchcpp")
-    from itchcpp.book import BookManager
-    from ingest.simulator import _symbols
     data, n = session
-
-    def run():
-        bm = BookManager()
-        for sym in _symbols(N_INSTRUMENTS):
-            bm.track_symbol(sym)
-        bm.process_stream(data)
-        return bm
-
-    bm = _run(benchmark, run, data, n)
+    bm = _run(benchmark, lambda: itchcpp_books(data, N_INSTRUMENTS), data, n)
     assert bm.book_count() == N_INSTRUMENTS

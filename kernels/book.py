@@ -623,10 +623,16 @@ def _reconstruct_parallel(t: pa.Table, levels: int, threads: int) -> pa.Table:
     return _with_report(_book_table(t, px, sz, ct), total)
 
 
+REPORT_KEY = b"tickpipe.book_report"      # schema / Parquet footer metadata: the BookReport
+
+
+def report_metadata(report: "BookReport") -> dict[bytes, bytes]:
+    """``{REPORT_KEY: the report as JSON}``, for a table's schema or a Parquet file's footer."""
+    return {REPORT_KEY: json.dumps(dataclasses.asdict(report)).encode()}
+
+
 def _with_report(book: pa.Table, report: "BookReport") -> pa.Table:
-    meta = dict(book.schema.metadata or {})
-    meta[b"tickpipe.book_report"] = json.dumps(dataclasses.asdict(report)).encode()
-    return book.replace_schema_metadata(meta)
+    return book.replace_schema_metadata({**(book.schema.metadata or {}), **report_metadata(report)})
 
 
 def book_report(book) -> "BookReport":
@@ -640,7 +646,7 @@ def book_report(book) -> "BookReport":
     else:
         meta = book.schema.metadata or {}
         where = "The `book` table carries no report: make it with kernels.book.reconstruct."
-    raw = meta.get(b"tickpipe.book_report")
+    raw = meta.get(REPORT_KEY)
     if raw is None:
         raise ValueError(where)
     return BookReport(**json.loads(raw))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -164,9 +165,7 @@ def order_slots(path_or_buffer) -> int:
     try:
         if isinstance(path_or_buffer, (str, os.PathLike)):
             n = os.path.getsize(path_or_buffer)
-            with open(path_or_buffer, "rb") as f:
-                head = f.read(4)
-            if head[:2] == b"\x1f\x8b" or head == b"\x28\xb5\x2f\xfd":
+            if RD.compression(path_or_buffer) is not None:
                 n *= 3
         elif hasattr(path_or_buffer, "read"):
             return MIN_ORDER_SLOTS
@@ -176,6 +175,18 @@ def order_slots(path_or_buffer) -> int:
         return MIN_ORDER_SLOTS
     want = 1 << max(0, int(n // 128) - 1).bit_length()
     return min(max(want, MIN_ORDER_SLOTS), MAX_ORDER_SLOTS)
+
+
+class EventLists(NamedTuple):
+    """What :func:`select_events` and :func:`frame_events` take after ``seq_base``: the locate
+    table and the instruments known, then the lists they fill (in this order)."""
+    lut: np.ndarray
+    n_known: int
+    off: np.ndarray
+    inst: np.ndarray
+    seq: np.ndarray
+    ix: np.ndarray
+    fresh: np.ndarray
 
 
 class ItchBook:
@@ -226,24 +237,24 @@ class ItchBook:
         table = self._books(buf, ev, m) if n else None
         return table, n, npos, status, fault, ns
 
-    def _event_lists(self, cap: int) -> tuple:
+    def _event_lists(self, cap: int) -> "EventLists":
         """The arguments the selecting kernels take after ``seq_base``, with room for ``cap``
-        events: ``(lut, n_known, out_off, out_inst, out_seq, out_ix, fresh)``."""
+        events."""
         lut = self.builder.locate_table()
-        return (lut, self.builder.instruments.size, arena.take(cap * 8).view(np.int64),
-                arena.take(cap * 4).view(np.uint32), arena.take(cap * 8).view(np.uint64),
-                arena.take(cap * 8).view(np.int64), np.empty(min(cap, lut.size), np.uint32))
+        return EventLists(lut, self.builder.instruments.size,
+                          arena.take(cap * 8).view(np.int64), arena.take(cap * 4).view(np.uint32),
+                          arena.take(cap * 8).view(np.uint64), arena.take(cap * 8).view(np.int64),
+                          np.empty(min(cap, lut.size), np.uint32))
 
-    def _new_books(self, ev: tuple, n_new: int) -> None:
+    def _new_books(self, ev: "EventLists", n_new: int) -> None:
         """Books for the instruments a selecting kernel met first (listed in ``fresh``)."""
-        n_old, fresh = ev[1], ev[6]
-        if n_new > n_old:
-            self.builder._add_books(fresh[:n_new - n_old].copy())
+        if n_new > ev.n_known:
+            self.builder._add_books(ev.fresh[:n_new - ev.n_known].copy())
 
-    def _books(self, buf, ev: tuple, m: int) -> pa.Table:
+    def _books(self, buf, ev: "EventLists", m: int) -> pa.Table:
         """Apply the first ``m`` listed ``mbo`` messages; the book table around their keys."""
         b = self.builder
-        off, inst, seq, ix = (a[:m] for a in ev[2:6])
+        off, inst, seq, ix = ev.off[:m], ev.inst[:m], ev.seq[:m], ev.ix[:m]
         ts = arena.take(m * 8).view(np.int64)
         out = _out_arrays(m, b.levels)
         c = self.clock

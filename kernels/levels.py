@@ -15,6 +15,7 @@ import numba
 import numpy as np
 
 from normalize import records as R
+from normalize.ordermap import _slot
 
 BID, ASK = 0, 1
 W = 4              # int64 words per level: price, shares, orders, unused
@@ -157,12 +158,12 @@ def write_top(lv, tb, ta, nb, na, out_px, out_sz, out_ct, r):
 
 OCC = 3            # word of a hashed slot: 1 when the slot holds a level
 _UOCC = np.uint64(OCC)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 @numba.njit(inline="always")
 def _home(price, mask):
-    return ((np.uint64(price) * _GOLDEN) >> np.uint64(32)) & mask
+    """A price's home slot: the order map's Fibonacci hash (:func:`normalize.ordermap._slot`)."""
+    return np.uint64(_slot(np.uint64(price), mask))
 
 
 @numba.njit(inline="always")

@@ -193,13 +193,23 @@ def _as_uint8(data) -> np.ndarray:
     return np.frombuffer(memoryview(data), dtype=np.uint8)
 
 
+def _compression_of(head: bytes) -> str | None:
+    return "gzip" if head[:2] == _GZIP_MAGIC else "zstd" if head[:4] == _ZSTD_MAGIC else None
+
+
+def compression(path) -> str | None:
+    """``"gzip"``, ``"zstd"`` or None (plain) for the file at ``path``, from its first bytes."""
+    with open(path, "rb") as f:
+        return _compression_of(f.read(4))
+
+
 def _open_stream(path: Path):
     f = open(path, "rb")
-    head = f.read(4)
+    kind = _compression_of(f.read(4))
     f.seek(0)
-    if head[:2] == _GZIP_MAGIC:
+    if kind == "gzip":
         return gzip.GzipFile(fileobj=f, mode="rb")
-    if head == _ZSTD_MAGIC:
+    if kind == "zstd":
         import zstandard
         return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True, closefd=True)
     return f

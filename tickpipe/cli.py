@@ -13,8 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 import sys
 import time
@@ -73,9 +71,8 @@ class Progress:
 
 
 def _is_plain(path: str) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(4)
-    return not (head[:2] == b"\x1f\x8b" or head == b"\x28\xb5\x2f\xfd")
+    from normalize.reader import compression
+    return compression(path) is None
 
 
 def cmd_inspect(args) -> int:
@@ -142,7 +139,7 @@ def cmd_decode(args) -> int:
 def cmd_book(args) -> int:
     import pyarrow.parquet as pq
 
-    from kernels.book import BookReport, book_schema
+    from kernels.book import BookReport, book_schema, report_metadata
     from kernels.book_itch import ItchBook, iter_book_itch, order_slots
     from normalize.reader import DecodeStats, resolve_date, warn_skipped
     out = Path(args.out)
@@ -165,7 +162,7 @@ def cmd_book(args) -> int:
         finally:
             prog.done()
         r: BookReport = book.builder.report     # known at the end: in the file's footer
-        w.add_key_value_metadata({"tickpipe.book_report": json.dumps(dataclasses.asdict(r))})
+        w.add_key_value_metadata(report_metadata(r))
     warn_skipped(args.file, stats, args.errors)
     dt = time.perf_counter() - t0
     print(f"read {stats.messages:,} messages ({stats.bytes / 1e6:,.1f} MB), wrote the top "
