@@ -6,8 +6,9 @@ same machine fed batch by batch (state carried between batches) and exports its 
 snapshot events that seed a later run.
 
 The compiled core walks the events once. Per order it keeps (price, remaining, side, instrument)
-in the open-addressing order map of :mod:`normalize.ordermap` (no Python or typed dict in the
-loop); per instrument and side a sorted array of price levels, best last (so activity at the
+in compiled tables (:mod:`kernels.orders`: 16-byte direct rows for the orders that fit, which
+is every ITCH order, and the open-addressing map of :mod:`normalize.ordermap` for the rest; no
+Python or typed dict in the loop); per instrument and side a sorted array of price levels, best last (so activity at the
 top of the book shifts few entries), that grows when a side runs out of room. Semantics:
 
 * add: a new order joins its level (a replace's new order keeps nothing of the old queue place);
@@ -45,7 +46,8 @@ from kernels.levels import (ASK, BID, PX, W, hashed_add, hashed_clear, hashed_re
                             hashed_room, hashed_sub, level_add, level_sub, write_top)
 from kernels.levels import side_index as _side
 from normalize._bytes import prefetch
-from normalize.ordermap import (OrderMap, _put, find, home, price_of, remaining_of, remove,
+from kernels import orders as O
+from normalize.ordermap import (EMPTY, H_TOP, _hdr, _put, find, price_of, remaining_of, remove,
                                 set_remaining, side_of, spill_room)
 
 DEVICES = ("auto", "cpu", "gpu")
@@ -109,10 +111,44 @@ def _late(t, ii, i, last_ts, tally, late_at):
 
 
 @numba.njit(inline="always")
-def _event(a, oid, noid, px, sz, sd0, ii, lv, lcap, nlev, top, tab, count, used, tally):
+def _wide_find(tab, key, count):
+    """Row of ``key`` in the general map behind the 16-byte rows (:mod:`kernels.orders`), or
+    -1; with ``count`` live orders there. A reference above the largest it ever held is
+    answered from the header row, without touching the key's row."""
+    if count == 0 or key > tab[_hdr(tab), H_TOP]:
+        return -1
+    return find(tab, key)
+
+
+@numba.njit(inline="always")
+def _insert(nt, ni, tab, key, px, sz, s, sd, ii, count, used):
+    """Store a new order (side index ``s``, side code ``sd``) in a 16-byte row when it fits
+    and its row is free, else in the general map; a live order of the same reference is
+    overwritten. Returns ``(count, used)`` of the general map."""
+    r = O.row_of(nt, key)
+    cur = nt[r, O.KEY]
+    p4 = O.units(key, px, sz)
+    if cur == key and key != EMPTY:
+        if p4 >= 0:
+            O.put(nt, ni, r, key, p4, s, sz, ii)
+            return count, used
+        O.n_clear(nt, r)                  # moves to the general map
+    elif cur == EMPTY and p4 >= 0 and _wide_find(tab, key, count) < 0:
+        O.put(nt, ni, r, key, p4, s, sz, ii)
+        return count, used
+    was_live, took_empty = _put(tab, key, px, sz, sd, ii)
+    if not was_live:
+        count += 1
+        used += took_empty
+    return count, used
+
+
+@numba.njit(inline="always")
+def _event(a, oid, noid, px, sz, sd0, ii, lv, lcap, nlev, top, nt, ni, tab, count, used, tally):
     """Apply one event (action ``a``, order ``oid``, replace's new order ``noid``, price,
-    size, side code) to book ``ii`` and the order map; returns ``(count, used)``. The caller
-    made room first (:func:`_room`).
+    size, side code) to book ``ii`` and the order table (16-byte rows ``nt``, ``ni`` and the
+    general map ``tab``: :mod:`kernels.orders`); returns ``(count, used)`` of the general
+    map. The caller made room first (:func:`_room`).
 
     The level updates are written out at each place: the same code as two inline helpers (take
     from a level, add a new order) measured 15 ns/event slower in ``book_itch``."""
@@ -121,22 +157,69 @@ def _event(a, oid, noid, px, sz, sd0, ii, lv, lcap, nlev, top, tab, count, used,
         if s < 0 or px == R.UNDEF_PRICE:
             tally[3] += 1
         else:
-            k = find(tab, oid)
-            if k >= 0:                   # reused live reference: its old shares leave
-                s0 = _side(side_of(tab, k))
-                m = _sub(lv, lcap, nlev, top, ii, s0, price_of(tab, k),
-                              remaining_of(tab, k), 1)
+            r = O.row_of(nt, oid)
+            if nt[r, O.KEY] == oid and oid != EMPTY:     # reused live reference: its old shares leave
+                s0 = O.n_side(nt, r)
+                m = _sub(lv, lcap, nlev, top, ii, s0, O.n_price(nt, r), O.n_remaining(nt, r), 1)
                 if m >= 0:
                     nlev[ii, s0] = m
                 tally[3] += 1
-            was_live, took_empty = _put(tab, oid, px, sz, sd0, ii)
-            if not was_live:
-                count += 1
-                used += took_empty
+                O.n_clear(nt, r)
+            else:
+                k = _wide_find(tab, oid, count)
+                if k >= 0:
+                    s0 = _side(side_of(tab, k))
+                    m = _sub(lv, lcap, nlev, top, ii, s0, price_of(tab, k),
+                             remaining_of(tab, k), 1)
+                    if m >= 0:
+                        nlev[ii, s0] = m
+                    tally[3] += 1
+            count, used = _insert(nt, ni, tab, oid, px, sz, s, sd0, ii, count, used)
             nlev[ii, s] = _add(lv, lcap, nlev, top, ii, s, px, sz, 1)     # room was checked above
-    elif a == R.ACTION_EXECUTE or a == R.ACTION_CANCEL or a == R.ACTION_DELETE:
-        k = find(tab, oid)
-        if k < 0:
+    elif (a == R.ACTION_EXECUTE or a == R.ACTION_CANCEL or a == R.ACTION_DELETE
+          or a == R.ACTION_REPLACE):
+        # the order: in its 16-byte row, or in the general map (k), or unknown
+        r = O.row_of(nt, oid)
+        narrow = nt[r, O.KEY] == oid and oid != EMPTY
+        k = -1
+        rem = np.uint64(0)
+        s = 0
+        p0 = np.int64(0)
+        if narrow:
+            rem = O.n_remaining(nt, r)
+            s = O.n_side(nt, r)
+            p0 = O.n_price(nt, r)
+        else:
+            k = _wide_find(tab, oid, count)
+            if k >= 0:
+                rem = remaining_of(tab, k)
+                s = _side(side_of(tab, k))
+                p0 = price_of(tab, k)
+        known = narrow or k >= 0
+        if a == R.ACTION_REPLACE:
+            sd = sd0
+            if known:
+                m = _sub(lv, lcap, nlev, top, ii, s, p0, rem, 1)
+                if m < 0:
+                    tally[3] += 1
+                else:
+                    nlev[ii, s] = m
+                if narrow:
+                    O.n_clear(nt, r)
+                    sd = np.uint8(R.SIDE_BID if s == BID else R.SIDE_ASK)
+                else:
+                    sd = side_of(tab, k)
+                    used -= remove(tab, k)
+                    count -= 1
+            s = _side(sd)
+            if s < 0:
+                tally[0] += 1            # the new order's side is unknown: reported, not guessed
+            else:
+                if not known:
+                    tally[1] += 1
+                count, used = _insert(nt, ni, tab, noid, px, sz, s, sd, ii, count, used)
+                nlev[ii, s] = _add(lv, lcap, nlev, top, ii, s, px, sz, 1)
+        elif not known:
             s = _side(sd0)
             q = sz
             if s >= 0 and px != R.UNDEF_PRICE and q > 0:
@@ -149,49 +232,26 @@ def _event(a, oid, noid, px, sz, sd0, ii, lv, lcap, nlev, top, tab, count, used,
             else:
                 tally[0] += 1
         else:
-            rem = remaining_of(tab, k)
             q = rem if a == R.ACTION_DELETE else sz
             if q > rem:
                 tally[3] += 1
                 q = rem
             gone = q >= rem
-            s = _side(side_of(tab, k))
-            m = _sub(lv, lcap, nlev, top, ii, s, price_of(tab, k), q,
-                          1 if gone else 0)
+            m = _sub(lv, lcap, nlev, top, ii, s, p0, q, 1 if gone else 0)
             if m < 0:
                 tally[3] += 1
             else:
                 nlev[ii, s] = m
-            if gone:
+            if narrow:
+                if gone:
+                    O.n_clear(nt, r)
+                else:
+                    O.n_set_remaining(nt, r, rem - q)
+            elif gone:
                 used -= remove(tab, k)
                 count -= 1
             else:
                 set_remaining(tab, k, rem - q)
-    elif a == R.ACTION_REPLACE:
-        k = find(tab, oid)
-        sd = sd0
-        if k >= 0:
-            sd = side_of(tab, k)
-            s = _side(sd)
-            m = _sub(lv, lcap, nlev, top, ii, s, price_of(tab, k),
-                          remaining_of(tab, k), 1)
-            if m < 0:
-                tally[3] += 1
-            else:
-                nlev[ii, s] = m
-            used -= remove(tab, k)
-            count -= 1
-        s = _side(sd)
-        if s < 0:
-            tally[0] += 1            # the new order's side is unknown: reported, not guessed
-        else:
-            if k < 0:
-                tally[1] += 1
-            was_live, took_empty = _put(tab, noid, px, sz, sd, ii)
-            if not was_live:
-                count += 1
-                used += took_empty
-            nlev[ii, s] = _add(lv, lcap, nlev, top, ii, s, px, sz, 1)
     elif a == R.ACTION_CLEAR:
         if top.shape[0] > 0:
             hashed_clear(lv, ii * 2 * lcap, 2 * lcap)
@@ -221,9 +281,9 @@ def _publish(lv, lcap, nlev, top, ii, i, tally, crossed_at, out_px, out_sz, out_
 
 
 @numba.njit(inline="always")
-def _prefetch_book(tab, oid, lv, lcap, nlev, top, ij):
-    """Request an event's order slot and both sides' top levels a few events early."""
-    prefetch(tab, home(tab, oid) * 4)
+def _prefetch_book(nt, oid, lv, lcap, nlev, top, ij):
+    """Request an event's order row and both sides' top levels a few events early."""
+    prefetch(nt, O.row_of(nt, oid) * np.uint64(2))
     for s2 in range(2):
         t = top[ij, s2] if top.shape[0] > 0 else max(nlev[ij, s2] - 1, 0)
         prefetch(lv, ((ij * 2 + s2) * lcap + t) * W)
@@ -231,7 +291,7 @@ def _prefetch_book(tab, oid, lv, lcap, nlev, top, ij):
 
 @numba.njit(cache=True, nogil=True, _nrt=False)
 def apply_events(action, order_id, new_order_id, price, size, side, ix, ts, last_ts, start,
-                 lv, lcap, nlev, top, tab, count, used, out_px, out_sz, out_ct, out_rows,
+                 lv, lcap, nlev, top, nt, ni, tab, count, used, out_px, out_sz, out_ct, out_rows,
                  tally, crossed_at, late_at):
     """Apply events ``start..`` and write the top levels after each (``out_*[side, k, r]``,
     ``r = out_rows[i]``, or ``i`` when ``out_rows`` is empty).
@@ -250,7 +310,7 @@ def apply_events(action, order_id, new_order_id, price, size, side, ix, ts, last
     for i in range(start, n):
         j = i + AHEAD
         if j < n:
-            _prefetch_book(tab, order_id[j], lv, lcap, nlev, top, ix[j])
+            _prefetch_book(nt, order_id[j], lv, lcap, nlev, top, ix[j])
         a = action[i]
         ii = ix[i]
         st = _room(a, used, tab, nlev, top, ii, lcap)
@@ -258,7 +318,7 @@ def apply_events(action, order_id, new_order_id, price, size, side, ix, ts, last
             return i, count, used, st
         _late(ts[i], ii, i, last_ts, tally, late_at)
         count, used = _event(a, order_id[i], new_order_id[i], price[i], size[i], side[i], ii,
-                             lv, lcap, nlev, top, tab, count, used, tally)
+                             lv, lcap, nlev, top, nt, ni, tab, count, used, tally)
         _publish(lv, lcap, nlev, top, ii, i, tally, crossed_at, out_px, out_sz, out_ct,
                  out_rows[i] if remap else i)
     return n, count, used, 0
@@ -334,9 +394,10 @@ class BookBuilder:
         self.nlev = np.zeros((0, 2), np.int64)
         self.top = np.zeros((0, 2), np.int64)   # hashed: each side's best slot; else no rows
         self.last_ts = np.zeros(0, np.int64)                  # per book: latest ts_event seen
-        # the normalizer's order table, ``orders`` direct slots to start (it grows as needed;
-        # a caller that knows its input is large saves the rebuilds on the way)
-        self.orders = OrderMap(orders)
+        # the live orders (kernels.orders): ``orders`` 16-byte rows, and the general map behind
+        # them for what does not fit, which grows as needed (a caller that knows its input is
+        # large gives more rows: fewer orders collide into the map)
+        self.orders = O.BookOrders(orders)
         self.report = BookReport()
 
     def _index(self, inst: np.ndarray) -> np.ndarray:
@@ -431,7 +492,7 @@ class BookBuilder:
         """Run a book kernel over ``n`` events to the end, growing the level arrays and the order
         map when it asks, and add its counts to :attr:`report`.
 
-        The kernel is called as ``kernel(*before, start, lv, lcap, nlev, top, tab, count, used,
+        The kernel is called as ``kernel(*before, start, lv, lcap, nlev, top, nt, ni, tab, count, used,
         *after, tally, crossed_at, late_at)`` and returns ``(next_event, count, used, status)``
         (:func:`apply_events`; :mod:`kernels.book_itch` reads ITCH bytes instead of columns).
         """
@@ -440,14 +501,15 @@ class BookBuilder:
         late_at = np.zeros(16, np.int64)
         start = 0
         while True:
-            om = self.orders
+            bo, om = self.orders, self.orders.wide
             start, om.count, om.used, status = kernel(
-                *before, start, self.lv, self._cap, self.nlev, self.top, om.tab, om.count, om.used,
+                *before, start, self.lv, self._cap, self.nlev, self.top, bo.nt, bo.ni, om.tab,
+                om.count, om.used,
                 *after, tally, crossed_at, late_at)
             if status == NEED_LEVELS:
                 self._grow_levels()
             elif status == NEED_ORDERS:
-                self.orders.rebuild()
+                om.rebuild()
             else:
                 break
         r = self.report

@@ -130,7 +130,7 @@ def frame_events(buf, pos, stop, explen, cap, counts, skip, skipped_at, skipped_
 
 @numba.njit(cache=True, nogil=True, _nrt=False)
 def apply_itch(buf, off, ix, clk_mid, clk_switch, clk_off0, clk_off1, last_ts, start,
-               lv, lcap, nlev, top, tab, count, used, out_ts, out_px, out_sz, out_ct,
+               lv, lcap, nlev, top, nt, ni, tab, count, used, out_ts, out_px, out_sz, out_ct,
                tally, crossed_at, late_at):
     """:func:`kernels.book.apply_events` over ``mbo`` messages at ``buf[off[i]]`` (book index
     ``ix[i]``) instead of columns; also writes each event's ``ts_event`` to ``out_ts``."""
@@ -138,7 +138,7 @@ def apply_itch(buf, off, ix, clk_mid, clk_switch, clk_off0, clk_off1, last_ts, s
     for i in range(start, n):
         j = i + AHEAD
         if j < n:     # an order-less message (Q, B) prefetches a harmless slot
-            _prefetch_book(tab, be64(buf, off[j] + D.O_REF), lv, lcap, nlev, top, ix[j])
+            _prefetch_book(nt, be64(buf, off[j] + D.O_REF), lv, lcap, nlev, top, ix[j])
         p = off[i]
         a, oid, noid, px, sz, sd = D.mbo_event(buf, p, buf[p])
         ii = ix[i]
@@ -148,8 +148,8 @@ def apply_itch(buf, off, ix, clk_mid, clk_switch, clk_off0, clk_off1, last_ts, s
         t = np.int64(D._ts(buf, p, clk_mid, clk_switch, clk_off0, clk_off1))
         out_ts[i] = t
         _late(t, ii, i, last_ts, tally, late_at)
-        count, used = _event(a, oid, noid, px, sz, sd, ii, lv, lcap, nlev, top, tab, count, used,
-                             tally)
+        count, used = _event(a, oid, noid, px, sz, sd, ii, lv, lcap, nlev, top, nt, ni, tab,
+                             count, used, tally)
         _publish(lv, lcap, nlev, top, ii, i, tally, crossed_at, out_px, out_sz, out_ct, i)
     return n, count, used, 0
 
