@@ -1,0 +1,741 @@
+"""EWMA and GARCH(1,1) volatility for many instruments at once, on the CPU and the GPU.
+
+:func:`garch11` fits, per instrument, the constant-mean GARCH(1,1) model of the ``arch``
+package, ``arch_model(r, mean="Constant", vol="GARCH", p=1, q=1, dist=...)``, by maximum
+likelihood with arch's constraints and variance initialisation:
+
+* ``r_t = mu + e_t``, ``h_t = omega + alpha e_{t-1}^2 + beta h_{t-1}``; ``e_t / sqrt(h_t)``
+  standard normal, or standardized Student-t with ``nu`` degrees of freedom;
+* ``h_0 = omega + (alpha + beta) b`` where the backcast ``b`` is the 0.94-weighted mean of the
+  first ``min(75, n)`` squared residuals about the sample mean (weights ``0.94**k``, summing to
+  one) -- arch's ``GARCH.backcast``;
+* every ``h_t`` is kept within arch's ``variance_bounds`` (from a 0.94 EWMA of those residuals:
+  at least ``max(ewma / 1e6, var / 1e8)``; above ``u = clip(ewma * 1e6, 1 + max e^2,
+  1e7 (1 + max e^2))`` it becomes ``u + log(h / u)``);
+* bounds ``omega`` in ``[1e-8 v, 10 v]`` (``v`` the residuals' mean square), ``alpha, beta`` in
+  ``[0, 1]``, ``nu`` in ``[2.05, 500]``; and ``alpha + beta <= 1``;
+* starting values as arch's: the sample mean, the best of arch's grid of (alpha, alpha + beta)
+  by Gaussian likelihood with ``omega = (1 - alpha - beta) v``, and for ``nu`` the kurtosis
+  estimate ``max((4k - 6) / (k - 3) if k > 3.75 else 12, 4)`` of the standardized residuals.
+
+arch then runs SLSQP; this module runs a projected Newton method with the exact Hessian (the
+likelihood's first and second derivatives carried through the variance recursion), bounds and
+the ``alpha + beta`` constraint handled by an active set, and an Armijo line search, to a
+Newton decrement of 1e-10. The fit works on the returns centred on their mean and scaled to
+unit variance (exactly the same problem: parameters and likelihood are mapped back), so the
+same tolerances serve returns in percent and in decimals.
+
+The per-instrument fit (:func:`_fit_one`) is one function that numba compiles for the CPU
+(:func:`_fit_cpu`: ``prange`` over instruments) and for CUDA (:mod:`kernels.garch_gpu`, one
+thread per instrument); both devices run the same arithmetic.
+
+:func:`ewma` is RiskMetrics' exponentially weighted variance, ``h_t = (1 - lam) e_{t-1}^2 +
+lam h_{t-1}`` with ``h_0`` the backcast above (arch's ``EWMAVariance``), and its one-step
+forecast.
+
+Inputs: a 2-D float array (instruments x time; NaN before an instrument's first and after its
+last return), or a table of ``(instrument_id, return)`` rows in time order within each
+instrument. A series that cannot be fitted gets a status (:data:`STATUS`) and NaN parameters;
+the other instruments are fitted as usual.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import pyarrow as pa
+
+DEVICES = ("auto", "cpu", "gpu")
+DISTS = ("normal", "t")
+MIN_OBS = 20                      # shortest series fitted
+MAX_ITER = 200
+
+OK, TOO_SHORT, ALL_NAN, CONSTANT, NON_FINITE = 0, 1, 2, 3, 4
+#: Per-instrument status codes of :func:`garch11` and :func:`ewma`.
+STATUS = {OK: "ok", TOO_SHORT: f"fewer than {MIN_OBS} returns", ALL_NAN: "no returns",
+          CONSTANT: "constant returns (zero variance)",
+          NON_FINITE: "a non-finite value or a gap (NaN) inside the series"}
+
+# columns of the per-instrument output row (float64)
+O_MU, O_OMEGA, O_ALPHA, O_BETA, O_NU, O_LL, O_CONV, O_ITER, O_FCST, O_STATUS = range(10)
+N_OUT = 10
+# the work row: parameters, gradient, Hessian, direction, trial point, free-direction basis
+W_P, W_G, W_H, W_D, W_Q, W_Z, W_A, W_L, W_Y, W_B, W_FIX = 0, 5, 10, 35, 40, 45, 70, 95, 120, 125, 130
+W_GH, W_GP, W_GS, W_GL = 135, 151, 167, 183          # the starting grid's 16 recursions
+N_WORK = 199
+K_MAX = 5
+LO = (-math.inf, 1e-8, 0.0, 0.0, 2.05)     # scaled units: the residuals' mean square is 1
+HI = (math.inf, 10.0, 1.0, 1.0, 500.0)
+_ALPHAS = (0.01, 0.05, 0.1, 0.2)           # arch's starting grid
+_PERSIST = (0.5, 0.7, 0.9, 0.98)
+_LOG2PI = math.log(2.0 * math.pi)
+
+
+# -- special functions --------------------------------------------------------------------------
+
+@numba.njit(cache=True)
+def _psi(x):
+    """Digamma, x > 0: recurrence up to 6, then the asymptotic series (error < 1e-13)."""
+    acc = 0.0
+    while x < 6.0:
+        acc -= 1.0 / x
+        x += 1.0
+    f = 1.0 / (x * x)
+    s = f * (1.0 / 12 - f * (1.0 / 120 - f * (1.0 / 252 - f * (1.0 / 240 - f * (1.0 / 132)))))
+    return acc + math.log(x) - 0.5 / x - s
+
+
+@numba.njit(cache=True)
+def _psi1(x):
+    """Trigamma, x > 0: recurrence up to 6, then the asymptotic series (error < 1e-12)."""
+    acc = 0.0
+    while x < 6.0:
+        acc += 1.0 / (x * x)
+        x += 1.0
+    f = 1.0 / (x * x)
+    s = 1.0 / x + 0.5 * f + (1.0 / x) * f * (
+        1.0 / 6 - f * (1.0 / 30 - f * (1.0 / 42 - f * (1.0 / 30 - f * (5.0 / 66)))))
+    return acc + s
+
+
+# -- the likelihood and its derivatives ---------------------------------------------------------
+
+@numba.njit(cache=True)
+def _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, mu, om, al, be, nu, dist, want,
+          work):
+    """Log-likelihood (scaled units) of instrument ``i``'s returns ``r[i, lo:lo+n]`` at
+    (mu, omega, alpha, beta, nu); ``x_t = (r_t - rbar) s`` is the centred, scaled series.
+
+    ``want`` 1: also the gradient and Hessian in ``(mu, omega, alpha, beta[, nu])`` into the work
+    row (``W_G``, ``W_H``); 2: the variance forecast for time ``n`` into ``work[i, W_D]``;
+    3: the kurtosis of the standardized residuals into ``work[i, W_D]``."""
+    t_dist = dist == 1
+    if t_dist:
+        nm2 = nu - 2.0
+        a = 0.5 * (nu + 1.0)
+        c = math.lgamma(a) - math.lgamma(0.5 * nu) - 0.5 * math.log(math.pi * nm2)
+    else:
+        nm2 = 1.0
+        a = 0.0
+        c = -0.5 * _LOG2PI
+    # h and its derivatives in (mu, omega, alpha, beta): h_i, h_ij
+    h = om + (al + be) * bc
+    h0 = 0.0
+    h1 = 1.0
+    h2 = bc
+    h3 = bc
+    h00 = h02 = h03 = h13 = h23 = h33 = 0.0
+    g0 = g1 = g2 = g3 = g4 = 0.0
+    H00 = H01 = H02 = H03 = H04 = H11 = H12 = H13 = H14 = 0.0
+    H22 = H23 = H24 = H33 = H34 = H44 = 0.0
+    vb = bc                                   # arch's EWMA variance bound
+    z1 = z2 = z3 = z4 = 0.0
+    e_prev = 0.0
+    x_prev0 = 0.0
+    ph = pz = 1.0
+    slh = slz = su = 0.0
+    for k in range(n):
+        x = (r[i, lo + k] - rbar) * s
+        if k > 0:
+            u_prev = e_prev * e_prev
+            if want == 1:
+                # second derivatives first (they use the previous first derivatives); those
+                # in (omega, omega), (omega, alpha), (alpha, alpha), (mu, omega) stay zero
+                ue = -2.0 * e_prev            # d u_{t-1} / d mu
+                h00 = be * h00 + 2.0 * al
+                h02 = be * h02 + ue
+                h03 = be * h03 + h0
+                h13 = be * h13 + h1
+                h23 = be * h23 + h2
+                h33 = be * h33 + 2.0 * h3
+                h0 = al * ue + be * h0
+                h1 = 1.0 + be * h1
+                h2 = u_prev + be * h2
+                h3 = h + be * h3
+            h = om + al * u_prev + be * h
+            vb = 0.06 * (x_prev0 * x_prev0) + 0.94 * vb
+        lower = vb * 1e-6
+        if lower < vfloor:
+            lower = vfloor
+        upper = vb * 1e6
+        if upper < ucap_lo:
+            upper = ucap_lo
+        if upper > ucap_hi:
+            upper = ucap_hi
+        if h < lower:
+            h = lower
+            h0 = h1 = h2 = h3 = 0.0
+            h00 = h02 = h03 = h13 = h23 = h33 = 0.0
+        elif h > upper:
+            f = 1.0 / h
+            h = upper + math.log(h / upper)
+            h0 *= f
+            h1 *= f
+            h2 *= f
+            h3 *= f
+        e = x - mu
+        u = e * e
+        # the logs of h and z summed as logs of products of 8 (one log call per 8 returns)
+        ph *= h
+        if t_dist:
+            q = u / (h * nm2)
+            zz = 1.0 + q
+            pz *= zz
+        else:
+            su += u / h
+        if (k & 7) == 7:
+            slh += math.log(ph)
+            ph = 1.0
+            if t_dist:
+                slz += math.log(pz)
+                pz = 1.0
+        if want == 1:
+            ih = 1.0 / h
+            if t_dist:
+                iz = 1.0 / zz
+                Lh = -0.5 * ih + a * q * ih * iz
+                Lhh = 0.5 * ih * ih - a * q * (zz + 1.0) * ih * ih * iz * iz
+                Lu = -a * iz * ih / nm2
+                Luu = a * ih * ih * iz * iz / (nm2 * nm2)
+                Lhu = a * ih * ih * iz * iz / nm2
+                inm2 = 1.0 / nm2
+                Ln = a * q * inm2 * iz             # + the -0.5 log z of every return, below
+                Lnn = 0.5 * q * inm2 * iz + a * q * inm2 * iz * (
+                    1.0 / (nu + 1.0) - 2.0 * inm2 + q * inm2 * iz)
+                Lnh = 0.5 * q * ih * iz - a * q * inm2 * ih * iz * iz
+                Lnu = -0.5 * ih * inm2 * iz + a * inm2 * ih * inm2 * iz * iz
+            else:
+                Lh = -0.5 * ih + 0.5 * u * ih * ih
+                Lhh = 0.5 * ih * ih - u * ih * ih * ih
+                Lu = -0.5 * ih
+                Luu = 0.0
+                Lhu = 0.5 * ih * ih
+                Ln = Lnn = Lnh = Lnu = 0.0
+            u0 = -2.0 * e                      # d u_t / d mu
+            g0 += Lh * h0 + Lu * u0
+            g1 += Lh * h1
+            g2 += Lh * h2
+            g3 += Lh * h3
+            H00 += Lhh * h0 * h0 + Lh * h00 + 2.0 * Lhu * h0 * u0 + Luu * u0 * u0 + 2.0 * Lu
+            H01 += Lhh * h0 * h1 + Lhu * h1 * u0
+            H02 += Lhh * h0 * h2 + Lh * h02 + Lhu * h2 * u0
+            H03 += Lhh * h0 * h3 + Lh * h03 + Lhu * h3 * u0
+            H11 += Lhh * h1 * h1
+            H12 += Lhh * h1 * h2
+            H13 += Lhh * h1 * h3 + Lh * h13
+            H22 += Lhh * h2 * h2
+            H23 += Lhh * h2 * h3 + Lh * h23
+            H33 += Lhh * h3 * h3 + Lh * h33
+            if t_dist:
+                g4 += Ln
+                H44 += Lnn
+                H04 += Lnh * h0 + Lnu * u0
+                H14 += Lnh * h1
+                H24 += Lnh * h2
+                H34 += Lnh * h3
+        elif want == 3:
+            zs = e / math.sqrt(h)
+            z1 += zs
+            z2 += zs * zs
+            z3 += zs * zs * zs
+            z4 += zs * zs * zs * zs
+        e_prev = e
+        x_prev0 = x
+    slh += math.log(ph)
+    if t_dist:
+        slz += math.log(pz)
+        ll = n * c - 0.5 * slh - a * slz
+    else:
+        ll = n * c - 0.5 * (slh + su)
+    if want == 1:
+        if t_dist:
+            g4 += -0.5 * slz
+            g4 += n * (0.5 * _psi(a) - 0.5 * _psi(0.5 * nu) - 0.5 / nm2)
+            H44 += n * (0.25 * _psi1(a) - 0.25 * _psi1(0.5 * nu) + 0.5 / (nm2 * nm2))
+        row = (g0, g1, g2, g3, g4)
+        for j in range(5):
+            work[i, W_G + j] = row[j]
+        hs = (H00, H01, H02, H03, H04, H01, H11, H12, H13, H14, H02, H12, H22, H23, H24,
+              H03, H13, H23, H33, H34, H04, H14, H24, H34, H44)
+        for j in range(25):
+            work[i, W_H + j] = hs[j]
+    elif want == 2:
+        work[i, W_D] = om + al * e_prev * e_prev + be * h
+    elif want == 3:
+        m1 = z1 / n
+        m2 = z2 / n - m1 * m1
+        m4 = z4 / n - 4.0 * m1 * z3 / n + 6.0 * m1 * m1 * z2 / n - 3.0 * m1 ** 4
+        work[i, W_D] = m4 / (m2 * m2) if m2 > 0 else 3.0
+    return ll
+
+
+# -- one instrument's fit -----------------------------------------------------------------------
+
+@numba.njit(cache=True)
+def _solve(work, i, m, lam):
+    """Solve ``(A + lam I) y = b`` (``A`` at ``W_A``, ``m x m``, symmetric; ``b`` at ``W_Y``)
+    by Cholesky, in place (``y`` into ``W_Y``). False when not positive definite."""
+    for r_ in range(m):
+        for c_ in range(r_ + 1):
+            v = work[i, W_A + r_ * K_MAX + c_] + (lam if r_ == c_ else 0.0)
+            for k in range(c_):
+                v -= work[i, W_L + r_ * K_MAX + k] * work[i, W_L + c_ * K_MAX + k]
+            if r_ == c_:
+                if not v > 0.0:
+                    return False
+                work[i, W_L + r_ * K_MAX + r_] = math.sqrt(v)
+            else:
+                work[i, W_L + r_ * K_MAX + c_] = v / work[i, W_L + c_ * K_MAX + c_]
+    for r_ in range(m):                       # L z = b
+        v = work[i, W_Y + r_]
+        for k in range(r_):
+            v -= work[i, W_L + r_ * K_MAX + k] * work[i, W_Y + k]
+        work[i, W_Y + r_] = v / work[i, W_L + r_ * K_MAX + r_]
+    for r_ in range(m - 1, -1, -1):           # L' y = z
+        v = work[i, W_Y + r_]
+        for k in range(r_ + 1, m):
+            v -= work[i, W_L + k * K_MAX + r_] * work[i, W_Y + k]
+        work[i, W_Y + r_] = v / work[i, W_L + r_ * K_MAX + r_]
+    return True
+
+
+@numba.njit(cache=True)
+def _direction(work, i, K, lin_tol):
+    """The projected Newton direction at the parameters ``W_P`` (gradient ``W_G``, Hessian
+    ``W_H``) into ``W_D``; returns the Newton decrement ``g . d`` (0 when no free direction).
+
+    A parameter at a bound whose gradient or direction points out of the box is held; at
+    ``alpha + beta = 1`` a direction that would raise the sum moves along the constraint
+    (``d_alpha = -d_beta``) instead. The reduced Newton system gets ``lam I`` added until it is
+    positive definite (far from the optimum the likelihood need not be concave)."""
+    for j in range(K_MAX):
+        work[i, W_FIX + j] = 0.0
+    for j in range(K):
+        p = work[i, W_P + j]
+        g = work[i, W_G + j]
+        if (p <= LO[j] and g < 0.0) or (p >= HI[j] and g > 0.0):
+            work[i, W_FIX + j] = 1.0
+    at_lin = work[i, W_P + 2] + work[i, W_P + 3] >= 1.0 - lin_tol
+    lin = at_lin and work[i, W_G + 2] + work[i, W_G + 3] > 0.0
+    dec = 0.0
+    for _ in range(2 * K + 2):
+        if lin and (work[i, W_FIX + 2] != 0.0 or work[i, W_FIX + 3] != 0.0):
+            work[i, W_FIX + 2] = 1.0          # on the constraint with one of the two held:
+            work[i, W_FIX + 3] = 1.0          # both held
+        # the free-direction basis Z (K x m, column-major at W_Z)
+        m = 0
+        for j in range(K):
+            if work[i, W_FIX + j] != 0.0 or (lin and j == 3):
+                continue
+            for r_ in range(K):
+                work[i, W_Z + m * K_MAX + r_] = 0.0
+            work[i, W_Z + m * K_MAX + j] = 1.0
+            if lin and j == 2:
+                work[i, W_Z + m * K_MAX + 3] = -1.0
+            m += 1
+        if m == 0:
+            for j in range(K):
+                work[i, W_D + j] = 0.0
+            return 0.0
+        # A = Z' (-H) Z, b = Z' g
+        for a_ in range(m):
+            bsum = 0.0
+            for r_ in range(K):
+                bsum += work[i, W_Z + a_ * K_MAX + r_] * work[i, W_G + r_]
+            work[i, W_Y + a_] = bsum
+            for b_ in range(m):
+                v = 0.0
+                for r_ in range(K):
+                    za = work[i, W_Z + a_ * K_MAX + r_]
+                    if za == 0.0:
+                        continue
+                    for c_ in range(K):
+                        v -= za * work[i, W_H + r_ * K_MAX + c_] * work[i, W_Z + b_ * K_MAX + c_]
+                work[i, W_A + a_ * K_MAX + b_] = v
+        for a_ in range(m):
+            work[i, W_B + a_] = work[i, W_Y + a_]
+        scale = 0.0
+        for a_ in range(m):
+            scale = max(scale, abs(work[i, W_A + a_ * K_MAX + a_]))
+        lam = 0.0
+        ok = _solve(work, i, m, lam)
+        lam = 1e-10 * (1.0 + scale)
+        while not ok and lam < 1e30:
+            for a_ in range(m):
+                work[i, W_Y + a_] = work[i, W_B + a_]
+            ok = _solve(work, i, m, lam)
+            lam *= 10.0
+        dec = 0.0
+        for a_ in range(m):
+            dec += work[i, W_B + a_] * work[i, W_Y + a_]
+        for r_ in range(K):
+            v = 0.0
+            for a_ in range(m):
+                v += work[i, W_Z + a_ * K_MAX + r_] * work[i, W_Y + a_]
+            work[i, W_D + r_] = v
+        # a parameter at a bound that the direction would push out: hold it and solve again
+        again = False
+        for j in range(K):
+            if work[i, W_FIX + j] != 0.0:
+                continue
+            p = work[i, W_P + j]
+            d = work[i, W_D + j]
+            if (p <= LO[j] and d < 0.0) or (p >= HI[j] and d > 0.0):
+                work[i, W_FIX + j] = 1.0
+                again = True
+        if not lin and at_lin and work[i, W_D + 2] + work[i, W_D + 3] > 0.0:
+            lin = True
+            again = True
+        if not again:
+            break
+    return dec
+
+
+@numba.njit(cache=True)
+def _grid(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, work):
+    """arch's starting grid: the index (alpha-major) of the best of the 16 (alpha, alpha +
+    beta) pairs by Gaussian likelihood at the sample mean, ``omega = 1 - (alpha + beta)``.
+    The 16 variance recursions run side by side in one pass over the returns (they share the
+    returns and the variance bounds; their divisions overlap)."""
+    for j in range(16):
+        al = _ALPHAS[j // 4]
+        pe = _PERSIST[j % 4]
+        work[i, W_GH + j] = (1.0 - pe) + pe * bc           # h_0 = omega + (alpha + beta) b
+        work[i, W_GP + j] = 1.0
+        work[i, W_GS + j] = 0.0
+        work[i, W_GL + j] = 0.0
+    vb = bc
+    u_prev = 0.0
+    for k in range(n):
+        x = (r[i, lo + k] - rbar) * s
+        if k > 0:
+            vb = 0.06 * u_prev + 0.94 * vb
+        lower = max(vb * 1e-6, vfloor)
+        upper = min(max(vb * 1e6, ucap_lo), ucap_hi)
+        u = x * x
+        roll = (k & 7) == 7
+        for j in range(16):
+            h = work[i, W_GH + j]
+            if k > 0:
+                al = _ALPHAS[j // 4]
+                pe = _PERSIST[j % 4]
+                h = (1.0 - pe) + al * u_prev + (pe - al) * h
+            if h < lower:
+                h = lower
+            elif h > upper:
+                h = upper + math.log(h / upper)
+            work[i, W_GH + j] = h
+            work[i, W_GS + j] += u / h
+            p = work[i, W_GP + j] * h
+            if roll:
+                work[i, W_GL + j] += math.log(p)
+                p = 1.0
+            work[i, W_GP + j] = p
+        u_prev = u
+    best = 0
+    bll = -math.inf
+    for j in range(16):
+        ll = -0.5 * (n * _LOG2PI + work[i, W_GL + j] + math.log(work[i, W_GP + j])
+                     + work[i, W_GS + j])
+        if ll > bll:
+            bll = ll
+            best = j
+    return best
+
+
+@numba.njit(cache=True)
+def _fit_one(r, i, lo, n, status, dist, work, out):
+    """Fit instrument ``i`` (returns ``r[i, lo:lo+n]``) and write its row of ``out``."""
+    nan = math.nan
+    for j in range(N_OUT):
+        out[i, j] = nan
+    out[i, O_STATUS] = status
+    if status != OK:
+        return
+    # the sample mean, the residuals' mean square and largest square, arch's backcast
+    tot = 0.0
+    for k in range(n):
+        tot += r[i, lo + k]
+    rbar = tot / n
+    ss = 0.0
+    emax = 0.0
+    for k in range(n):
+        e = r[i, lo + k] - rbar
+        ss += e * e
+        emax = max(emax, e * e)
+    var = ss / n
+    if not var > 0.0:
+        out[i, O_STATUS] = CONSTANT
+        return
+    s = 1.0 / math.sqrt(var)
+    tau = min(75, n)
+    wsum = 0.0
+    bc = 0.0
+    wk = 1.0
+    for k in range(tau):
+        e = (r[i, lo + k] - rbar) * s
+        bc += wk * e * e
+        wsum += wk
+        wk *= 0.94
+    bc /= wsum
+    ucap_lo = (1.0 + emax) * s * s
+    ucap_hi = 1e7 * (1.0 + emax) * s * s
+    vfloor = 1e-8
+    # starting values: arch's grid by Gaussian likelihood (omega = (1 - persistence) * 1)
+    j = _grid(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, work)
+    a0 = _ALPHAS[j // 4]
+    b0 = _PERSIST[j % 4] - a0
+    o0 = 1.0 - _PERSIST[j % 4]
+    K = 4
+    nu0 = 0.0
+    if dist == 1:
+        K = 5
+        _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, 0.0, o0, a0, b0, 0.0, 0, 3,
+              work)
+        kk = work[i, W_D]
+        nu0 = (4.0 * kk - 6.0) / (kk - 3.0) if kk > 3.75 else 12.0
+        nu0 = max(nu0, 4.0)
+        nu0 = min(nu0, HI[4])
+    work[i, W_P + 0] = 0.0
+    work[i, W_P + 1] = o0
+    work[i, W_P + 2] = a0
+    work[i, W_P + 3] = b0
+    work[i, W_P + 4] = nu0
+    ll = _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, 0.0, o0, a0, b0, nu0, dist, 1,
+               work)
+    converged = False
+    it = 0
+    while it < MAX_ITER:
+        dec = _direction(work, i, K, 1e-12)
+        if dec < 1e-9:
+            converged = True
+            break
+        it += 1
+        # the longest step inside the box and under alpha + beta = 1
+        tmax = 1.0
+        for j in range(K):
+            d = work[i, W_D + j]
+            p = work[i, W_P + j]
+            if d < 0.0 and LO[j] > -math.inf:
+                tmax = min(tmax, (p - LO[j]) / -d)
+            elif d > 0.0 and HI[j] < math.inf:
+                tmax = min(tmax, (HI[j] - p) / d)
+        dl = work[i, W_D + 2] + work[i, W_D + 3]
+        if dl > 0.0:
+            tmax = min(tmax, max(0.0, 1.0 - work[i, W_P + 2] - work[i, W_P + 3]) / dl)
+        t = tmax
+        accepted = False
+        full = True
+        for _ in range(60):
+            for j in range(K_MAX):
+                q = work[i, W_P + j] + t * work[i, W_D + j]
+                if j < K:
+                    q = min(max(q, LO[j]), HI[j])
+                work[i, W_Q + j] = q
+            if work[i, W_Q + 2] + work[i, W_Q + 3] > 1.0:
+                work[i, W_Q + 3] = 1.0 - work[i, W_Q + 2]
+            lq = _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, work[i, W_Q + 0],
+                       work[i, W_Q + 1], work[i, W_Q + 2], work[i, W_Q + 3], work[i, W_Q + 4],
+                       dist, 1 if full else 0, work)
+            if lq >= ll + 1e-4 * t * dec:
+                accepted = True
+                break
+            full = False
+            t *= 0.5
+        if not accepted:
+            # no ascent along the direction: at the optimum up to rounding, or the search failed
+            converged = dec < 1e-6
+            break
+        for j in range(K_MAX):
+            work[i, W_P + j] = work[i, W_Q + j]
+        if not full:
+            lq = _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, work[i, W_P + 0],
+                       work[i, W_P + 1], work[i, W_P + 2], work[i, W_P + 3], work[i, W_P + 4],
+                       dist, 1, work)
+        ll = lq
+    mu_s = work[i, W_P + 0]
+    om_s = work[i, W_P + 1]
+    al = work[i, W_P + 2]
+    be = work[i, W_P + 3]
+    nu = work[i, W_P + 4]
+    _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, mu_s, om_s, al, be, nu, dist, 2,
+          work)
+    out[i, O_MU] = rbar + mu_s / s
+    out[i, O_OMEGA] = om_s / (s * s)
+    out[i, O_ALPHA] = al
+    out[i, O_BETA] = be
+    out[i, O_NU] = nu if dist == 1 else nan
+    out[i, O_LL] = ll + n * math.log(s)
+    out[i, O_CONV] = 1.0 if converged else 0.0
+    out[i, O_ITER] = it
+    out[i, O_FCST] = work[i, W_D] / (s * s)
+
+
+@numba.njit(cache=True, parallel=True)
+def _fit_cpu(r, lo, n, status, dist, work, out):
+    for i in numba.prange(r.shape[0]):
+        _fit_one(r, i, lo[i], n[i], status[i], dist, work, out)
+
+
+# -- EWMA ---------------------------------------------------------------------------------------
+
+@numba.njit(cache=True)
+def _ewma_one(r, i, lo, n, status, lam, h_out, out):
+    """RiskMetrics variance of instrument ``i``: ``h_out[i, lo + k]`` for each return, and the
+    one-step forecast into ``out[i, 0]`` (``out[i, 1]``: status)."""
+    out[i, 0] = math.nan
+    out[i, 1] = status
+    if status != OK:
+        return
+    tau = min(75, n)
+    wsum = 0.0
+    bc = 0.0
+    wk = 1.0
+    for k in range(tau):
+        e = r[i, lo + k]
+        bc += wk * e * e
+        wsum += wk
+        wk *= 0.94
+    h = bc / wsum
+    e_prev = 0.0
+    for k in range(n):
+        if k > 0:
+            h = (1.0 - lam) * e_prev * e_prev + lam * h
+        if h_out.shape[0] > 0:
+            h_out[i, lo + k] = h
+        e_prev = r[i, lo + k]
+    out[i, 0] = (1.0 - lam) * e_prev * e_prev + lam * h
+
+
+@numba.njit(cache=True, parallel=True)
+def _ewma_cpu(r, lo, n, status, lam, h_out, out):
+    for i in numba.prange(r.shape[0]):
+        _ewma_one(r, i, lo[i], n[i], status[i], lam, h_out, out)
+
+
+# -- inputs and outputs -------------------------------------------------------------------------
+
+def as_matrix(returns, column: str = "return") -> tuple[np.ndarray, np.ndarray]:
+    """``(instrument_ids, r)``: a 2-D float64 array (instruments x time) as given (ids
+    0..n-1), or a table of ``(instrument_id, <column>)`` rows in time order within each
+    instrument, one row per instrument (by id), NaN after its last return."""
+    if isinstance(returns, (pa.Table, pa.RecordBatch)):
+        for c in ("instrument_id", column):
+            if c not in returns.column_names:
+                raise ValueError(f"The returns table has no `{c}` column (columns: "
+                                 f"{', '.join(returns.column_names)}).")
+        inst = np.asarray(returns.column("instrument_id").to_numpy(zero_copy_only=False))
+        val = np.asarray(pa.compute.cast(returns.column(column), pa.float64()).to_numpy(
+            zero_copy_only=False), np.float64)
+        ids, first, counts = np.unique(inst, return_index=True, return_counts=True)
+        order = np.argsort(inst, kind="stable")
+        grp = np.repeat(np.arange(ids.size), counts)
+        pos = np.arange(inst.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        r = np.full((ids.size, int(counts.max()) if ids.size else 0), np.nan)
+        r[grp, pos] = val[order]
+        return ids.astype(np.uint32), r
+    r = np.asarray(returns, dtype=np.float64)
+    if r.ndim == 1:
+        r = r[None, :]
+    if r.ndim != 2:
+        raise ValueError(f"The returns must be a 2-D array (instruments x time) or a table, "
+                         f"was an array of shape {r.shape}.")
+    return np.arange(r.shape[0], dtype=np.uint32), np.ascontiguousarray(r)
+
+
+def series_extent(r: np.ndarray, min_obs: int = MIN_OBS):
+    """Per row of ``r``: the first return, the number of returns and the :data:`STATUS` code
+    (NaN allowed only before the first and after the last return)."""
+    nan = np.isnan(r)
+    has = ~nan
+    any_ = has.any(axis=1)
+    t = r.shape[1]
+    first = np.where(any_, has.argmax(axis=1), 0)
+    last = np.where(any_, t - 1 - has[:, ::-1].argmax(axis=1), -1)
+    n = (last - first + 1).astype(np.int64)
+    inside = has.sum(axis=1)
+    status = np.full(r.shape[0], OK, np.int64)
+    status[n < min_obs] = TOO_SHORT
+    status[(inside != n) | (np.isinf(r).any(axis=1))] = NON_FINITE
+    status[~any_] = ALL_NAN
+    return first.astype(np.int64), np.maximum(n, 0), status
+
+
+def _cuda_ok(device: str, rows: int) -> bool:
+    if device not in DEVICES:
+        raise ValueError(f"The `device` must be one of {', '.join(DEVICES)}, was {device!r}.")
+    if device == "cpu":
+        return False
+    from kernels.book import _cuda_available
+    if _cuda_available():
+        return device == "gpu" or rows >= GPU_MIN_INSTRUMENTS
+    if device == "gpu":
+        raise RuntimeError("device='gpu' was asked for, but numba.cuda finds no CUDA device; "
+                           "use device='auto' or 'cpu'")
+    return False
+
+
+GPU_MIN_INSTRUMENTS = 512          # "auto" fits at least this many instruments on a GPU
+
+
+def garch11(returns, *, dist: str = "normal", device: str = "auto",
+            column: str = "return") -> pa.Table:
+    """GARCH(1,1) with a constant mean, fitted per instrument as ``arch`` does (module
+    docstring). ``returns``: 2-D array (instruments x time, NaN padded) or a table of
+    ``(instrument_id, return)``; ``dist``: "normal" or "t" (standardized Student-t).
+
+    One row per instrument: instrument_id, mu, omega, alpha, beta, nu (t only), loglik,
+    converged, iterations, variance_forecast (the one-step forecast after the last return),
+    status (:data:`STATUS`; NaN parameters unless 0)."""
+    if dist not in DISTS:
+        raise ValueError(f"The `dist` must be one of {', '.join(DISTS)}, was {dist!r}.")
+    ids, r = as_matrix(returns, column)
+    lo, n, status = series_extent(r)
+    out = np.empty((r.shape[0], N_OUT))
+    d = DISTS.index(dist)
+    if _cuda_ok(device, r.shape[0]):
+        from kernels.garch_gpu import fit_gpu
+        out = fit_gpu(r, lo, n, status, d)
+    elif r.shape[0]:
+        work = np.zeros((r.shape[0], N_WORK))
+        _fit_cpu(r, lo, n, status, d, work, out)
+    return _garch_table(ids, out, dist)
+
+
+def _garch_table(ids: np.ndarray, out: np.ndarray, dist: str) -> pa.Table:
+    cols = {"instrument_id": pa.array(ids, pa.uint32())}
+    names = ["mu", "omega", "alpha", "beta"] + (["nu"] if dist == "t" else [])
+    for name in names:
+        cols[name] = pa.array(out[:, {"mu": O_MU, "omega": O_OMEGA, "alpha": O_ALPHA,
+                                      "beta": O_BETA, "nu": O_NU}[name]])
+    cols["loglik"] = pa.array(out[:, O_LL])
+    cols["converged"] = pa.array(out[:, O_CONV] == 1.0)
+    cols["iterations"] = pa.array(np.nan_to_num(out[:, O_ITER]).astype(np.int32))
+    cols["variance_forecast"] = pa.array(out[:, O_FCST])
+    cols["status"] = pa.array(out[:, O_STATUS].astype(np.uint8))
+    return pa.table(cols)
+
+
+def ewma(returns, *, lam: float = 0.94, device: str = "auto", column: str = "return",
+         variances: bool = False):
+    """RiskMetrics EWMA variance per instrument (arch's ``EWMAVariance(lam)`` on the returns
+    as given, no mean removed): a table of instrument_id, variance_forecast (one step after the
+    last return), status; with ``variances=True`` also the 2-D array of ``h_t`` (NaN where
+    there is no return)."""
+    if not 0.0 < lam < 1.0:
+        raise ValueError(f"The `lam` must be strictly between 0 and 1, was {lam!r}.")
+    ids, r = as_matrix(returns, column)
+    lo, n, status = series_extent(r, min_obs=1)
+    out = np.empty((r.shape[0], 2))
+    h = np.full(r.shape, np.nan) if variances else np.zeros((0, 0))
+    if _cuda_ok(device, r.shape[0]):
+        from kernels.garch_gpu import ewma_gpu
+        out, h = ewma_gpu(r, lo, n, status, float(lam), variances)
+    elif r.shape[0]:
+        _ewma_cpu(r, lo, n, status, float(lam), h, out)
+    t = pa.table({"instrument_id": pa.array(ids, pa.uint32()),
+                  "variance_forecast": pa.array(out[:, 0]),
+                  "status": pa.array(out[:, 1].astype(np.uint8))})
+    return (t, h) if variances else t
