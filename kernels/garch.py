@@ -77,9 +77,9 @@ _LOG2PI = math.log(2.0 * math.pi)
 
 @numba.njit(cache=True)
 def _psi(x):
-    """Digamma, x > 0: recurrence up to 6, then the asymptotic series (error < 1e-13)."""
+    """Digamma, x > 0: recurrence up to 10, then the asymptotic series (error < 1e-13)."""
     acc = 0.0
-    while x < 6.0:
+    while x < 10.0:
         acc -= 1.0 / x
         x += 1.0
     f = 1.0 / (x * x)
@@ -89,9 +89,9 @@ def _psi(x):
 
 @numba.njit(cache=True)
 def _psi1(x):
-    """Trigamma, x > 0: recurrence up to 6, then the asymptotic series (error < 1e-12)."""
+    """Trigamma, x > 0: recurrence up to 10, then the asymptotic series (error < 1e-12)."""
     acc = 0.0
-    while x < 6.0:
+    while x < 10.0:
         acc += 1.0 / (x * x)
         x += 1.0
     f = 1.0 / (x * x)
