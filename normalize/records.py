@@ -174,6 +174,28 @@ SCHEMAS: dict[str, np.dtype] = {
     "imbalance": IMBALANCE,
 }
 
+# forecasts (kernels.forecast): one record per (instrument, time made, model, target, horizon).
+# ``model`` and ``target`` are ASCII codes (FORECAST_MODELS, FORECAST_TARGETS); ``value`` is in
+# the target's own units (variance of returns as given, spread in currency, depth in shares);
+# ``status`` is the model's per-instrument status code (0: ok).
+FORECASTS = np.dtype([
+    ("ts_event", "<u8"),         # when the forecast was made (the last input's time)
+    ("value", "<f8"),
+    ("instrument_id", "<u4"),
+    ("horizon", "<u2"),          # steps ahead (bars, days: the input's own step)
+    ("model", "S1"),
+    ("target", "S1"),
+    ("status", "u1"),
+    ("_pad", "u1", (7,)),
+])
+FORECAST_MODELS = {"E": "EWMA", "G": "GARCH(1,1), normal", "T": "GARCH(1,1), Student-t",
+                   "H": "HAR", "N": "naive (last value)"}
+FORECAST_TARGETS = {"V": "return variance", "S": "quoted spread", "D": "top-of-book depth",
+                    "A": "Amihud illiquidity", "K": "Kyle's lambda", "I": "market impact"}
+
+#: Every record type: the decoder's (:data:`SCHEMAS`) and those made downstream.
+RECORD_TYPES: dict[str, np.dtype] = {**SCHEMAS, "forecasts": FORECASTS}
+
 #: Columns that hold prices (1e-9 int64) and nanosecond timestamps, per schema.
 PRICE_COLUMNS = {name: tuple(f for f in dt.names if dt.fields[f][0] == np.dtype("<i8")
                              and ("price" in f or f.endswith("_collar")))
@@ -198,7 +220,7 @@ def arrow_schema(schema: str) -> pa.Schema:
     fixed-size binary (symbols are space-padded as on the wire); padding is dropped. The
     schema metadata records the price scale and the no-price sentinel.
     """
-    dt = SCHEMAS[schema]
+    dt = RECORD_TYPES[schema]
     fields = [pa.field(n, _arrow_type(schema, n, dt.fields[n][0]), nullable=n.startswith("ts_"))
               for n in dt.names if not n.startswith("_")]
     meta = {"tickpipe.schema": schema, "tickpipe.price_scale": str(PRICE_SCALE),
@@ -208,7 +230,7 @@ def arrow_schema(schema: str) -> pa.Schema:
 
 def to_arrow(schema: str, records: np.ndarray) -> pa.RecordBatch:
     """Convert an array of normalized records to an Arrow RecordBatch (one copy per column)."""
-    dt = SCHEMAS[schema]
+    dt = RECORD_TYPES[schema]
     if records.dtype != dt:
         raise TypeError(f"records for {schema!r} must have dtype {dt}, got {records.dtype}")
     sch = arrow_schema(schema)
@@ -233,7 +255,7 @@ def to_arrow(schema: str, records: np.ndarray) -> pa.RecordBatch:
 
 def from_arrow(schema: str, table: pa.Table | pa.RecordBatch) -> np.ndarray:
     """The inverse of :func:`to_arrow`: Arrow columns back into normalized records."""
-    dt = SCHEMAS[schema]
+    dt = RECORD_TYPES[schema]
     out = np.zeros(table.num_rows, dtype=dt)
     for name in dt.names:
         if name.startswith("_"):
@@ -265,13 +287,14 @@ def _column_names(dt: np.dtype) -> tuple[str, ...]:
 #: takes an instance as one argument and writes ``cols.price[i]``. Alpha fields are ``uint8``
 #: arrays: shape ``(n,)`` for 1-byte codes, ``(n, k)`` for k-byte fields.
 COLUMNS = {name: namedtuple(f"{name.capitalize()}Columns", _column_names(dt))
-           for name, dt in SCHEMAS.items()}
+           for name, dt in RECORD_TYPES.items()}
 # module-level names, so the classes pickle by reference (numba's on-disk cache needs that)
 MboColumns = COLUMNS["mbo"]
 TradesColumns = COLUMNS["trades"]
 DefinitionsColumns = COLUMNS["definitions"]
 StatusColumns = COLUMNS["status"]
 ImbalanceColumns = COLUMNS["imbalance"]
+ForecastsColumns = COLUMNS["forecasts"]
 
 
 def _col_dtype(dt: np.dtype) -> tuple[np.dtype, tuple[int, ...]]:
@@ -289,7 +312,7 @@ def alloc_columns(schema: str, n: int, *, zero: bool = False):
     come from :mod:`normalize.arena`, which reuses the memory of dropped batches: whoever fills
     them writes every field of every row it exposes.
     """
-    dt = SCHEMAS[schema]
+    dt = RECORD_TYPES[schema]
     specs = []
     total = 0
     for name in COLUMNS[schema]._fields:

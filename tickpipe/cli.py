@@ -227,6 +227,7 @@ def cmd_demo(args) -> int:
     m = t["mbo"]
     print(f"\nmbo events {m.num_rows:,}; first: {m.column('ts_event')[0]} (UTC), last: {m.column('ts_event')[-1]}")
     demo_books(t, sym)
+    demo_forecasts(t, sym)
     demo_live(out, args)
     return 0
 
@@ -269,6 +270,41 @@ def demo_books(t, sym) -> None:
              f"{r.effective_spread * 1e4:.1f}") for r in feats.itertuples()]
     print(_table(["bar (UTC)", "trades", "volume", "vwap", "imbalance", "RV", "VPIN", "eff spread bp"],
                  rows, "lrrrrrrr"))
+
+
+def demo_forecasts(t, sym) -> None:
+    """Volatility forecasts for every simulated instrument from its 1-minute mid returns."""
+    import numpy as np
+
+    from kernels.features import compute
+    from kernels.forecast import ewma, garch11, mid_returns, to_records
+    bars = compute(t["mbo"], bar="1min")
+    ret = mid_returns(bars)                         # basis points
+    g = garch11(ret, device="auto").to_pandas()
+    e = ewma(ret).to_pandas()
+    n = ret.group_by("instrument_id").aggregate([("return", "count")]).to_pandas()
+    n = dict(zip(n.instrument_id, n.return_count))
+    print(f"\n== volatility forecasts (kernels.forecast), 1-minute mid returns in basis points, "
+          f"{len(g)} instruments in one call")
+    rows = []
+    for r, ew in zip(g.itertuples(), e.itertuples()):
+        ok = r.status == 0
+        rows.append((sym.get(r.instrument_id, str(r.instrument_id)), f"{n.get(r.instrument_id, 0):,}",
+                     f"{r.alpha:.3f}" if ok else "-", f"{r.beta:.3f}" if ok else "-",
+                     f"{np.sqrt(r.variance_forecast):.2f}" if ok else "-",
+                     f"{np.sqrt(ew.variance_forecast):.2f}" if ew.status == 0 else "-",
+                     "yes" if r.converged else "no", str(r.status)))
+    print(_table(["symbol", "returns", "alpha", "beta", "GARCH vol 1-min bp", "EWMA vol bp",
+                  "converged", "status"], rows[:10], "lrrrrrrr"))
+    last = int(t["mbo"].column("ts_event").cast("int64")[-1].as_py())
+    rec = to_records(pa_table_of(g), model="G", target="V", ts_event=last, value="variance_forecast")
+    print(f"{rec.num_rows} `forecasts` records (schema {rec.schema.metadata[b'tickpipe.schema'].decode()}), "
+          f"e.g. {rec.slice(0, 1).to_pylist()[0]}")
+
+
+def pa_table_of(df):
+    import pyarrow as pa
+    return pa.Table.from_pandas(df, preserve_index=False)
 
 
 def pa_array(values):
