@@ -63,8 +63,8 @@ O_MU, O_OMEGA, O_ALPHA, O_BETA, O_NU, O_LL, O_CONV, O_ITER, O_FCST, O_STATUS = r
 N_OUT = 10
 # the work row: parameters, gradient, Hessian, direction, trial point, free-direction basis
 W_P, W_G, W_H, W_D, W_Q, W_Z, W_A, W_L, W_Y, W_B, W_FIX = 0, 5, 10, 35, 40, 45, 70, 95, 120, 125, 130
-W_GH, W_GP, W_GS, W_GL = 135, 151, 167, 183          # the starting grid's 16 recursions
-N_WORK = 199
+W_F = 135
+N_WORK = 136
 K_MAX = 5
 LO = (-math.inf, 1e-8, 0.0, 0.0, 2.05)     # scaled units: the residuals' mean square is 1
 HI = (math.inf, 10.0, 1.0, 1.0, 500.0)
@@ -108,9 +108,9 @@ def _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, mu, om, al, be, nu
     """Log-likelihood (scaled units) of instrument ``i``'s returns ``r[i, lo:lo+n]`` at
     (mu, omega, alpha, beta, nu); ``x_t = (r_t - rbar) s`` is the centred, scaled series.
 
-    ``want`` 1: also the gradient and Hessian in ``(mu, omega, alpha, beta[, nu])`` into the work
-    row (``W_G``, ``W_H``); 2: the variance forecast for time ``n`` into ``work[i, W_D]``;
-    3: the kurtosis of the standardized residuals into ``work[i, W_D]``."""
+    Every pass writes the variance forecast for time ``n`` to ``work[i, W_F]``. ``want`` 1: also
+    the gradient and Hessian in ``(mu, omega, alpha, beta[, nu])`` into the work row (``W_G``,
+    ``W_H``); 3: the kurtosis of the standardized residuals into ``work[i, W_D]``."""
     t_dist = dist == 1
     if t_dist:
         nm2 = nu - 2.0
@@ -261,13 +261,12 @@ def _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, mu, om, al, be, nu
               H03, H13, H23, H33, H34, H04, H14, H24, H34, H44)
         for j in range(25):
             work[i, W_H + j] = hs[j]
-    elif want == 2:
-        work[i, W_D] = om + al * e_prev * e_prev + be * h
     elif want == 3:
         m1 = z1 / n
         m2 = z2 / n - m1 * m1
         m4 = z4 / n - 4.0 * m1 * z3 / n + 6.0 * m1 * m1 * z2 / n - 3.0 * m1 ** 4
         work[i, W_D] = m4 / (m2 * m2) if m2 > 0 else 3.0
+    work[i, W_F] = om + al * e_prev * e_prev + be * h
     return ll
 
 
@@ -393,55 +392,79 @@ def _direction(work, i, K, lin_tol):
     return dec
 
 
+@numba.njit(inline="always")
+def _bound(h, lower, upper):
+    """arch's ``bounds_check``: ``h`` kept within the variance bounds."""
+    if h < lower:
+        return lower
+    if h > upper:
+        return upper + math.log(h / upper)
+    return h
+
+
 @numba.njit(cache=True)
-def _grid(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, work):
+def _grid(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi):
     """arch's starting grid: the index (alpha-major) of the best of the 16 (alpha, alpha +
     beta) pairs by Gaussian likelihood at the sample mean, ``omega = 1 - (alpha + beta)``.
-    The 16 variance recursions run side by side in one pass over the returns (they share the
-    returns and the variance bounds; their divisions overlap)."""
-    for j in range(16):
-        al = _ALPHAS[j // 4]
-        pe = _PERSIST[j % 4]
-        work[i, W_GH + j] = (1.0 - pe) + pe * bc           # h_0 = omega + (alpha + beta) b
-        work[i, W_GP + j] = 1.0
-        work[i, W_GS + j] = 0.0
-        work[i, W_GL + j] = 0.0
-    vb = bc
-    u_prev = 0.0
-    for k in range(n):
-        x = (r[i, lo + k] - rbar) * s
-        if k > 0:
-            vb = 0.06 * u_prev + 0.94 * vb
-        lower = max(vb * 1e-6, vfloor)
-        upper = min(max(vb * 1e6, ucap_lo), ucap_hi)
-        u = x * x
-        roll = (k & 7) == 7
-        for j in range(16):
-            h = work[i, W_GH + j]
-            if k > 0:
-                al = _ALPHAS[j // 4]
-                pe = _PERSIST[j % 4]
-                h = (1.0 - pe) + al * u_prev + (pe - al) * h
-            if h < lower:
-                h = lower
-            elif h > upper:
-                h = upper + math.log(h / upper)
-            work[i, W_GH + j] = h
-            work[i, W_GS + j] += u / h
-            p = work[i, W_GP + j] * h
-            if roll:
-                work[i, W_GL + j] += math.log(p)
-                p = 1.0
-            work[i, W_GP + j] = p
-        u_prev = u
+
+    One pass per alpha, its four persistences side by side (they share the returns and the
+    variance bounds, and one division gives their four ``1 / h``)."""
     best = 0
     bll = -math.inf
-    for j in range(16):
-        ll = -0.5 * (n * _LOG2PI + work[i, W_GL + j] + math.log(work[i, W_GP + j])
-                     + work[i, W_GS + j])
-        if ll > bll:
-            bll = ll
-            best = j
+    p0, p1, p2, p3 = _PERSIST
+    for ga in range(4):
+        al = _ALPHAS[ga]
+        h0 = (1.0 - p0) + p0 * bc                 # h_0 = omega + (alpha + beta) b
+        h1 = (1.0 - p1) + p1 * bc
+        h2 = (1.0 - p2) + p2 * bc
+        h3 = (1.0 - p3) + p3 * bc
+        q0 = q1 = q2 = q3 = 1.0                  # products of h (logs taken every 8)
+        s0 = s1 = s2 = s3 = 0.0                  # sums of u / h
+        l0 = l1 = l2 = l3 = 0.0                  # sums of log h
+        vb = bc
+        u_prev = 0.0
+        k = 0
+        while k < n:
+            stop = min(k + 8, n)                 # 8 returns without a call, then the logs
+            while k < stop:
+                x = (r[i, lo + k] - rbar) * s
+                if k > 0:
+                    vb = 0.06 * u_prev + 0.94 * vb
+                    h0 = (1.0 - p0) + al * u_prev + (p0 - al) * h0
+                    h1 = (1.0 - p1) + al * u_prev + (p1 - al) * h1
+                    h2 = (1.0 - p2) + al * u_prev + (p2 - al) * h2
+                    h3 = (1.0 - p3) + al * u_prev + (p3 - al) * h3
+                lower = max(vb * 1e-6, vfloor)
+                upper = min(max(vb * 1e6, ucap_lo), ucap_hi)
+                h0 = _bound(h0, lower, upper)
+                h1 = _bound(h1, lower, upper)
+                h2 = _bound(h2, lower, upper)
+                h3 = _bound(h3, lower, upper)
+                u = x * x
+                m01 = h0 * h1                    # h within [1e-8, 1e11]: no overflow
+                m23 = h2 * h3
+                inv = u / (m01 * m23)
+                s0 += h1 * m23 * inv
+                s1 += h0 * m23 * inv
+                s2 += h3 * m01 * inv
+                s3 += h2 * m01 * inv
+                q0 *= h0
+                q1 *= h1
+                q2 *= h2
+                q3 *= h3
+                u_prev = u
+                k += 1
+            l0 += math.log(q0)
+            l1 += math.log(q1)
+            l2 += math.log(q2)
+            l3 += math.log(q3)
+            q0 = q1 = q2 = q3 = 1.0
+        lls = (l0 + s0, l1 + s1, l2 + s2, l3 + s3)
+        for j in range(4):
+            ll = -0.5 * (n * _LOG2PI + lls[j])
+            if ll > bll:
+                bll = ll
+                best = 4 * ga + j
     return best
 
 
@@ -484,7 +507,7 @@ def _fit_one(r, i, lo, n, status, dist, work, out):
     ucap_hi = 1e7 * (1.0 + emax) * s * s
     vfloor = 1e-8
     # starting values: arch's grid by Gaussian likelihood (omega = (1 - persistence) * 1)
-    j = _grid(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, work)
+    j = _grid(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi)
     a0 = _ALPHAS[j // 4]
     b0 = _PERSIST[j % 4] - a0
     o0 = 1.0 - _PERSIST[j % 4]
@@ -527,7 +550,10 @@ def _fit_one(r, i, lo, n, status, dist, work, out):
             tmax = min(tmax, max(0.0, 1.0 - work[i, W_P + 2] - work[i, W_P + 3]) / dl)
         t = tmax
         accepted = False
-        full = True
+        # close to the optimum (Newton's decrement under 1e-6, so the step lands within about
+        # its square): take the step with a value-only pass and stop
+        final = dec < 1e-6
+        full = not final
         for _ in range(60):
             for j in range(K_MAX):
                 q = work[i, W_P + j] + t * work[i, W_D + j]
@@ -546,10 +572,17 @@ def _fit_one(r, i, lo, n, status, dist, work, out):
             t *= 0.5
         if not accepted:
             # no ascent along the direction: at the optimum up to rounding, or the search failed
-            converged = dec < 1e-6
+            converged = final
+            _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, work[i, W_P + 0],
+                  work[i, W_P + 1], work[i, W_P + 2], work[i, W_P + 3], work[i, W_P + 4], dist,
+                  0, work)                    # the forecast at the point kept
             break
         for j in range(K_MAX):
             work[i, W_P + j] = work[i, W_Q + j]
+        if final:
+            ll = lq
+            converged = True
+            break
         if not full:
             lq = _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, work[i, W_P + 0],
                        work[i, W_P + 1], work[i, W_P + 2], work[i, W_P + 3], work[i, W_P + 4],
@@ -560,8 +593,6 @@ def _fit_one(r, i, lo, n, status, dist, work, out):
     al = work[i, W_P + 2]
     be = work[i, W_P + 3]
     nu = work[i, W_P + 4]
-    _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, mu_s, om_s, al, be, nu, dist, 2,
-          work)
     out[i, O_MU] = rbar + mu_s / s
     out[i, O_OMEGA] = om_s / (s * s)
     out[i, O_ALPHA] = al
@@ -570,7 +601,7 @@ def _fit_one(r, i, lo, n, status, dist, work, out):
     out[i, O_LL] = ll + n * math.log(s)
     out[i, O_CONV] = 1.0 if converged else 0.0
     out[i, O_ITER] = it
-    out[i, O_FCST] = work[i, W_D] / (s * s)
+    out[i, O_FCST] = work[i, W_F] / (s * s)
 
 
 @numba.njit(cache=True, parallel=True)
