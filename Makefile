@@ -41,11 +41,13 @@ bench: $(STAMP)
 	$(PY) bench/run.py --size full --json bench/out/full.json
 	$(PY) bench/capture.py --size full --json bench/out/capture.json
 	$(PY) bench/features.py --events 20000000 --instruments 1000
+	$(PY) bench/forecast.py --instruments 10000 --length 2000 --sample 100
 
 bench-quick: $(STAMP)
 	$(PY) bench/run.py --size quick --json bench/out/quick.json
 	$(PY) bench/capture.py --size quick --json bench/out/capture-quick.json
 	$(PY) bench/features.py --events 300000 --instruments 100
+	$(PY) bench/forecast.py --instruments 200 --length 1000 --sample 5
 
 bench-gpu: $(STAMP)      # on a machine with an NVIDIA GPU: books and features on the device
 	$(PY) bench/gpu.py

@@ -188,6 +188,8 @@ def main(argv=None) -> int:
     ap.add_argument("--instruments", type=int, default=10_000)
     ap.add_argument("--levels", type=int, default=1, help="book levels written per event (default 1: BBO)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--garch-instruments", type=int, default=10_000)
+    ap.add_argument("--garch-length", type=int, default=2_000)
     ap.add_argument("--no-cpu", dest="cpu", action="store_false", help="skip the CPU rows and checks")
     ap.add_argument("--no-results", dest="results", action="store_false",
                     help="do not write bench/RESULTS.md and bench/out/gpu.json")
@@ -206,6 +208,7 @@ def main(argv=None) -> int:
           f"({copies} copies of a generated session, built in {t_gen:.1f} s)")
     rows, book = bench_book(cols, args.levels, args.repeats, args.cpu)
     rows += bench_features(cols, book, args.repeats, args.cpu)
+    rows += bench_garch(args.garch_instruments, args.garch_length, args.repeats, args.cpu)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     head = [f"{SECTION} — {stamp}, {device}", "",
             f"`{' '.join([Path(sys.executable).name, 'bench/gpu.py', *(argv or sys.argv[1:])])}`: "
@@ -292,6 +295,41 @@ def bench_features(cols: dict, book, repeats: int, cpu: bool) -> list[dict]:
         rows.append(dict(what="features, 1 s bars: CPU, one core", seconds=time.perf_counter() - t0,
                          events=n, note="GPU bars equal them" if _same_bars(got, want)
                          else "CHECK FAILED: bars differ"))
+    return rows
+
+
+def bench_garch(n_inst: int, length: int, repeats: int, cpu: bool) -> list[dict]:
+    """GARCH(1,1) fits (normal errors) of ``n_inst`` simulated series on the GPU, timed apart
+    (to device, the kernel alone as the median of ``repeats``, to host) and, with ``cpu``, on
+    every CPU core; the fits are checked equal (likelihoods to 1e-9 relative, statuses and
+    convergence the same)."""
+    from forecast import simulate
+
+    from kernels import garch as G
+    from kernels.garch_gpu import fit_gpu
+    r = simulate(n_inst, length)
+    lo, n, st = G.series_extent(r)
+    fit_gpu(r[:64], lo[:64], n[:64], st[:64], 0)                     # compile
+    ks, tm = [], {}
+    for _ in range(repeats):
+        tm = {}
+        out = fit_gpu(r, lo, n, st, 0, timings=tm)
+        ks.append(tm["kernel"])
+    what = f"GARCH(1,1) fits, {n_inst:,} x {length:,} returns, GPU"
+    rows = [dict(what=f"{what}: to device", seconds=tm["to_device"], events=n_inst),
+            dict(what=f"{what}: kernel only", seconds=_median(ks), events=n_inst),
+            dict(what=f"{what}: to host", seconds=tm["to_host"], events=n_inst)]
+    if cpu:
+        t0 = time.perf_counter()
+        want = G.garch11(r, device="cpu")
+        t_cpu = time.perf_counter() - t0
+        got = G._garch_table(np.arange(n_inst, dtype=np.uint32), out, "normal")
+        same = (np.allclose(got.column("loglik").to_numpy(), want.column("loglik").to_numpy(),
+                            rtol=1e-9, atol=0, equal_nan=True)
+                and got.column("status").equals(want.column("status"))
+                and got.column("converged").equals(want.column("converged")))
+        rows.append(dict(what=f"GARCH(1,1) fits: CPU, every core", seconds=t_cpu, events=n_inst,
+                         note="GPU fits equal them" if same else "CHECK FAILED: fits differ"))
     return rows
 
 

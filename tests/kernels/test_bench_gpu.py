@@ -17,12 +17,14 @@ import gpu  # noqa: E402
 def test_bench_gpu_runs_under_the_simulator_and_checks_the_gpu_against_the_cpu():
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--events", "2000",
-                           "--instruments", "4", "--repeats", "1", "--no-results"],
+                           "--instruments", "4", "--repeats", "1", "--no-results",
+                           "--garch-instruments", "3", "--garch-length", "60"],
                           capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "CUDA simulator" in out
     assert "GPU book equals it" in out and "GPU bars equal them" in out
+    assert "GPU fits equal them" in out
     assert "CHECK FAILED" not in out
 
 
