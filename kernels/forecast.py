@@ -3,6 +3,13 @@
 * :func:`garch11`, :func:`ewma` (:mod:`kernels.garch`): GARCH(1,1) by maximum likelihood as the
   ``arch`` package fits it, normal or Student-t, and RiskMetrics EWMA; CPU (numba, parallel
   over instruments) and GPU (numba.cuda, one thread per instrument).
+* :func:`realized` (:mod:`kernels.realized`): realized variance, bipower variation, jump share,
+  Parkinson and Garman–Klass per instrument and window, from bar mids.
+* :func:`har_rv` (:mod:`kernels.har`): HAR-RV by batched least squares, multi-step forecasts.
+* :func:`quote_bars`, :func:`liquidity` (:mod:`kernels.liquidity`): spread and depth per bar;
+  their HAR and EWMA forecasts, Amihud and Kyle's lambda forecasts, expected market impact.
+* :func:`walk_forward` (:mod:`kernels.evaluate`): walk-forward forecasts and their losses
+  against naive baselines.
 * :func:`mid_returns`: per-instrument log returns of the bar mids of
   :func:`kernels.features.compute`, the input the models take.
 * :func:`to_records`: a per-instrument forecast table as ``forecasts`` records
@@ -16,7 +23,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from kernels.evaluate import walk_forecasts, walk_forward  # noqa: F401
 from kernels.garch import STATUS, as_matrix, ewma, garch11, series_extent  # noqa: F401
+from kernels.har import har_rv  # noqa: F401
+from kernels.liquidity import liquidity, quote_bars  # noqa: F401
+from kernels.realized import realized  # noqa: F401
 from normalize import records as R
 
 

@@ -276,9 +276,11 @@ def demo_forecasts(t, sym) -> None:
     """Volatility forecasts for every simulated instrument from its 1-minute mid returns."""
     import numpy as np
 
+    from kernels.book import reconstruct
     from kernels.features import compute
-    from kernels.forecast import ewma, garch11, mid_returns, to_records
-    bars = compute(t["mbo"], bar="1min")
+    from kernels.forecast import ewma, garch11, liquidity, mid_returns, quote_bars, to_records
+    book = reconstruct(t["mbo"], levels=5)
+    bars = compute(t["mbo"], book=book, bar="1min")
     ret = mid_returns(bars)                         # basis points
     g = garch11(ret, device="auto").to_pandas()
     e = ewma(ret).to_pandas()
@@ -300,6 +302,16 @@ def demo_forecasts(t, sym) -> None:
     rec = to_records(pa_table_of(g), model="G", target="V", ts_event=last, value="variance_forecast")
     print(f"{rec.num_rows} `forecasts` records (schema {rec.schema.metadata[b'tickpipe.schema'].decode()}), "
           f"e.g. {rec.slice(0, 1).to_pylist()[0]}")
+    size = 1_000
+    liq = liquidity(bars, quote_bars(book, bar="1min"), size=size).to_pandas()
+    print(f"\n== liquidity forecasts for the next minute (kernels.forecast.liquidity): HAR on log "
+          f"spread and depth, EWMA of Amihud and Kyle's lambda, impact of {size:,} shares")
+    rows = [(sym.get(r.instrument_id, str(r.instrument_id)), f"{r.spread_har * 100:.2f}",
+             f"{r.spread_ewma * 100:.2f}", f"{r.depth_har:,.0f}", f"{r.depth_ewma:,.0f}",
+             f"{r.impact_kyle / r.price * 1e4:.3f}", f"{r.impact_amihud * 1e4:.3f}")
+            for r in liq.head(10).itertuples()]
+    print(_table(["symbol", "spread HAR c", "spread EWMA c", "depth HAR", "depth EWMA",
+                  "impact Kyle bp", "impact Amihud bp"], rows, "lrrrrrr"))
 
 
 def pa_table_of(df):
