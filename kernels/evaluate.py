@@ -159,17 +159,7 @@ def _callables(fit_forecast) -> dict:
 
 
 def _series(series) -> np.ndarray:
-    try:
-        x = np.array(series, dtype=np.float64, order="C")
-    except (TypeError, ValueError):
-        raise ValueError(f"The `series_2d` must be a 2-D float array (instruments x time), was "
-                         f"{type(series).__name__}.") from None
-    if x.ndim == 1:
-        x = x.reshape(1, -1)
-    if x.ndim != 2:
-        raise ValueError(f"The `series_2d` must be a 2-D float array (instruments x time), had "
-                         f"shape {x.shape}.")
-    return x
+    return H.float_2d(series, "series_2d")
 
 
 # -- public --------------------------------------------------------------------------------------

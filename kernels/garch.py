@@ -73,6 +73,21 @@ _PERSIST = (0.5, 0.7, 0.9, 0.98)
 _LOG2PI = math.log(2.0 * math.pi)
 
 
+# -- small helpers ------------------------------------------------------------------------------
+
+@numba.njit(inline="always")
+def _mn(a, b):
+    """``min(a, b)`` written out: numba-cuda compiles the builtin through an overload that needs
+    a device context, so the device build could not be checked on a machine without a GPU."""
+    return b if b < a else a
+
+
+@numba.njit(inline="always")
+def _mx(a, b):
+    """``max(a, b)``, as :func:`_mn`."""
+    return b if b > a else a
+
+
 # -- special functions --------------------------------------------------------------------------
 
 @numba.njit(cache=True)
@@ -357,7 +372,7 @@ def _direction(work, i, K, lin_tol):
             work[i, W_B + a_] = work[i, W_Y + a_]
         scale = 0.0
         for a_ in range(m):
-            scale = max(scale, abs(work[i, W_A + a_ * K_MAX + a_]))
+            scale = _mx(scale, abs(work[i, W_A + a_ * K_MAX + a_]))
         lam = 0.0
         ok = _solve(work, i, m, lam)
         lam = 1e-10 * (1.0 + scale)
@@ -425,7 +440,7 @@ def _grid(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi):
         u_prev = 0.0
         k = 0
         while k < n:
-            stop = min(k + 8, n)                 # 8 returns without a call, then the logs
+            stop = _mn(k + 8, n)                 # 8 returns without a call, then the logs
             while k < stop:
                 x = (r[i, lo + k] - rbar) * s
                 if k > 0:
@@ -434,8 +449,8 @@ def _grid(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi):
                     h1 = (1.0 - p1) + al * u_prev + (p1 - al) * h1
                     h2 = (1.0 - p2) + al * u_prev + (p2 - al) * h2
                     h3 = (1.0 - p3) + al * u_prev + (p3 - al) * h3
-                lower = max(vb * 1e-6, vfloor)
-                upper = min(max(vb * 1e6, ucap_lo), ucap_hi)
+                lower = _mx(vb * 1e-6, vfloor)
+                upper = _mn(_mx(vb * 1e6, ucap_lo), ucap_hi)
                 h0 = _bound(h0, lower, upper)
                 h1 = _bound(h1, lower, upper)
                 h2 = _bound(h2, lower, upper)
@@ -487,13 +502,13 @@ def _fit_one(r, i, lo, n, status, dist, work, out):
     for k in range(n):
         e = r[i, lo + k] - rbar
         ss += e * e
-        emax = max(emax, e * e)
+        emax = _mx(emax, e * e)
     var = ss / n
     if not var > 0.0:
         out[i, O_STATUS] = CONSTANT
         return
     s = 1.0 / math.sqrt(var)
-    tau = min(75, n)
+    tau = _mn(75, n)
     wsum = 0.0
     bc = 0.0
     wk = 1.0
@@ -519,8 +534,8 @@ def _fit_one(r, i, lo, n, status, dist, work, out):
               work)
         kk = work[i, W_D]
         nu0 = (4.0 * kk - 6.0) / (kk - 3.0) if kk > 3.75 else 12.0
-        nu0 = max(nu0, 4.0)
-        nu0 = min(nu0, HI[4])
+        nu0 = _mx(nu0, 4.0)
+        nu0 = _mn(nu0, HI[4])
     work[i, W_P + 0] = 0.0
     work[i, W_P + 1] = o0
     work[i, W_P + 2] = a0
@@ -542,12 +557,12 @@ def _fit_one(r, i, lo, n, status, dist, work, out):
             d = work[i, W_D + j]
             p = work[i, W_P + j]
             if d < 0.0 and LO[j] > -math.inf:
-                tmax = min(tmax, (p - LO[j]) / -d)
+                tmax = _mn(tmax, (p - LO[j]) / -d)
             elif d > 0.0 and HI[j] < math.inf:
-                tmax = min(tmax, (HI[j] - p) / d)
+                tmax = _mn(tmax, (HI[j] - p) / d)
         dl = work[i, W_D + 2] + work[i, W_D + 3]
         if dl > 0.0:
-            tmax = min(tmax, max(0.0, 1.0 - work[i, W_P + 2] - work[i, W_P + 3]) / dl)
+            tmax = _mn(tmax, _mx(0.0, 1.0 - work[i, W_P + 2] - work[i, W_P + 3]) / dl)
         t = tmax
         accepted = False
         # close to the optimum (Newton's decrement under 1e-6, so the step lands within about
@@ -558,7 +573,7 @@ def _fit_one(r, i, lo, n, status, dist, work, out):
             for j in range(K_MAX):
                 q = work[i, W_P + j] + t * work[i, W_D + j]
                 if j < K:
-                    q = min(max(q, LO[j]), HI[j])
+                    q = _mn(_mx(q, LO[j]), HI[j])
                 work[i, W_Q + j] = q
             if work[i, W_Q + 2] + work[i, W_Q + 3] > 1.0:
                 work[i, W_Q + 3] = 1.0 - work[i, W_Q + 2]
@@ -620,7 +635,7 @@ def _ewma_one(r, i, lo, n, status, lam, h_out, out):
     out[i, 1] = status
     if status != OK:
         return
-    tau = min(75, n)
+    tau = _mn(75, n)
     wsum = 0.0
     bc = 0.0
     wk = 1.0

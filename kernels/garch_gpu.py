@@ -27,7 +27,8 @@ from kernels import garch as G
 
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
 THREADS = 64
-_CHAIN = ("_psi", "_psi1", "_bound", "_pass", "_solve", "_direction", "_grid", "_fit_one", "_ewma_one")
+_CHAIN = ("_mn", "_mx", "_psi", "_psi1", "_bound", "_pass", "_solve", "_direction", "_grid",
+          "_fit_one", "_ewma_one")
 
 
 def _device_functions() -> dict:

@@ -379,21 +379,27 @@ def rows_from_table(t, value: str, order: str | None = None, name: str = "rv"):
     return ids.astype(np.uint32), x
 
 
-def _as_2d(rv, name: str):
-    """``(ids or None, x)``: a 2-D float64 C-order array from ``rv`` (array or table)."""
-    if isinstance(rv, (pa.Table, pa.RecordBatch)):
-        return rows_from_table(rv, "rv", "window_start" if "window_start" in rv.column_names else None)
+def float_2d(value, name: str, alt: str = "") -> np.ndarray:
+    """A 2-D float64 C-order array (instruments x time; a 1-D one is one instrument) from
+    ``value``, or a ValueError naming the argument ``name`` (``alt``: what else it may be)."""
     try:
-        x = np.array(rv, dtype=np.float64, order="C")
+        x = np.array(value, dtype=np.float64, order="C")
     except (TypeError, ValueError):
-        raise ValueError(f"The `{name}` must be a 2-D float array (instruments x time) or a table "
-                         f"of (instrument_id, rv), was {type(rv).__name__}.") from None
+        raise ValueError(f"The `{name}` must be a 2-D float array (instruments x time){alt}, was "
+                         f"{type(value).__name__}.") from None
     if x.ndim == 1:
         x = x.reshape(1, -1)
     if x.ndim != 2:
         raise ValueError(f"The `{name}` must be a 2-D float array (instruments x time), had "
                          f"shape {x.shape}.")
-    return None, x
+    return x
+
+
+def _as_2d(rv, name: str):
+    """``(ids or None, x)``: a 2-D float64 C-order array from ``rv`` (array or table)."""
+    if isinstance(rv, (pa.Table, pa.RecordBatch)):
+        return rows_from_table(rv, "rv", "window_start" if "window_start" in rv.column_names else None)
+    return None, float_2d(rv, name, " or a table of (instrument_id, rv)")
 
 
 # -- public ------------------------------------------------------------------------------------------

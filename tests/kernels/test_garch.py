@@ -235,3 +235,27 @@ def test_an_unknown_distribution_or_device_is_refused():
         G.garch11(np.zeros((1, 30)), dist="skewt")
     with pytest.raises(ValueError, match="device"):
         G.garch11(np.zeros((1, 30)), device="tpu")
+
+
+def test_the_garch_kernels_compile_to_ptx_for_hopper():
+    """The device build (not the simulator): the fit and EWMA kernels compile for sm_90."""
+    import numba
+    from numba import cuda
+
+    from kernels import garch_gpu as GG
+    if GG.SIMULATOR:
+        pytest.skip("the CUDA simulator is on: no device compile")
+    f8 = numba.float64
+    strided = numba.types.Array(f8, 2, "A")          # time-major storage seen transposed
+    i8 = numba.types.Array(numba.int64, 1, "C")
+    out = numba.types.Array(f8, 2, "C")
+    sigs = [(GG._fit_kernel, (strided, i8, i8, i8, numba.int64, strided, out)),
+            (GG._ewma_kernel, (strided, i8, i8, i8, f8, strided, out))]
+    try:
+        ptxs = [cuda.compile_ptx(k.py_func, sig, cc=(9, 0))[0] for k, sig in sigs]
+    except Exception as e:                                        # no NVVM on this machine
+        if "NVVM" in str(e) or "libnvvm" in str(e).lower() or "CUDA" in type(e).__name__:
+            pytest.skip(f"no CUDA compiler here: {e}")
+        raise
+    for ptx in ptxs:
+        assert ".entry" in ptx and "sm_90" in ptx

@@ -19,10 +19,8 @@ from kernels import features as F
 from kernels import har as H
 from kernels import liquidity as L
 from normalize import records as R
+from goog_day import goog_mbo_and_book
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "lobster"
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "lobster"
-GOOG = "GOOG_2012-06-21_34200000_57600000"
 CHILD = Path(__file__).with_name("forecast_gpu_child.py")
 TSZ = pa.timestamp("ns", tz="UTC")
 
@@ -40,18 +38,7 @@ def generated():
 @pytest.fixture(scope="module")
 def goog():
     """The GOOG day's mbo events and LOBSTER's level-1 book after each (a book table)."""
-    for d in (DATA, SHARED):
-        msg, ob = d / f"{GOOG}_message_1.csv", d / f"{GOOG}_orderbook_1.csv"
-        if msg.exists() and ob.exists():
-            break
-    else:
-        pytest.skip("LOBSTER GOOG day not found in tests/data or ../shared")
-    mbo = normalize.read_lobster(msg, date="2012-06-21", symbol="GOOG")
-    b = normalize.read_lobster_book(ob, levels=1)
-    book = pa.table({"instrument_id": mbo.column("instrument_id"), "ts_event": mbo.column("ts_event"),
-                     "bid_px_0": b["bid_px"][:, 0], "bid_sz_0": b["bid_sz"][:, 0].astype(np.uint64),
-                     "ask_px_0": b["ask_px"][:, 0], "ask_sz_0": b["ask_sz"][:, 0].astype(np.uint64)})
-    return mbo, book
+    return goog_mbo_and_book()
 
 
 # -- references ------------------------------------------------------------------------------------
