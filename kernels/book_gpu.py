@@ -14,25 +14,17 @@ Runs on a real GPU when ``numba.cuda.is_available()``; CI runs it under Numba's 
 
 from __future__ import annotations
 
-import types
 
 import numba
 import numpy as np
 from numba import cuda
 
 from kernels import levels as _levels
+from kernels.devicefn import python_twin as _python_twin
 from kernels.levels import ASK, BID, PX, W
 from normalize import records as R
 
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
-
-
-def _python_twin(fn, **callees):
-    """The Python body of a compiled helper, calling the Python bodies of ``callees``: the
-    CUDA simulator runs kernels as Python, and compiled helpers cannot take its arrays."""
-    g = dict(fn.py_func.__globals__)
-    g.update(callees)
-    return types.FunctionType(fn.py_func.__code__, g, fn.py_func.__name__, fn.py_func.__defaults__)
 
 
 if SIMULATOR:

@@ -45,27 +45,19 @@ through ``_mul``), and returns the CPU's table bit for bit (no ``log`` here).
 
 from __future__ import annotations
 
-import types
 
 import numba
 import numpy as np
 from numba import cuda
 
 from kernels import features as _features
+from kernels.devicefn import python_twin as _python_twin
 from kernels.features import N_ACC
 
 SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
 THREADS = 64                # threads per block of the bar kernel (one per instrument)
 COMPACT_THREADS = 256       # threads per block of the compaction kernel (one per bar)
 EVENT_THREADS = 256         # threads per block of the per-event kernel (one per book row)
-
-
-def _python_twin(fn, **callees):
-    """The Python body of a compiled helper, calling the Python ``callees``: the CUDA simulator
-    runs kernels as Python, and compiled functions cannot take its arrays."""
-    g = dict(fn.py_func.__globals__)
-    g.update(callees)
-    return types.FunctionType(fn.py_func.__code__, g, fn.py_func.__name__, fn.py_func.__defaults__)
 
 
 if SIMULATOR:

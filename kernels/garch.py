@@ -47,7 +47,8 @@ import numba
 import numpy as np
 import pyarrow as pa
 
-DEVICES = ("auto", "cpu", "gpu")
+from kernels.features import _check_device, _use_gpu
+
 DISTS = ("normal", "t")
 MIN_OBS = 20                      # shortest series fitted
 MAX_ITER = 200
@@ -408,6 +409,21 @@ def _direction(work, i, K, lin_tol):
 
 
 @numba.njit(inline="always")
+def _backcast(r, i, lo, n, rbar, s):
+    """arch's backcast: the 0.94-weighted mean (weights ``0.94**k``, summing to one) of the
+    first ``min(75, n)`` squares of ``(r - rbar) * s``."""
+    wsum = 0.0
+    bc = 0.0
+    wk = 1.0
+    for k in range(_mn(75, n)):
+        e = (r[i, lo + k] - rbar) * s
+        bc += wk * e * e
+        wsum += wk
+        wk *= 0.94
+    return bc / wsum
+
+
+@numba.njit(inline="always")
 def _bound(h, lower, upper):
     """arch's ``bounds_check``: ``h`` kept within the variance bounds."""
     if h < lower:
@@ -508,16 +524,7 @@ def _fit_one(r, i, lo, n, status, dist, work, out):
         out[i, O_STATUS] = CONSTANT
         return
     s = 1.0 / math.sqrt(var)
-    tau = _mn(75, n)
-    wsum = 0.0
-    bc = 0.0
-    wk = 1.0
-    for k in range(tau):
-        e = (r[i, lo + k] - rbar) * s
-        bc += wk * e * e
-        wsum += wk
-        wk *= 0.94
-    bc /= wsum
+    bc = _backcast(r, i, lo, n, rbar, s)
     ucap_lo = (1.0 + emax) * s * s
     ucap_hi = 1e7 * (1.0 + emax) * s * s
     vfloor = 1e-8
@@ -635,16 +642,7 @@ def _ewma_one(r, i, lo, n, status, lam, h_out, out):
     out[i, 1] = status
     if status != OK:
         return
-    tau = _mn(75, n)
-    wsum = 0.0
-    bc = 0.0
-    wk = 1.0
-    for k in range(tau):
-        e = r[i, lo + k]
-        bc += wk * e * e
-        wsum += wk
-        wk *= 0.94
-    h = bc / wsum
+    h = _backcast(r, i, lo, n, 0.0, 1.0)
     e_prev = 0.0
     for k in range(n):
         if k > 0:
@@ -675,7 +673,7 @@ def as_matrix(returns, column: str = "return") -> tuple[np.ndarray, np.ndarray]:
         inst = np.asarray(returns.column("instrument_id").to_numpy(zero_copy_only=False))
         val = np.asarray(pa.compute.cast(returns.column(column), pa.float64()).to_numpy(
             zero_copy_only=False), np.float64)
-        ids, first, counts = np.unique(inst, return_index=True, return_counts=True)
+        ids, counts = np.unique(inst, return_counts=True)
         order = np.argsort(inst, kind="stable")
         grp = np.repeat(np.arange(ids.size), counts)
         pos = np.arange(inst.size) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -709,39 +707,25 @@ def series_extent(r: np.ndarray, min_obs: int = MIN_OBS):
     return first.astype(np.int64), np.maximum(n, 0), status
 
 
-def _cuda_ok(device: str, rows: int) -> bool:
-    if device not in DEVICES:
-        raise ValueError(f"The `device` must be one of {', '.join(DEVICES)}, was {device!r}.")
-    if device == "cpu":
-        return False
-    from kernels.book import _cuda_available
-    if _cuda_available():
-        return device == "gpu" or rows >= GPU_MIN_INSTRUMENTS
-    if device == "gpu":
-        raise RuntimeError("device='gpu' was asked for, but numba.cuda finds no CUDA device; "
-                           "use device='auto' or 'cpu'")
-    return False
-
-
-GPU_MIN_INSTRUMENTS = 512          # "auto" fits at least this many instruments on a GPU
-
-
 def garch11(returns, *, dist: str = "normal", device: str = "auto",
             column: str = "return") -> pa.Table:
     """GARCH(1,1) with a constant mean, fitted per instrument as ``arch`` does (module
     docstring). ``returns``: 2-D array (instruments x time, NaN padded) or a table of
-    ``(instrument_id, return)``; ``dist``: "normal" or "t" (standardized Student-t).
+    ``(instrument_id, return)``; ``dist``: "normal" or "t" (standardized Student-t); ``device``:
+    "cpu", "gpu" or "auto" (the GPU when there is one and the array holds at least
+    ``kernels.book.GPU_MIN_EVENTS`` cells; as :func:`kernels.features.compute`).
 
     One row per instrument: instrument_id, mu, omega, alpha, beta, nu (t only), loglik,
     converged, iterations, variance_forecast (the one-step forecast after the last return),
     status (:data:`STATUS`; NaN parameters unless 0)."""
     if dist not in DISTS:
         raise ValueError(f"The `dist` must be one of {', '.join(DISTS)}, was {dist!r}.")
+    _check_device(device)
     ids, r = as_matrix(returns, column)
     lo, n, status = series_extent(r)
     out = np.empty((r.shape[0], N_OUT))
     d = DISTS.index(dist)
-    if _cuda_ok(device, r.shape[0]):
+    if _use_gpu(device, r.size):
         from kernels.garch_gpu import fit_gpu
         out = fit_gpu(r, lo, n, status, d)
     elif r.shape[0]:
@@ -772,11 +756,12 @@ def ewma(returns, *, lam: float = 0.94, device: str = "auto", column: str = "ret
     there is no return)."""
     if not 0.0 < lam < 1.0:
         raise ValueError(f"The `lam` must be strictly between 0 and 1, was {lam!r}.")
+    _check_device(device)
     ids, r = as_matrix(returns, column)
     lo, n, status = series_extent(r, min_obs=1)
     out = np.empty((r.shape[0], 2))
     h = np.full(r.shape, np.nan) if variances else np.zeros((0, 0))
-    if _cuda_ok(device, r.shape[0]):
+    if _use_gpu(device, r.size):
         from kernels.garch_gpu import ewma_gpu
         out, h = ewma_gpu(r, lo, n, status, float(lam), variances)
     elif r.shape[0]:

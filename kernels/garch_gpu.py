@@ -17,35 +17,19 @@ threads read neighbouring addresses.
 from __future__ import annotations
 
 import time
-import types
 
-import numba
 import numpy as np
 from numba import cuda
 
 from kernels import garch as G
+from kernels.devicefn import SIMULATOR, device_chain
 
-SIMULATOR = bool(numba.config.ENABLE_CUDASIM)
 THREADS = 64
-_CHAIN = ("_mn", "_mx", "_psi", "_psi1", "_bound", "_pass", "_solve", "_direction", "_grid",
-          "_fit_one", "_ewma_one")
+_CHAIN = ("_mn", "_mx", "_backcast", "_psi", "_psi1", "_bound", "_pass", "_solve", "_direction",
+          "_grid", "_fit_one", "_ewma_one")
 
 
-def _device_functions() -> dict:
-    """The chain of per-instrument functions for the device: Python twins of the CPU module's
-    functions that call each other (the simulator runs them as Python), inlined into the kernels
-    by numba otherwise (compiling them needs no device)."""
-    out: dict = {}
-    for name in _CHAIN:                 # callees come first in _CHAIN
-        fn = getattr(G, name).py_func
-        g = dict(fn.__globals__)
-        g.update(out)
-        twin = types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__)
-        out[name] = twin if SIMULATOR else numba.njit(inline="always")(twin)
-    return out
-
-
-_F = _device_functions()
+_F = device_chain(G, _CHAIN)       # the per-instrument functions for the device, callees first
 _fit_one = _F["_fit_one"]
 _ewma_one = _F["_ewma_one"]
 

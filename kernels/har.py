@@ -39,13 +39,13 @@ from __future__ import annotations
 
 import functools
 import math
-import types
 
 import numba
 import numpy as np
 import pyarrow as pa
 from numba import cuda
 
+from kernels.devicefn import device_function
 from kernels.features import _check_device, _use_gpu
 
 LAGS = (1, 5, 22)                 # daily, weekly, monthly averaging windows (observations)
@@ -250,22 +250,6 @@ def _har_cpu(x, ld, lw, lm, min_obs, h, coef, info, fc):
 
 
 # -- the same functions on the GPU ------------------------------------------------------------------
-
-def python_twin(fn, **callees):
-    """The Python body of compiled helper ``fn`` calling the given ``callees`` instead of its
-    globals of those names (the CUDA simulator runs kernels as Python, and compiled functions
-    cannot take its arrays)."""
-    g = dict(fn.py_func.__globals__)
-    g.update(callees)
-    return types.FunctionType(fn.py_func.__code__, g, fn.py_func.__name__, fn.py_func.__defaults__)
-
-
-def device_function(fn, **callees):
-    """``fn`` for CUDA kernels: its Python twin under the simulator (``NUMBA_ENABLE_CUDASIM=1``),
-    else the twin compiled by numba and inlined into the kernel."""
-    t = python_twin(fn, **callees)
-    return t if numba.config.ENABLE_CUDASIM else numba.njit(inline="always")(t)
-
 
 @functools.cache
 def device_functions() -> dict:

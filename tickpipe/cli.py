@@ -282,7 +282,8 @@ def demo_forecasts(t, sym) -> None:
     book = reconstruct(t["mbo"], levels=5)
     bars = compute(t["mbo"], book=book, bar="1min")
     ret = mid_returns(bars)                         # basis points
-    g = garch11(ret, device="auto").to_pandas()
+    fits = garch11(ret, device="auto")
+    g = fits.to_pandas()
     e = ewma(ret).to_pandas()
     n = ret.group_by("instrument_id").aggregate([("return", "count")]).to_pandas()
     n = dict(zip(n.instrument_id, n.return_count))
@@ -299,7 +300,7 @@ def demo_forecasts(t, sym) -> None:
     print(_table(["symbol", "returns", "alpha", "beta", "GARCH vol 1-min bp", "EWMA vol bp",
                   "converged", "status"], rows[:10], "lrrrrrrr"))
     last = int(t["mbo"].column("ts_event").cast("int64")[-1].as_py())
-    rec = to_records(pa_table_of(g), model="G", target="V", ts_event=last, value="variance_forecast")
+    rec = to_records(fits, model="G", target="V", ts_event=last, value="variance_forecast")
     print(f"{rec.num_rows} `forecasts` records (schema {rec.schema.metadata[b'tickpipe.schema'].decode()}), "
           f"e.g. {rec.slice(0, 1).to_pylist()[0]}")
     size = 1_000
@@ -312,11 +313,6 @@ def demo_forecasts(t, sym) -> None:
             for r in liq.head(10).itertuples()]
     print(_table(["symbol", "spread HAR c", "spread EWMA c", "depth HAR", "depth EWMA",
                   "impact Kyle bp", "impact Amihud bp"], rows, "lrrrrrr"))
-
-
-def pa_table_of(df):
-    import pyarrow as pa
-    return pa.Table.from_pandas(df, preserve_index=False)
 
 
 def pa_array(values):

@@ -10,6 +10,7 @@ import numba
 import numpy as np
 import pyarrow as pa
 import pytest
+from ptx import skip_without_cuda_compiler
 
 import normalize
 from kernels import book as B
@@ -59,13 +60,9 @@ def test_the_gpu_bar_kernels_compile_to_ptx_for_hopper():
                 a1(i64), a1(i64), a1(i64), a2(f64), a2(i64), a1(i64))
     compact_sig = (a1(i64), a1(i64), a1(i64), a1(i64), a1(i64), a2(f64), a2(i64),
                    a1(i64), a1(i64), a1(i64), a2(f64), a2(i64))
-    try:
+    with skip_without_cuda_compiler():
         bars, _ = cuda.compile_ptx(_bars_kernel.py_func, bars_sig, cc=(9, 0))
         compact, _ = cuda.compile_ptx(_compact_kernel.py_func, compact_sig, cc=(9, 0))
-    except Exception as e:                                      # no NVVM on this machine
-        if "NVVM" in str(e) or "libnvvm" in str(e).lower() or "CUDA" in type(e).__name__:
-            pytest.skip(f"no CUDA compiler here: {e}")
-        raise
     for ptx in (bars, compact):
         assert ".entry" in ptx and "sm_90" in ptx
     # products feeding sums are rounded on their own (never fused into an FMA, as on the CPU)
@@ -79,15 +76,11 @@ def test_the_gpu_per_event_kernel_compiles_to_ptx_for_hopper():
     from kernels.features_gpu import _per_event_kernel
     a1 = lambda dt: numba.typeof(np.zeros(1, dt))               # noqa: E731
     a2 = lambda dt: numba.typeof(np.zeros((1, 2), dt))          # noqa: E731
-    try:
+    with skip_without_cuda_compiler():
         ptxs = [cuda.compile_ptx(_per_event_kernel.py_func,
                                  (a1(np.int64), a2(np.int64), a2(szt), a2(np.int64), a2(szt),
                                   *[a1(np.float64)] * 6), cc=(9, 0))[0]
                 for szt in (np.uint64, np.float64)]             # the book's sizes, or float64
-    except Exception as e:                                      # no NVVM on this machine
-        if "NVVM" in str(e) or "libnvvm" in str(e).lower() or "CUDA" in type(e).__name__:
-            pytest.skip(f"no CUDA compiler here: {e}")
-        raise
     for ptx in ptxs:
         assert ".entry" in ptx and "sm_90" in ptx
         # the microprice's products are rounded on their own, nothing is fused (as on the CPU)
