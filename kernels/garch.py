@@ -62,10 +62,18 @@ STATUS = {OK: "ok", TOO_SHORT: f"fewer than {MIN_OBS} returns", ALL_NAN: "no ret
 # columns of the per-instrument output row (float64)
 O_MU, O_OMEGA, O_ALPHA, O_BETA, O_NU, O_LL, O_CONV, O_ITER, O_FCST, O_STATUS = range(10)
 N_OUT = 10
-# the work row: parameters, gradient, Hessian, direction, trial point, free-direction basis
+# the work row: parameters, gradient, Hessian, direction, trial point, free-direction basis,
+# the forecast, the fit's constants (C_*) and its state (S_*, :func:`_advance`)
 W_P, W_G, W_H, W_D, W_Q, W_Z, W_A, W_L, W_Y, W_B, W_FIX = 0, 5, 10, 35, 40, 45, 70, 95, 120, 125, 130
 W_F = 135
-N_WORK = 136
+W_C = 136
+C_RBAR, C_S, C_BC, C_VFLOOR, C_UCAP_LO, C_UCAP_HI = range(6)
+W_S = 142
+S_STAGE, S_WANT, S_IT, S_T, S_DEC, S_LL, S_FULL, S_FINAL, S_LS, S_CONV = range(10)
+N_WORK = 152
+# the fit's stages: the pass it waits for (kurtosis, first, line-search trial, derivatives at
+# an accepted point, forecast at the point kept)
+ST_KURT, ST_INIT, ST_LS, ST_REFRESH, ST_FORECAST = range(5)
 K_MAX = 5
 LO = (-math.inf, 1e-8, 0.0, 0.0, 2.05)     # scaled units: the residuals' mean square is 1
 HI = (math.inf, 10.0, 1.0, 1.0, 500.0)
@@ -87,6 +95,15 @@ def _mn(a, b):
 def _mx(a, b):
     """``max(a, b)``, as :func:`_mn`."""
     return b if b > a else a
+
+
+@numba.njit(inline="always")
+def _flush(p, k):
+    """Whether a running product of variances (or of Student-t terms, each at least 1) is
+    turned into a log and restarted at step ``k``: every 64 steps, or sooner when it leaves
+    [1e-100, 1e100] (a variance is at least 1e-8, so the next product cannot underflow). One
+    log call for many returns: the logs are most of a pass's cost otherwise."""
+    return (k & 63) == 63 or p > 1e100 or p < 1e-100
 
 
 # -- special functions --------------------------------------------------------------------------
@@ -132,45 +149,49 @@ def _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, mu, om, al, be, nu
         nm2 = nu - 2.0
         a = 0.5 * (nu + 1.0)
         c = math.lgamma(a) - math.lgamma(0.5 * nu) - 0.5 * math.log(math.pi * nm2)
+        inm2 = 1.0 / nm2
+        inu1 = 1.0 / (nu + 1.0)
     else:
         nm2 = 1.0
         a = 0.0
         c = -0.5 * _LOG2PI
+        inm2 = inu1 = 1.0
     # h and its derivatives in (mu, omega, alpha, beta): h_i, h_ij
-    h = om + (al + be) * bc
-    h0 = 0.0
-    h1 = 1.0
-    h2 = bc
-    h3 = bc
+    # the recursion starts from the backcast, h_{-1} = u_{-1} = b (so h_0 = omega + alpha b +
+    # beta b, arch's order), which does not move with the parameters (nor with mu: the
+    # derivatives of u_{-1}, ue and uee, are 0; afterwards -2 e_{t-1} and 2)
+    h = bc
+    u_prev = bc
+    ue = 0.0
+    uee = 0.0
+    h0 = h1 = h2 = h3 = 0.0
     h00 = h02 = h03 = h13 = h23 = h33 = 0.0
     g0 = g1 = g2 = g3 = g4 = 0.0
     H00 = H01 = H02 = H03 = H04 = H11 = H12 = H13 = H14 = 0.0
     H22 = H23 = H24 = H33 = H34 = H44 = 0.0
     vb = bc                                   # arch's EWMA variance bound
     z1 = z2 = z3 = z4 = 0.0
-    e_prev = 0.0
+    e = 0.0
     x_prev0 = 0.0
     ph = pz = 1.0
     slh = slz = su = 0.0
     for k in range(n):
         x = (r[i, lo + k] - rbar) * s
+        if want == 1:
+            # second derivatives first (they use the previous first derivatives); those in
+            # (omega, omega), (omega, alpha), (alpha, alpha), (mu, omega) stay zero
+            h00 = be * h00 + al * uee
+            h02 = be * h02 + ue
+            h03 = be * h03 + h0
+            h13 = be * h13 + h1
+            h23 = be * h23 + h2
+            h33 = be * h33 + 2.0 * h3
+            h0 = al * ue + be * h0
+            h1 = 1.0 + be * h1
+            h2 = u_prev + be * h2
+            h3 = h + be * h3
+        h = om + al * u_prev + be * h
         if k > 0:
-            u_prev = e_prev * e_prev
-            if want == 1:
-                # second derivatives first (they use the previous first derivatives); those
-                # in (omega, omega), (omega, alpha), (alpha, alpha), (mu, omega) stay zero
-                ue = -2.0 * e_prev            # d u_{t-1} / d mu
-                h00 = be * h00 + 2.0 * al
-                h02 = be * h02 + ue
-                h03 = be * h03 + h0
-                h13 = be * h13 + h1
-                h23 = be * h23 + h2
-                h33 = be * h33 + 2.0 * h3
-                h0 = al * ue + be * h0
-                h1 = 1.0 + be * h1
-                h2 = u_prev + be * h2
-                h3 = h + be * h3
-            h = om + al * u_prev + be * h
             vb = 0.06 * (x_prev0 * x_prev0) + 0.94 * vb
         lower = vb * 1e-6
         if lower < vfloor:
@@ -193,7 +214,7 @@ def _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, mu, om, al, be, nu
             h3 *= f
         e = x - mu
         u = e * e
-        # the logs of h and z summed as logs of products of 8 (one log call per 8 returns)
+        # the logs of h and z summed as logs of products (:func:`_flush`)
         ph *= h
         if t_dist:
             q = u / (h * nm2)
@@ -201,25 +222,24 @@ def _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, mu, om, al, be, nu
             pz *= zz
         else:
             su += u / h
-        if (k & 7) == 7:
+        if _flush(ph, k):
             slh += math.log(ph)
             ph = 1.0
-            if t_dist:
-                slz += math.log(pz)
-                pz = 1.0
+        if t_dist and _flush(pz, k):
+            slz += math.log(pz)
+            pz = 1.0
         if want == 1:
             ih = 1.0 / h
             if t_dist:
                 iz = 1.0 / zz
                 Lh = -0.5 * ih + a * q * ih * iz
                 Lhh = 0.5 * ih * ih - a * q * (zz + 1.0) * ih * ih * iz * iz
-                Lu = -a * iz * ih / nm2
-                Luu = a * ih * ih * iz * iz / (nm2 * nm2)
-                Lhu = a * ih * ih * iz * iz / nm2
-                inm2 = 1.0 / nm2
+                Lu = -a * iz * ih * inm2
+                Luu = a * ih * ih * iz * iz * (inm2 * inm2)
+                Lhu = a * ih * ih * iz * iz * inm2
                 Ln = a * q * inm2 * iz             # + the -0.5 log z of every return, below
                 Lnn = 0.5 * q * inm2 * iz + a * q * inm2 * iz * (
-                    1.0 / (nu + 1.0) - 2.0 * inm2 + q * inm2 * iz)
+                    inu1 - 2.0 * inm2 + q * inm2 * iz)
                 Lnh = 0.5 * q * ih * iz - a * q * inm2 * ih * iz * iz
                 Lnu = -0.5 * ih * inm2 * iz + a * inm2 * ih * inm2 * iz * iz
             else:
@@ -257,7 +277,9 @@ def _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, mu, om, al, be, nu
             z2 += zs * zs
             z3 += zs * zs * zs
             z4 += zs * zs * zs * zs
-        e_prev = e
+        u_prev = u
+        ue = -2.0 * e
+        uee = 2.0
         x_prev0 = x
     slh += math.log(ph)
     if t_dist:
@@ -282,7 +304,7 @@ def _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, mu, om, al, be, nu
         m2 = z2 / n - m1 * m1
         m4 = z4 / n - 4.0 * m1 * z3 / n + 6.0 * m1 * m1 * z2 / n - 3.0 * m1 ** 4
         work[i, W_D] = m4 / (m2 * m2) if m2 > 0 else 3.0
-    work[i, W_F] = om + al * e_prev * e_prev + be * h
+    work[i, W_F] = om + al * u_prev + be * h
     return ll
 
 
@@ -445,51 +467,52 @@ def _grid(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi):
     p0, p1, p2, p3 = _PERSIST
     for ga in range(4):
         al = _ALPHAS[ga]
-        h0 = (1.0 - p0) + p0 * bc                 # h_0 = omega + (alpha + beta) b
-        h1 = (1.0 - p1) + p1 * bc
-        h2 = (1.0 - p2) + p2 * bc
-        h3 = (1.0 - p3) + p3 * bc
-        q0 = q1 = q2 = q3 = 1.0                  # products of h (logs taken every 8)
+        h0 = h1 = h2 = h3 = bc                   # h_{-1} = u_{-1} = b, as in _pass
+        q0 = q1 = q2 = q3 = 1.0                  # products of h (:func:`_flush`)
         s0 = s1 = s2 = s3 = 0.0                  # sums of u / h
         l0 = l1 = l2 = l3 = 0.0                  # sums of log h
         vb = bc
-        u_prev = 0.0
-        k = 0
-        while k < n:
-            stop = _mn(k + 8, n)                 # 8 returns without a call, then the logs
-            while k < stop:
-                x = (r[i, lo + k] - rbar) * s
-                if k > 0:
-                    vb = 0.06 * u_prev + 0.94 * vb
-                    h0 = (1.0 - p0) + al * u_prev + (p0 - al) * h0
-                    h1 = (1.0 - p1) + al * u_prev + (p1 - al) * h1
-                    h2 = (1.0 - p2) + al * u_prev + (p2 - al) * h2
-                    h3 = (1.0 - p3) + al * u_prev + (p3 - al) * h3
-                lower = _mx(vb * 1e-6, vfloor)
-                upper = _mn(_mx(vb * 1e6, ucap_lo), ucap_hi)
-                h0 = _bound(h0, lower, upper)
-                h1 = _bound(h1, lower, upper)
-                h2 = _bound(h2, lower, upper)
-                h3 = _bound(h3, lower, upper)
-                u = x * x
-                m01 = h0 * h1                    # h within [1e-8, 1e11]: no overflow
-                m23 = h2 * h3
-                inv = u / (m01 * m23)
-                s0 += h1 * m23 * inv
-                s1 += h0 * m23 * inv
-                s2 += h3 * m01 * inv
-                s3 += h2 * m01 * inv
-                q0 *= h0
-                q1 *= h1
-                q2 *= h2
-                q3 *= h3
-                u_prev = u
-                k += 1
-            l0 += math.log(q0)
-            l1 += math.log(q1)
-            l2 += math.log(q2)
-            l3 += math.log(q3)
-            q0 = q1 = q2 = q3 = 1.0
+        u_prev = bc
+        for k in range(n):
+            x = (r[i, lo + k] - rbar) * s
+            if k > 0:
+                vb = 0.06 * u_prev + 0.94 * vb
+            h0 = (1.0 - p0) + al * u_prev + (p0 - al) * h0
+            h1 = (1.0 - p1) + al * u_prev + (p1 - al) * h1
+            h2 = (1.0 - p2) + al * u_prev + (p2 - al) * h2
+            h3 = (1.0 - p3) + al * u_prev + (p3 - al) * h3
+            lower = _mx(vb * 1e-6, vfloor)
+            upper = _mn(_mx(vb * 1e6, ucap_lo), ucap_hi)
+            h0 = _bound(h0, lower, upper)
+            h1 = _bound(h1, lower, upper)
+            h2 = _bound(h2, lower, upper)
+            h3 = _bound(h3, lower, upper)
+            u = x * x
+            m01 = h0 * h1                        # h within [1e-8, 1e11]: no overflow
+            m23 = h2 * h3
+            inv = u / (m01 * m23)
+            s0 += h1 * m23 * inv
+            s1 += h0 * m23 * inv
+            s2 += h3 * m01 * inv
+            s3 += h2 * m01 * inv
+            q0 *= h0
+            q1 *= h1
+            q2 *= h2
+            q3 *= h3
+            u_prev = u
+            last = k == n - 1
+            if last or _flush(q0, k):
+                l0 += math.log(q0)
+                q0 = 1.0
+            if last or _flush(q1, k):
+                l1 += math.log(q1)
+                q1 = 1.0
+            if last or _flush(q2, k):
+                l2 += math.log(q2)
+                q2 = 1.0
+            if last or _flush(q3, k):
+                l3 += math.log(q3)
+                q3 = 1.0
         lls = (l0 + s0, l1 + s1, l2 + s2, l3 + s3)
         for j in range(4):
             ll = -0.5 * (n * _LOG2PI + lls[j])
@@ -500,15 +523,10 @@ def _grid(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi):
 
 
 @numba.njit(cache=True)
-def _fit_one(r, i, lo, n, status, dist, work, out):
-    """Fit instrument ``i`` (returns ``r[i, lo:lo+n]``) and write its row of ``out``."""
-    nan = math.nan
-    for j in range(N_OUT):
-        out[i, j] = nan
-    out[i, O_STATUS] = status
-    if status != OK:
-        return
-    # the sample mean, the residuals' mean square and largest square, arch's backcast
+def _setup(r, i, lo, n, work):
+    """The fit's constants into the work row (``W_C``): the sample mean, the scale (one over
+    the residuals' root mean square), arch's backcast and variance-bound constants in scaled
+    units. False for a constant series."""
     tot = 0.0
     for k in range(n):
         tot += r[i, lo + k]
@@ -521,109 +539,205 @@ def _fit_one(r, i, lo, n, status, dist, work, out):
         emax = _mx(emax, e * e)
     var = ss / n
     if not var > 0.0:
-        out[i, O_STATUS] = CONSTANT
-        return
+        return False
     s = 1.0 / math.sqrt(var)
-    bc = _backcast(r, i, lo, n, rbar, s)
-    ucap_lo = (1.0 + emax) * s * s
-    ucap_hi = 1e7 * (1.0 + emax) * s * s
-    vfloor = 1e-8
-    # starting values: arch's grid by Gaussian likelihood (omega = (1 - persistence) * 1)
-    j = _grid(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi)
-    a0 = _ALPHAS[j // 4]
-    b0 = _PERSIST[j % 4] - a0
-    o0 = 1.0 - _PERSIST[j % 4]
-    K = 4
-    nu0 = 0.0
-    if dist == 1:
-        K = 5
-        _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, 0.0, o0, a0, b0, 0.0, 0, 3,
-              work)
-        kk = work[i, W_D]
-        nu0 = (4.0 * kk - 6.0) / (kk - 3.0) if kk > 3.75 else 12.0
-        nu0 = _mx(nu0, 4.0)
-        nu0 = _mn(nu0, HI[4])
+    work[i, W_C + C_RBAR] = rbar
+    work[i, W_C + C_S] = s
+    work[i, W_C + C_BC] = _backcast(r, i, lo, n, rbar, s)
+    work[i, W_C + C_VFLOOR] = 1e-8
+    work[i, W_C + C_UCAP_LO] = (1.0 + emax) * s * s
+    work[i, W_C + C_UCAP_HI] = 1e7 * (1.0 + emax) * s * s
+    return True
+
+
+@numba.njit(inline="always")
+def _request(work, i, want):
+    """Ask for a pass of kind ``want`` at the parameters ``W_P`` (copied to ``W_Q``)."""
+    for j in range(K_MAX):
+        work[i, W_Q + j] = work[i, W_P + j]
+    work[i, W_S + S_WANT] = want
+
+
+@numba.njit(cache=True)
+def _start(work, i, best, dist):
+    """Start from arch's grid point ``best`` (:func:`_grid`): ask for the first pass (for
+    Student-t errors, first the kurtosis pass that gives nu's start). Returns the number of
+    parameters."""
+    a0 = _ALPHAS[best // 4]
+    b0 = _PERSIST[best % 4] - a0
+    o0 = 1.0 - _PERSIST[best % 4]
     work[i, W_P + 0] = 0.0
     work[i, W_P + 1] = o0
     work[i, W_P + 2] = a0
     work[i, W_P + 3] = b0
-    work[i, W_P + 4] = nu0
-    ll = _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, 0.0, o0, a0, b0, nu0, dist, 1,
-               work)
-    converged = False
-    it = 0
-    while it < MAX_ITER:
-        dec = _direction(work, i, K, 1e-12)
-        if dec < 1e-9:
-            converged = True
-            break
-        it += 1
-        # the longest step inside the box and under alpha + beta = 1
-        tmax = 1.0
-        for j in range(K):
-            d = work[i, W_D + j]
-            p = work[i, W_P + j]
-            if d < 0.0 and LO[j] > -math.inf:
-                tmax = _mn(tmax, (p - LO[j]) / -d)
-            elif d > 0.0 and HI[j] < math.inf:
-                tmax = _mn(tmax, (HI[j] - p) / d)
-        dl = work[i, W_D + 2] + work[i, W_D + 3]
-        if dl > 0.0:
-            tmax = _mn(tmax, _mx(0.0, 1.0 - work[i, W_P + 2] - work[i, W_P + 3]) / dl)
-        t = tmax
-        accepted = False
-        # close to the optimum (Newton's decrement under 1e-6, so the step lands within about
-        # its square): take the step with a value-only pass and stop
-        final = dec < 1e-6
-        full = not final
-        for _ in range(60):
+    work[i, W_P + 4] = 0.0
+    work[i, W_S + S_IT] = 0.0
+    work[i, W_S + S_CONV] = 0.0
+    if dist == 1:
+        _request(work, i, 3)
+        work[i, W_S + S_STAGE] = ST_KURT
+        return 5
+    _request(work, i, 1)
+    work[i, W_S + S_STAGE] = ST_INIT
+    return 4
+
+
+@numba.njit(cache=True)
+def _trial(work, i, K):
+    """The trial point ``W_P + t W_D`` (``t`` at ``S_T``) projected on the box and under
+    ``alpha + beta = 1``, into ``W_Q``."""
+    t = work[i, W_S + S_T]
+    for j in range(K_MAX):
+        q = work[i, W_P + j] + t * work[i, W_D + j]
+        if j < K:
+            q = _mn(_mx(q, LO[j]), HI[j])
+        work[i, W_Q + j] = q
+    if work[i, W_Q + 2] + work[i, W_Q + 3] > 1.0:
+        work[i, W_Q + 3] = 1.0 - work[i, W_Q + 2]
+
+
+@numba.njit(cache=True)
+def _newton(work, i, K):
+    """A Newton iteration at ``W_P`` (derivatives there in the work row): the direction and the
+    first trial of its line search; True when the fit stops instead (converged: a Newton
+    decrement under 1e-9; or ``MAX_ITER`` iterations)."""
+    if work[i, W_S + S_IT] >= MAX_ITER:
+        return True
+    dec = _direction(work, i, K, 1e-12)
+    if dec < 1e-9:
+        work[i, W_S + S_CONV] = 1.0
+        return True
+    work[i, W_S + S_IT] += 1.0
+    # the longest step inside the box and under alpha + beta = 1
+    tmax = 1.0
+    for j in range(K):
+        d = work[i, W_D + j]
+        p = work[i, W_P + j]
+        if d < 0.0 and LO[j] > -math.inf:
+            tmax = _mn(tmax, (p - LO[j]) / -d)
+        elif d > 0.0 and HI[j] < math.inf:
+            tmax = _mn(tmax, (HI[j] - p) / d)
+    dl = work[i, W_D + 2] + work[i, W_D + 3]
+    if dl > 0.0:
+        tmax = _mn(tmax, _mx(0.0, 1.0 - work[i, W_P + 2] - work[i, W_P + 3]) / dl)
+    # close to the optimum (Newton's decrement under 1e-6, so the step lands within about its
+    # square): the step is taken with a value-only pass and the fit stops
+    final = dec < 1e-6
+    work[i, W_S + S_T] = tmax
+    work[i, W_S + S_DEC] = dec
+    work[i, W_S + S_FINAL] = 1.0 if final else 0.0
+    work[i, W_S + S_FULL] = 0.0 if final else 1.0
+    work[i, W_S + S_LS] = 0.0
+    _trial(work, i, K)
+    work[i, W_S + S_WANT] = 0.0 if final else 1.0
+    work[i, W_S + S_STAGE] = ST_LS
+    return False
+
+
+@numba.njit(cache=True)
+def _advance(work, i, K, lq, derivs):
+    """Take the result of the pass asked for (log-likelihood ``lq`` at ``W_Q``; ``derivs``:
+    its derivatives are in the work row) and ask for the next one (kind at ``S_WANT``, point
+    at ``W_Q``); True when the fit is done.
+
+    The fit, one pass at a time: the first pass at the grid start, then Newton iterations
+    (:func:`_newton`), each with an Armijo line search halving the step (up to 60 trials; the
+    first trial with derivatives unless it is the final step); after a trial accepted without
+    derivatives, a pass for them at the new point. The CPU runs many fits side by side
+    (:mod:`kernels.garch_lanes`) and the GPU one per thread, both through this function, so
+    they take the same steps."""
+    stage = work[i, W_S + S_STAGE]
+    if stage == ST_KURT:
+        kk = work[i, W_D]
+        nu0 = (4.0 * kk - 6.0) / (kk - 3.0) if kk > 3.75 else 12.0
+        nu0 = _mx(nu0, 4.0)
+        work[i, W_P + 4] = _mn(nu0, HI[4])
+        _request(work, i, 1)
+        work[i, W_S + S_STAGE] = ST_INIT
+        return False
+    if stage == ST_INIT or stage == ST_REFRESH:
+        work[i, W_S + S_LL] = lq
+        return _newton(work, i, K)
+    if stage == ST_LS:
+        t = work[i, W_S + S_T]
+        if lq >= work[i, W_S + S_LL] + 1e-4 * t * work[i, W_S + S_DEC]:
             for j in range(K_MAX):
-                q = work[i, W_P + j] + t * work[i, W_D + j]
-                if j < K:
-                    q = _mn(_mx(q, LO[j]), HI[j])
-                work[i, W_Q + j] = q
-            if work[i, W_Q + 2] + work[i, W_Q + 3] > 1.0:
-                work[i, W_Q + 3] = 1.0 - work[i, W_Q + 2]
-            lq = _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, work[i, W_Q + 0],
-                       work[i, W_Q + 1], work[i, W_Q + 2], work[i, W_Q + 3], work[i, W_Q + 4],
-                       dist, 1 if full else 0, work)
-            if lq >= ll + 1e-4 * t * dec:
-                accepted = True
-                break
-            full = False
-            t *= 0.5
-        if not accepted:
-            # no ascent along the direction: at the optimum up to rounding, or the search failed
-            converged = final
-            _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, work[i, W_P + 0],
-                  work[i, W_P + 1], work[i, W_P + 2], work[i, W_P + 3], work[i, W_P + 4], dist,
-                  0, work)                    # the forecast at the point kept
-            break
-        for j in range(K_MAX):
-            work[i, W_P + j] = work[i, W_Q + j]
-        if final:
-            ll = lq
-            converged = True
-            break
-        if not full:
-            lq = _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, work[i, W_P + 0],
-                       work[i, W_P + 1], work[i, W_P + 2], work[i, W_P + 3], work[i, W_P + 4],
-                       dist, 1, work)
-        ll = lq
-    mu_s = work[i, W_P + 0]
-    om_s = work[i, W_P + 1]
-    al = work[i, W_P + 2]
-    be = work[i, W_P + 3]
-    nu = work[i, W_P + 4]
-    out[i, O_MU] = rbar + mu_s / s
-    out[i, O_OMEGA] = om_s / (s * s)
-    out[i, O_ALPHA] = al
-    out[i, O_BETA] = be
-    out[i, O_NU] = nu if dist == 1 else nan
-    out[i, O_LL] = ll + n * math.log(s)
-    out[i, O_CONV] = 1.0 if converged else 0.0
-    out[i, O_ITER] = it
+                work[i, W_P + j] = work[i, W_Q + j]
+            if work[i, W_S + S_FINAL] != 0.0:
+                work[i, W_S + S_LL] = lq
+                work[i, W_S + S_CONV] = 1.0
+                return True
+            if not derivs:
+                _request(work, i, 1)
+                work[i, W_S + S_STAGE] = ST_REFRESH
+                return False
+            work[i, W_S + S_LL] = lq
+            return _newton(work, i, K)
+        work[i, W_S + S_FULL] = 0.0
+        work[i, W_S + S_T] = 0.5 * t
+        work[i, W_S + S_LS] += 1.0
+        if work[i, W_S + S_LS] >= 60.0:
+            # no ascent along the direction: at the optimum up to rounding, or the search
+            # failed; one more pass for the forecast at the point kept
+            work[i, W_S + S_CONV] = work[i, W_S + S_FINAL]
+            _request(work, i, 0)
+            work[i, W_S + S_STAGE] = ST_FORECAST
+            return False
+        _trial(work, i, K)
+        work[i, W_S + S_WANT] = 0.0
+        return False
+    return True                               # ST_FORECAST
+
+
+@numba.njit(cache=True)
+def _finish(work, i, n, dist, out):
+    """Instrument ``i``'s output row from its work row, in the returns' units."""
+    s = work[i, W_C + C_S]
+    out[i, O_MU] = work[i, W_C + C_RBAR] + work[i, W_P + 0] / s
+    out[i, O_OMEGA] = work[i, W_P + 1] / (s * s)
+    out[i, O_ALPHA] = work[i, W_P + 2]
+    out[i, O_BETA] = work[i, W_P + 3]
+    out[i, O_NU] = work[i, W_P + 4] if dist == 1 else math.nan
+    out[i, O_LL] = work[i, W_S + S_LL] + n * math.log(s)
+    out[i, O_CONV] = work[i, W_S + S_CONV]
+    out[i, O_ITER] = work[i, W_S + S_IT]
     out[i, O_FCST] = work[i, W_F] / (s * s)
+
+
+@numba.njit(cache=True)
+def _fit_one(r, i, lo, n, status, dist, work, out):
+    """Fit instrument ``i`` (returns ``r[i, lo:lo+n]``) and write its row of ``out``: the
+    constants, arch's grid start, then one likelihood pass after another as :func:`_advance`
+    asks (one call site, so the device build inlines the pass once)."""
+    for j in range(N_OUT):
+        out[i, j] = math.nan
+    out[i, O_STATUS] = status
+    if status != OK:
+        return
+    if not _setup(r, i, lo, n, work):
+        out[i, O_STATUS] = CONSTANT
+        return
+    rbar = work[i, W_C + C_RBAR]
+    s = work[i, W_C + C_S]
+    bc = work[i, W_C + C_BC]
+    vfloor = work[i, W_C + C_VFLOOR]
+    ucap_lo = work[i, W_C + C_UCAP_LO]
+    ucap_hi = work[i, W_C + C_UCAP_HI]
+    K = _start(work, i, _grid(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi), dist)
+    done = False
+    while not done:
+        want = int(work[i, W_S + S_WANT])
+        lq = _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, work[i, W_Q + 0],
+                   work[i, W_Q + 1], work[i, W_Q + 2], work[i, W_Q + 3], work[i, W_Q + 4],
+                   dist if want != 3 else 0, want, work)
+        done = _advance(work, i, K, lq, want == 1)
+    _finish(work, i, n, dist, out)
+
+
+@numba.njit(cache=True)
+def _fit_rows(r, rows, lo, n, status, dist, work, out):
+    for i in rows:
+        _fit_one(r, i, lo[i], n[i], status[i], dist, work, out)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -729,8 +843,8 @@ def garch11(returns, *, dist: str = "normal", device: str = "auto",
         from kernels.garch_gpu import fit_gpu
         out = fit_gpu(r, lo, n, status, d)
     elif r.shape[0]:
-        work = np.zeros((r.shape[0], N_WORK))
-        _fit_cpu(r, lo, n, status, d, work, out)
+        from kernels.garch_lanes import fit_lanes
+        fit_lanes(r, lo, n, status, d, np.zeros((r.shape[0], N_WORK)), out)
     return _garch_table(ids, out, dist)
 
 
