@@ -588,11 +588,22 @@ def _trial(work, i, K):
     ``alpha + beta = 1``, into ``W_Q``."""
     t = work[i, W_S + S_T]
     for j in range(K_MAX):
-        q = work[i, W_P + j] + t * work[i, W_D + j]
+        p = work[i, W_P + j]
+        d = work[i, W_D + j]
+        q = p + t * d
         if j < K:
             q = _mn(_mx(q, LO[j]), HI[j])
+            # a step as long as the one to a bound (the first trial's, :func:`_newton`) lands
+            # on it exactly: a parameter left a rounding error inside its bound is not held
+            # there, and the next directions would jam against it
+            if d < 0.0 and LO[j] > -math.inf and t >= (p - LO[j]) / -d:
+                q = LO[j]
+            elif d > 0.0 and HI[j] < math.inf and t >= (HI[j] - p) / d:
+                q = HI[j]
         work[i, W_Q + j] = q
-    if work[i, W_Q + 2] + work[i, W_Q + 3] > 1.0:
+    dl = work[i, W_D + 2] + work[i, W_D + 3]
+    on_lin = dl > 0.0 and t >= _mx(0.0, 1.0 - work[i, W_P + 2] - work[i, W_P + 3]) / dl
+    if on_lin or work[i, W_Q + 2] + work[i, W_Q + 3] > 1.0:
         work[i, W_Q + 3] = 1.0 - work[i, W_Q + 2]
 
 
@@ -724,6 +735,20 @@ def _fit_one(r, i, lo, n, status, dist, work, out):
     ucap_lo = work[i, W_C + C_UCAP_LO]
     ucap_hi = work[i, W_C + C_UCAP_HI]
     K = _start(work, i, _grid(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi), dist)
+    _run(r, i, lo, n, dist, K, work)
+    _finish(work, i, n, dist, out)
+
+
+@numba.njit(cache=True)
+def _run(r, i, lo, n, dist, K, work):
+    """Instrument ``i``'s fit from its state in the work row to the end: the pass asked for,
+    then :func:`_advance`, until it is done."""
+    rbar = work[i, W_C + C_RBAR]
+    s = work[i, W_C + C_S]
+    bc = work[i, W_C + C_BC]
+    vfloor = work[i, W_C + C_VFLOOR]
+    ucap_lo = work[i, W_C + C_UCAP_LO]
+    ucap_hi = work[i, W_C + C_UCAP_HI]
     done = False
     while not done:
         want = int(work[i, W_S + S_WANT])
@@ -731,7 +756,6 @@ def _fit_one(r, i, lo, n, status, dist, work, out):
                    work[i, W_Q + 1], work[i, W_Q + 2], work[i, W_Q + 3], work[i, W_Q + 4],
                    dist if want != 3 else 0, want, work)
         done = _advance(work, i, K, lq, want == 1)
-    _finish(work, i, n, dist, out)
 
 
 @numba.njit(cache=True)

@@ -25,9 +25,9 @@ from kernels import garch as G
 from kernels.devicefn import SIMULATOR, device_chain
 
 THREADS = 64
-_CHAIN = ("_mn", "_mx", "_backcast", "_psi", "_psi1", "_bound", "_pass", "_solve", "_direction",
+_CHAIN = ("_mn", "_mx", "_flush", "_backcast", "_psi", "_psi1", "_bound", "_pass", "_solve", "_direction",
           "_grid", "_setup", "_request", "_start", "_trial", "_newton", "_advance", "_finish",
-          "_fit_one", "_ewma_one")
+          "_run", "_fit_one", "_ewma_one")
 
 
 _F = device_chain(G, _CHAIN)       # the per-instrument functions for the device, callees first

@@ -35,6 +35,7 @@ from kernels.garch import (_ALPHAS, _LOG2PI, _PERSIST, _advance, _finish, _flush
 
 LANES = 16
 L = LANES
+SCALAR_BELOW = 4                # fits left in a block that finish one at a time (kernels.garch)
 # the lanes' parameters and constants (rows of ``par``)
 P_MU, P_OM, P_AL, P_BE, P_NU, P_BC, P_VFLOOR, P_UCAP_LO, P_UCAP_HI = range(9)
 P_NM2, P_A, P_C, P_INM2, P_INU1 = range(9, 14)
@@ -499,6 +500,13 @@ def _fit_block(r, members, lo, n, dist, work, out, xb, par, st, gr, res, inst, b
     for j in range(m):
         K = _start(work, inst[j], best[j], dist)
     while m > 0:
+        if m <= SCALAR_BELOW:
+            # a few fits left (a slow one holding its block): one at a time, from where they
+            # are, costs less than a pass over all the lanes
+            for j in range(m):
+                G._run(r, inst[j], lo[inst[j]], n, dist, K, work)
+                _finish(work, inst[j], n, dist, out)
+            return
         want = 0
         for j in range(m):
             w = int(work[inst[j], G.W_S + G.S_WANT])
