@@ -4,7 +4,8 @@ The same simulated returns (instruments x time, GARCH(1,1) with parameters drawn
 instrument, in percent) go to ``kernels.garch.garch11`` (one call, every core) and to
 ``arch_model(r, mean="Constant", vol="GARCH", p=1, q=1, dist=...).fit(disp="off")`` for a
 sample of the instruments, timed one by one and scaled to all of them (arch fits one series
-at a time). The sample's likelihoods are compared before the ratio is printed.
+at a time). The sample's likelihoods are compared before the ratio is printed (the
+largest relative difference, and the most ours is below arch's: 0 when ours is never worse).
 
     .venv/bin/python bench/forecast.py [--instruments 10000] [--length 2000] [--sample 100]
                                        [--dist normal|t|both] [--gpu]
@@ -53,7 +54,7 @@ def run(n_inst: int, length: int, sample: int, dist: str, gpu: bool) -> dict:
     ours = time.perf_counter() - t0
     idx = np.linspace(0, n_inst - 1, min(sample, n_inst)).astype(int)
     lls = fit.column("loglik").to_numpy()
-    worst = 0.0
+    worst = below = 0.0
     t0 = time.perf_counter()
     for i in idx:
         with warnings.catch_warnings():
@@ -61,10 +62,12 @@ def run(n_inst: int, length: int, sample: int, dist: str, gpu: bool) -> dict:
             res = arch_model(r[i], mean="Constant", vol="GARCH", p=1, q=1, dist=dist).fit(
                 disp="off")
         worst = max(worst, abs(lls[i] - res.loglikelihood) / abs(res.loglikelihood))
+        below = max(below, (res.loglikelihood - lls[i]) / abs(res.loglikelihood))
     per_arch = (time.perf_counter() - t0) / idx.size
     out = {"dist": dist, "instruments": n_inst, "length": length, "ours_s": ours,
            "arch_s_per_fit": per_arch, "arch_s_scaled": per_arch * n_inst,
            "ratio": per_arch * n_inst / ours, "loglik_rel_diff_max": worst,
+           "loglik_rel_below_arch_max": below,
            "converged": float(fit.column("converged").to_numpy().mean()),
            "iterations_mean": float(fit.column("iterations").to_numpy().mean())}
     if gpu:
@@ -97,14 +100,15 @@ def main(argv=None) -> int:
     print(f"cpu cores usable: {len(os.sched_getaffinity(0))}  instruments {a.instruments:,} x "
           f"{a.length:,} returns  arch sample {a.sample}")
     print(f"{'dist':6}  {'tickpipe s':>10}  {'arch ms/fit':>11}  {'arch s (scaled)':>15}  "
-          f"{'x arch':>7}  {'max |dll|/|ll|':>14}  {'converged':>9}  {'iters':>5}  gpu")
+          f"{'x arch':>7}  {'max |dll|/|ll|':>14}  {'ours below':>10}  {'converged':>9}  {'iters':>5}  "
+          f"gpu")
     for dist in (["normal", "t"] if a.dist == "both" else [a.dist]):
         o = run(a.instruments, a.length, a.sample, dist, a.gpu)
         g = (f"{o['gpu_s']:.3f} s ({o['gpu_kernel_s']:.3f} kernel) on {o['gpu_device']}"
              if "gpu_s" in o else "-")
         print(f"{dist:6}  {o['ours_s']:10.3f}  {o['arch_s_per_fit'] * 1e3:11.2f}  "
               f"{o['arch_s_scaled']:15.1f}  {o['ratio']:7.1f}  {o['loglik_rel_diff_max']:14.2e}  "
-              f"{o['converged']:9.3f}  {o['iterations_mean']:5.1f}  {g}")
+              f"{o['loglik_rel_below_arch_max']:10.1e}  {o['converged']:9.3f}  {o['iterations_mean']:5.1f}  {g}")
     return 0
 
 

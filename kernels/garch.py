@@ -6,7 +6,7 @@ likelihood with arch's constraints and variance initialisation:
 
 * ``r_t = mu + e_t``, ``h_t = omega + alpha e_{t-1}^2 + beta h_{t-1}``; ``e_t / sqrt(h_t)``
   standard normal, or standardized Student-t with ``nu`` degrees of freedom;
-* ``h_0 = omega + (alpha + beta) b`` where the backcast ``b`` is the 0.94-weighted mean of the
+* ``h_0 = omega + alpha b + beta b`` where the backcast ``b`` is the 0.94-weighted mean of the
   first ``min(75, n)`` squared residuals about the sample mean (weights ``0.94**k``, summing to
   one) -- arch's ``GARCH.backcast``;
 * every ``h_t`` is kept within arch's ``variance_bounds`` (from a 0.94 EWMA of those residuals:
@@ -25,9 +25,12 @@ Newton decrement of 1e-10. The fit works on the returns centred on their mean an
 unit variance (exactly the same problem: parameters and likelihood are mapped back), so the
 same tolerances serve returns in percent and in decimals.
 
-The per-instrument fit (:func:`_fit_one`) is one function that numba compiles for the CPU
-(:func:`_fit_cpu`: ``prange`` over instruments) and for CUDA (:mod:`kernels.garch_gpu`, one
-thread per instrument); both devices run the same arithmetic.
+The per-instrument fit (:func:`_fit_one`) is a sequence of likelihood passes (:func:`_pass`),
+each asked for by one state machine (:func:`_advance`). CUDA runs it one thread per instrument
+(:mod:`kernels.garch_gpu`); the CPU runs sixteen fits side by side in SIMD lanes, sharing
+passes (:mod:`kernels.garch_lanes`), with the same arithmetic and the same steps, so its fits
+equal :func:`_fit_one`'s bit for bit (:func:`_fit_cpu`, one instrument per ``prange``
+iteration, is the reference the tests compare them with).
 
 :func:`ewma` is RiskMetrics' exponentially weighted variance, ``h_t = (1 - lam) e_{t-1}^2 +
 lam h_{t-1}`` with ``h_0`` the backcast above (arch's ``EWMAVariance``), and its one-step

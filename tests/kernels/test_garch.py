@@ -241,8 +241,9 @@ def test_an_unknown_distribution_or_device_is_refused():
 def test_the_garch_kernels_compile_to_ptx_for_hopper():
     """The device build (not the simulator) compiles for sm_90: the EWMA kernel, and the fit's
     parts as device functions (the likelihood pass, the starting grid, the Newton direction and
-    its solve). The whole fit kernel, which inlines the pass at each of its call sites, takes
-    about 70 s to compile: it is compiled on a machine with a GPU (bench/gpu.py)."""
+    its solve, the constants, the line search's trial point, the output row). The whole fit kernel needs a device to compile (numba
+    asks the driver for the compute capability of the functions it calls): it is compiled on
+    a machine with a GPU (bench/gpu.py)."""
     import numba
     from numba import cuda
 
@@ -257,7 +258,10 @@ def test_the_garch_kernels_compile_to_ptx_for_hopper():
                                i64, i64, A)),
              (GG._F["_grid"], (A, i64, i64, i64, f8, f8, f8, f8, f8, f8)),
              (GG._F["_direction"], (A, i64, i64, f8)),
-             (GG._F["_solve"], (A, i64, i64, f8))]
+             (GG._F["_solve"], (A, i64, i64, f8)),
+             (GG._F["_trial"], (A, i64, i64)),
+             (GG._F["_setup"], (A, i64, i64, i64, A)),
+             (GG._F["_finish"], (A, i64, i64, i64, C))]
     with skip_without_cuda_compiler():
         ptxs = [cuda.compile_ptx(GG._ewma_kernel.py_func, (A, i8, i8, i8, f8, A, C), cc=(9, 0))[0]]
         ptxs += [cuda.compile_ptx(f.py_func, sig, cc=(9, 0), device=True)[0] for f, sig in parts]
