@@ -109,6 +109,55 @@ def _flush(p, k):
     return (k & 63) == 63 or p > 1e100 or p < 1e-100
 
 
+@numba.njit(inline="always")
+def _var_bounds(vb, vfloor, ucap_lo, ucap_hi):
+    """arch's variance bounds at a step from its EWMA ``vb``: ``(lower, upper)``."""
+    lower = vb * 1e-6
+    if lower < vfloor:
+        lower = vfloor
+    upper = vb * 1e6
+    if upper < ucap_lo:
+        upper = ucap_lo
+    if upper > ucap_hi:
+        upper = ucap_hi
+    return lower, upper
+
+
+@numba.njit(inline="always")
+def _log_product(acc, p, now):
+    """``(acc + log p, 1)`` when ``now``, else ``(acc, p)``: a running product's log."""
+    if now:
+        return acc + math.log(p), 1.0
+    return acc, p
+
+
+@numba.njit(inline="always")
+def _normal_terms(u, ih):
+    """The normal log-density's derivatives in ``h`` and ``u = e^2`` at ``1 / h = ih``:
+    ``(L_h, L_hh, L_u, L_uu, L_hu)``."""
+    return (-0.5 * ih + 0.5 * u * ih * ih, 0.5 * ih * ih - u * ih * ih * ih, -0.5 * ih, 0.0,
+            0.5 * ih * ih)
+
+
+@numba.njit(inline="always")
+def _t_terms(q, zz, ih, a, inm2, inu1):
+    """The standardized Student-t log-density's derivatives in ``h``, ``u`` and ``nu`` (``q =
+    u / (h (nu - 2))``, ``zz = 1 + q``, ``a = (nu + 1) / 2``, ``inm2 = 1 / (nu - 2)``, ``inu1 = 1
+    / (nu + 1)``): ``(L_h, L_hh, L_u, L_uu, L_hu, L_n, L_nn, L_nh, L_nu)``; ``L_n`` leaves out
+    the ``-log(z) / 2`` of every return, added once per pass."""
+    iz = 1.0 / zz
+    Lh = -0.5 * ih + a * q * ih * iz
+    Lhh = 0.5 * ih * ih - a * q * (zz + 1.0) * ih * ih * iz * iz
+    Lu = -a * iz * ih * inm2
+    Luu = a * ih * ih * iz * iz * (inm2 * inm2)
+    Lhu = a * ih * ih * iz * iz * inm2
+    Ln = a * q * inm2 * iz
+    Lnn = 0.5 * q * inm2 * iz + a * q * inm2 * iz * (inu1 - 2.0 * inm2 + q * inm2 * iz)
+    Lnh = 0.5 * q * ih * iz - a * q * inm2 * ih * iz * iz
+    Lnu = -0.5 * ih * inm2 * iz + a * inm2 * ih * inm2 * iz * iz
+    return Lh, Lhh, Lu, Luu, Lhu, Ln, Lnn, Lnh, Lnu
+
+
 # -- special functions --------------------------------------------------------------------------
 
 @numba.njit(cache=True)
@@ -196,14 +245,7 @@ def _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, mu, om, al, be, nu
         h = om + al * u_prev + be * h
         if k > 0:
             vb = 0.06 * (x_prev0 * x_prev0) + 0.94 * vb
-        lower = vb * 1e-6
-        if lower < vfloor:
-            lower = vfloor
-        upper = vb * 1e6
-        if upper < ucap_lo:
-            upper = ucap_lo
-        if upper > ucap_hi:
-            upper = ucap_hi
+        lower, upper = _var_bounds(vb, vfloor, ucap_lo, ucap_hi)
         if h < lower:
             h = lower
             h0 = h1 = h2 = h3 = 0.0
@@ -234,23 +276,9 @@ def _pass(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi, mu, om, al, be, nu
         if want == 1:
             ih = 1.0 / h
             if t_dist:
-                iz = 1.0 / zz
-                Lh = -0.5 * ih + a * q * ih * iz
-                Lhh = 0.5 * ih * ih - a * q * (zz + 1.0) * ih * ih * iz * iz
-                Lu = -a * iz * ih * inm2
-                Luu = a * ih * ih * iz * iz * (inm2 * inm2)
-                Lhu = a * ih * ih * iz * iz * inm2
-                Ln = a * q * inm2 * iz             # + the -0.5 log z of every return, below
-                Lnn = 0.5 * q * inm2 * iz + a * q * inm2 * iz * (
-                    inu1 - 2.0 * inm2 + q * inm2 * iz)
-                Lnh = 0.5 * q * ih * iz - a * q * inm2 * ih * iz * iz
-                Lnu = -0.5 * ih * inm2 * iz + a * inm2 * ih * inm2 * iz * iz
+                Lh, Lhh, Lu, Luu, Lhu, Ln, Lnn, Lnh, Lnu = _t_terms(q, zz, ih, a, inm2, inu1)
             else:
-                Lh = -0.5 * ih + 0.5 * u * ih * ih
-                Lhh = 0.5 * ih * ih - u * ih * ih * ih
-                Lu = -0.5 * ih
-                Luu = 0.0
-                Lhu = 0.5 * ih * ih
+                Lh, Lhh, Lu, Luu, Lhu = _normal_terms(u, ih)
                 Ln = Lnn = Lnh = Lnu = 0.0
             u0 = -2.0 * e                      # d u_t / d mu
             g0 += Lh * h0 + Lu * u0
@@ -484,8 +512,7 @@ def _grid(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi):
             h1 = (1.0 - p1) + al * u_prev + (p1 - al) * h1
             h2 = (1.0 - p2) + al * u_prev + (p2 - al) * h2
             h3 = (1.0 - p3) + al * u_prev + (p3 - al) * h3
-            lower = _mx(vb * 1e-6, vfloor)
-            upper = _mn(_mx(vb * 1e6, ucap_lo), ucap_hi)
+            lower, upper = _var_bounds(vb, vfloor, ucap_lo, ucap_hi)
             h0 = _bound(h0, lower, upper)
             h1 = _bound(h1, lower, upper)
             h2 = _bound(h2, lower, upper)
@@ -504,18 +531,10 @@ def _grid(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi):
             q3 *= h3
             u_prev = u
             last = k == n - 1
-            if last or _flush(q0, k):
-                l0 += math.log(q0)
-                q0 = 1.0
-            if last or _flush(q1, k):
-                l1 += math.log(q1)
-                q1 = 1.0
-            if last or _flush(q2, k):
-                l2 += math.log(q2)
-                q2 = 1.0
-            if last or _flush(q3, k):
-                l3 += math.log(q3)
-                q3 = 1.0
+            l0, q0 = _log_product(l0, q0, last or _flush(q0, k))
+            l1, q1 = _log_product(l1, q1, last or _flush(q1, k))
+            l2, q2 = _log_product(l2, q2, last or _flush(q2, k))
+            l3, q3 = _log_product(l3, q3, last or _flush(q3, k))
         lls = (l0 + s0, l1 + s1, l2 + s2, l3 + s3)
         for j in range(4):
             ll = -0.5 * (n * _LOG2PI + lls[j])
@@ -731,13 +750,10 @@ def _fit_one(r, i, lo, n, status, dist, work, out):
     if not _setup(r, i, lo, n, work):
         out[i, O_STATUS] = CONSTANT
         return
-    rbar = work[i, W_C + C_RBAR]
-    s = work[i, W_C + C_S]
-    bc = work[i, W_C + C_BC]
-    vfloor = work[i, W_C + C_VFLOOR]
-    ucap_lo = work[i, W_C + C_UCAP_LO]
-    ucap_hi = work[i, W_C + C_UCAP_HI]
-    K = _start(work, i, _grid(r, i, lo, n, rbar, s, bc, vfloor, ucap_lo, ucap_hi), dist)
+    c = W_C
+    best = _grid(r, i, lo, n, work[i, c + C_RBAR], work[i, c + C_S], work[i, c + C_BC],
+                 work[i, c + C_VFLOOR], work[i, c + C_UCAP_LO], work[i, c + C_UCAP_HI])
+    K = _start(work, i, best, dist)
     _run(r, i, lo, n, dist, K, work)
     _finish(work, i, n, dist, out)
 

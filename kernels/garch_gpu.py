@@ -25,7 +25,8 @@ from kernels import garch as G
 from kernels.devicefn import SIMULATOR, device_chain
 
 THREADS = 64
-_CHAIN = ("_mn", "_mx", "_flush", "_backcast", "_psi", "_psi1", "_bound", "_pass", "_solve", "_direction",
+_CHAIN = ("_mn", "_mx", "_flush", "_var_bounds", "_log_product", "_normal_terms", "_t_terms",
+          "_backcast", "_psi", "_psi1", "_bound", "_pass", "_solve", "_direction",
           "_grid", "_setup", "_request", "_start", "_trial", "_newton", "_advance", "_finish",
           "_run", "_fit_one", "_ewma_one")
 

@@ -30,8 +30,8 @@ import numba
 import numpy as np
 
 from kernels import garch as G
-from kernels.garch import (_ALPHAS, _LOG2PI, _PERSIST, _advance, _finish, _flush, _mn, _mx,
-                           _psi, _psi1, _setup, _start)
+from kernels.garch import (_ALPHAS, _LOG2PI, _PERSIST, _advance, _finish, _flush,
+                           _normal_terms, _psi, _psi1, _setup, _start, _t_terms, _var_bounds)
 
 LANES = 16
 L = LANES
@@ -209,6 +209,29 @@ def _held(st, v, j, low):
 
 
 @numba.njit(inline="always")
+def _accumulate(st, j, low, h0, h1, h2, h3, u0, Lh, Lhh, Lu, Luu, Lhu):
+    """One step's terms of lane ``j``'s gradient and Hessian in (mu, omega, alpha, beta), from
+    the log-density's derivatives in ``h`` and ``u`` (kernels.garch._pass)."""
+    g = V_G * L + j
+    st[g] += Lh * h0 + Lu * u0
+    st[g + L] += Lh * h1
+    st[g + 2 * L] += Lh * h2
+    st[g + 3 * L] += Lh * h3
+    b = V_HS * L + j
+    st[b] += (Lhh * h0 * h0 + Lh * _held(st, V_H00, j, low) + 2.0 * Lhu * h0 * u0
+              + Luu * u0 * u0 + 2.0 * Lu)
+    st[b + L] += Lhh * h0 * h1 + Lhu * h1 * u0
+    st[b + 2 * L] += Lhh * h0 * h2 + Lh * _held(st, V_H02, j, low) + Lhu * h2 * u0
+    st[b + 3 * L] += Lhh * h0 * h3 + Lh * _held(st, V_H03, j, low) + Lhu * h3 * u0
+    st[b + 5 * L] += Lhh * h1 * h1
+    st[b + 6 * L] += Lhh * h1 * h2
+    st[b + 7 * L] += Lhh * h1 * h3 + Lh * _held(st, V_H13, j, low)
+    st[b + 9 * L] += Lhh * h2 * h2
+    st[b + 10 * L] += Lhh * h2 * h3 + Lh * _held(st, V_H23, j, low)
+    st[b + 12 * L] += Lhh * h3 * h3 + Lh * _held(st, V_H33, j, low)
+
+
+@numba.njit(inline="always")
 def _full_normal(x, o, m, par, st):
     """The gradient and Hessian terms of one step, normal errors (kernels.garch._pass)."""
     for j in range(L):
@@ -220,30 +243,9 @@ def _full_normal(x, o, m, par, st):
         h1 = _held(st, V_H1, j, low)
         h2 = _held(st, V_H2, j, low)
         h3 = _held(st, V_H3, j, low)
-        ih = 1.0 / h
-        Lh = -0.5 * ih + 0.5 * u * ih * ih
-        Lhh = 0.5 * ih * ih - u * ih * ih * ih
-        Lu = -0.5 * ih
-        Luu = 0.0
-        Lhu = 0.5 * ih * ih
+        Lh, Lhh, Lu, Luu, Lhu = _normal_terms(u, 1.0 / h)
         u0 = -2.0 * e
-        g = V_G * L + j
-        st[g] += Lh * h0 + Lu * u0
-        st[g + L] += Lh * h1
-        st[g + 2 * L] += Lh * h2
-        st[g + 3 * L] += Lh * h3
-        b = V_HS * L + j
-        st[b] += (Lhh * h0 * h0 + Lh * _held(st, V_H00, j, low) + 2.0 * Lhu * h0 * u0
-                  + Luu * u0 * u0 + 2.0 * Lu)
-        st[b + L] += Lhh * h0 * h1 + Lhu * h1 * u0
-        st[b + 2 * L] += Lhh * h0 * h2 + Lh * _held(st, V_H02, j, low) + Lhu * h2 * u0
-        st[b + 3 * L] += Lhh * h0 * h3 + Lh * _held(st, V_H03, j, low) + Lhu * h3 * u0
-        st[b + 5 * L] += Lhh * h1 * h1
-        st[b + 6 * L] += Lhh * h1 * h2
-        st[b + 7 * L] += Lhh * h1 * h3 + Lh * _held(st, V_H13, j, low)
-        st[b + 9 * L] += Lhh * h2 * h2
-        st[b + 10 * L] += Lhh * h2 * h3 + Lh * _held(st, V_H23, j, low)
-        st[b + 12 * L] += Lhh * h3 * h3 + Lh * _held(st, V_H33, j, low)
+        _accumulate(st, j, low, h0, h1, h2, h3, u0, Lh, Lhh, Lu, Luu, Lhu)
 
 
 @numba.njit(inline="always")
@@ -263,36 +265,12 @@ def _full_t(x, o, m, par, st):
         h1 = _held(st, V_H1, j, low)
         h2 = _held(st, V_H2, j, low)
         h3 = _held(st, V_H3, j, low)
-        ih = 1.0 / h
-        iz = 1.0 / zz
-        Lh = -0.5 * ih + a * q * ih * iz
-        Lhh = 0.5 * ih * ih - a * q * (zz + 1.0) * ih * ih * iz * iz
-        Lu = -a * iz * ih * inm2
-        Luu = a * ih * ih * iz * iz * (inm2 * inm2)
-        Lhu = a * ih * ih * iz * iz * inm2
-        Ln = a * q * inm2 * iz
-        Lnn = 0.5 * q * inm2 * iz + a * q * inm2 * iz * (
-            par[P_INU1 * L + j] - 2.0 * inm2 + q * inm2 * iz)
-        Lnh = 0.5 * q * ih * iz - a * q * inm2 * ih * iz * iz
-        Lnu = -0.5 * ih * inm2 * iz + a * inm2 * ih * inm2 * iz * iz
+        Lh, Lhh, Lu, Luu, Lhu, Ln, Lnn, Lnh, Lnu = _t_terms(q, zz, 1.0 / h, a, inm2,
+                                                          par[P_INU1 * L + j])
         u0 = -2.0 * e
+        _accumulate(st, j, low, h0, h1, h2, h3, u0, Lh, Lhh, Lu, Luu, Lhu)
         g = V_G * L + j
-        st[g] += Lh * h0 + Lu * u0
-        st[g + L] += Lh * h1
-        st[g + 2 * L] += Lh * h2
-        st[g + 3 * L] += Lh * h3
         b = V_HS * L + j
-        st[b] += (Lhh * h0 * h0 + Lh * _held(st, V_H00, j, low) + 2.0 * Lhu * h0 * u0
-                  + Luu * u0 * u0 + 2.0 * Lu)
-        st[b + L] += Lhh * h0 * h1 + Lhu * h1 * u0
-        st[b + 2 * L] += Lhh * h0 * h2 + Lh * _held(st, V_H02, j, low) + Lhu * h2 * u0
-        st[b + 3 * L] += Lhh * h0 * h3 + Lh * _held(st, V_H03, j, low) + Lhu * h3 * u0
-        st[b + 5 * L] += Lhh * h1 * h1
-        st[b + 6 * L] += Lhh * h1 * h2
-        st[b + 7 * L] += Lhh * h1 * h3 + Lh * _held(st, V_H13, j, low)
-        st[b + 9 * L] += Lhh * h2 * h2
-        st[b + 10 * L] += Lhh * h2 * h3 + Lh * _held(st, V_H23, j, low)
-        st[b + 12 * L] += Lhh * h3 * h3 + Lh * _held(st, V_H33, j, low)
         st[g + 4 * L] += Ln
         st[b + 14 * L] += Lnn
         st[b + 4 * L] += Lnh * h0 + Lnu * u0
@@ -443,14 +421,7 @@ def _load_lane(r, i, lo, n, j, work, x, blo, bhi, par):
         x[k * L + j] = xk
         if k > 0:
             vb = 0.06 * (x_prev0 * x_prev0) + 0.94 * vb
-        lower = vb * 1e-6
-        if lower < vfloor:
-            lower = vfloor
-        upper = vb * 1e6
-        if upper < ucap_lo:
-            upper = ucap_lo
-        if upper > ucap_hi:
-            upper = ucap_hi
+        lower, upper = _var_bounds(vb, vfloor, ucap_lo, ucap_hi)
         blo[k * L + j] = lower
         bhi[k * L + j] = upper
         x_prev0 = xk
