@@ -90,6 +90,7 @@ import numpy as np
 import zstandard as zstd
 
 from ingest import moldudp64 as M
+from tickpipe.durable import fsync_dir
 from tickpipe.errors import DecodeWarning, TickpipeError, located
 
 DATA_FILE = "journal.bin"
@@ -606,14 +607,6 @@ def find_block(directory, seq: int) -> int | None:
 
 # -- writer --------------------------------------------------------------------------------------
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _sync(fd: int) -> None:
     (getattr(os, "fdatasync", None) or os.fsync)(fd)
 
@@ -687,9 +680,9 @@ class JournalWriter:
             self._close_fds()
             raise
         if created:
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
             if created_dir:
-                _fsync_dir(self.path.parent)
+                fsync_dir(self.path.parent)
         last = heads[-1] if heads else None
         self._offset = last.end if last else 0
         self._block = len(heads)
@@ -738,7 +731,7 @@ class JournalWriter:
             os.fsync(out.fileno())
         os.ftruncate(self._fd, tail.offset)
         os.fsync(self._fd)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
         self.recovered = Recovery(tail.offset, len(cut), tail.block, tail.reason, saved)
         warnings.warn(f"{data}: cut a {tail.state} tail of {len(cut)} bytes at byte offset "
                       f"{tail.offset} (block {tail.block}): {tail.reason}; the bytes are kept "
@@ -751,7 +744,7 @@ class JournalWriter:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, self.path / INDEX_FILE)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     # -- state --------------------------------------------------------------------------------
     def _clear(self) -> None:

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from normalize.records import RECORD_TYPES, arrow_schema
+from tickpipe.durable import fsync_dir
 
 NS_PER_DAY = 86_400 * 1_000_000_000
 ROW_GROUP = 128 * 1024
@@ -73,14 +74,6 @@ class FileEntry:
             lo = np.searchsorted(instruments, self.instrument_min)
             return lo < instruments.size and instruments[lo] <= self.instrument_max
         return True
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _file_crc(path: Path) -> int:
@@ -198,12 +191,14 @@ class TickStore:
         if np.any(ts < 0):
             raise StoreError(f"The `{schema}` rows to append have ts_event values that are null "
                              f"or before 1970 (first at row {int(np.argmax(ts < 0))}).")
+        inst = table.column("instrument_id").to_numpy()
         day = ts // NS_PER_DAY
-        order = np.lexsort((ts, table.column("instrument_id").to_numpy(), day))
+        order = np.lexsort((ts, inst, day))
         table = table.take(pa.array(order))
-        day = day[order]
+        ts, inst, day = ts[order], inst[order], day[order]
         cuts = np.flatnonzero(np.diff(day)) + 1
-        entries = [self._write(schema, table.slice(lo, hi - lo), int(day[lo]))
+        entries = [self._write(schema, table.slice(lo, hi - lo), ts[lo:hi], inst[lo:hi],
+                               int(day[lo]))
                    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, day.size])]
         cat = self.root / "_catalog" / f"{schema}.jsonl"
         with open(cat, "a", encoding="utf-8") as f:     # the commit: one line, all the files
@@ -233,12 +228,13 @@ class TickStore:
                              f"`{schema}`: {', '.join(wrong)}.")
         return data.select(want.names).replace_schema_metadata(want.metadata)
 
-    def _write(self, schema: str, table: pa.Table, day: int) -> FileEntry:
+    def _write(self, schema: str, table: pa.Table, ts: np.ndarray, inst: np.ndarray,
+               day: int) -> FileEntry:
+        """One day's rows (sorted; ``ts``, ``inst``: their times and instruments) into a
+        renamed, fsynced file; its catalog entry (not yet committed)."""
         date = (np.datetime64(day, "D")).astype(str)
         part = self.root / schema / f"date={date}"
         part.mkdir(parents=True, exist_ok=True)
-        ts = table.column("ts_event").cast(pa.int64()).to_numpy(zero_copy_only=False)
-        inst = table.column("instrument_id").to_numpy()
         name = f"part-{int(ts.min()):019d}-{uuid.uuid4().hex[:12]}.parquet"
         tmp = part / f".tmp-{name}"
         encodings = {c: "DELTA_BINARY_PACKED" for c in table.column_names
@@ -252,7 +248,7 @@ class TickStore:
             os.fsync(f.fileno())
         final = part / name
         os.replace(tmp, final)
-        _fsync_dir(part)
+        fsync_dir(part)
         return FileEntry(path=final.relative_to(self.root).as_posix(), schema=schema,
                          date=date, rows=table.num_rows, instrument_min=int(inst.min()),
                          instrument_max=int(inst.max()), ts_min=int(ts.min()),

@@ -22,34 +22,9 @@ import normalize  # noqa: E402
 from kernels import features as F  # noqa: E402
 from kernels.book import reconstruct  # noqa: E402
 
+from agree import fail, same_tables  # noqa: E402  (this directory)
+
 LOBSTER = ROOT / "tests" / "data" / "lobster"
-
-
-def fail(msg: str) -> None:
-    print(f"MISMATCH {msg}")
-    sys.exit(1)
-
-
-def same_tables(case: str, want: pa.Table, got: pa.Table) -> None:
-    if not got.schema.equals(want.schema, check_metadata=True):
-        fail(f"{case}: schema {got.schema} != {want.schema}")
-    if got.num_rows != want.num_rows:
-        fail(f"{case}: {got.num_rows} rows, the CPU has {want.num_rows}")
-    for name in want.column_names:
-        w = want.column(name)
-        g = got.column(name)
-        if pa.types.is_floating(w.type):
-            w = w.to_numpy()
-            g = g.to_numpy()
-            nan = np.isnan(w)
-            if not np.array_equal(nan, np.isnan(g)):
-                fail(f"{case}: {name}: NaN in other rows")
-            if not np.array_equal(w[~nan], g[~nan]):
-                k = int(np.flatnonzero(w[~nan] != g[~nan])[0])
-                fail(f"{case}: {name}: {g[~nan][k]!r} != {w[~nan][k]!r}")
-        elif not g.equals(w):
-            fail(f"{case}: {name}")
-    print(f"AGREE {case} {want.num_rows}")
 
 
 def exercised(case: str, t: pa.Table, columns) -> None:

@@ -32,40 +32,17 @@ from kernels import evaluate as E  # noqa: E402
 from kernels import har as H  # noqa: E402
 from kernels import liquidity as L  # noqa: E402
 
+import agree  # noqa: E402  (this directory)
+from agree import fail  # noqa: E402
+
 SIM = bool(numba.config.ENABLE_CUDASIM)
 
 
-def fail(msg: str) -> None:
-    print(f"MISMATCH {msg}")
-    sys.exit(1)
-
-
-def same_floats(case: str, name: str, w: np.ndarray, g: np.ndarray) -> None:
-    nan = np.isnan(w)
-    if not np.array_equal(nan, np.isnan(g)):
-        fail(f"{case}: {name}: NaN in other places")
-    if SIM:
-        ok = np.array_equal(w[~nan], g[~nan])
-    else:
-        ok = np.allclose(w[~nan], g[~nan], rtol=1e-12, atol=0.0)
-    if not ok:
-        k = int(np.flatnonzero(w[~nan] != g[~nan])[0])
-        fail(f"{case}: {name}: {g[~nan][k]!r} != {w[~nan][k]!r}")
+RTOL = 0.0 if SIM else 1e-12
 
 
 def same_tables(case: str, want: pa.Table, got: pa.Table) -> None:
-    if not got.schema.equals(want.schema, check_metadata=True):
-        fail(f"{case}: schema {got.schema} != {want.schema}")
-    if got.num_rows != want.num_rows:
-        fail(f"{case}: {got.num_rows} rows, the CPU has {want.num_rows}")
-    for name in want.column_names:
-        w = want.column(name)
-        g = got.column(name)
-        if pa.types.is_floating(w.type):
-            same_floats(case, name, w.to_numpy(), g.to_numpy())
-        elif not g.equals(w):
-            fail(f"{case}: {name}")
-    print(f"AGREE {case} {want.num_rows}")
+    agree.same_tables(case, want, got, rtol=RTOL)
 
 
 def har_series(n: int, T: int, seed: int) -> np.ndarray:
@@ -124,7 +101,8 @@ def liquidity() -> None:
     same_tables("liquidity", want, L.liquidity(bars, quotes, size=300, lam=0.9, device="gpu"))
     x = np.where(rng.random((9, 30)) < 0.3, np.nan, rng.normal(size=(9, 30)))
     x[4] = np.inf
-    same_floats("ewma rows", "ewma", L.ewma_rows(x, 0.8, False), L.ewma_rows(x, 0.8, True))
+    agree.same_floats("ewma rows", "ewma", L.ewma_rows(x, 0.8, False), L.ewma_rows(x, 0.8, True),
+                      RTOL)
     print("AGREE ewma rows 9")
 
 
