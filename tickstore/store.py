@@ -187,7 +187,7 @@ class TickStore:
         table = self._conform(schema, data)
         if table.num_rows == 0:
             return []
-        ts = table.column("ts_event").cast(pa.int64()).to_numpy(zero_copy_only=False)
+        ts = table.column("ts_event").cast(pa.int64()).fill_null(-1).to_numpy()
         if np.any(ts < 0):
             raise StoreError(f"The `{schema}` rows to append have ts_event values that are null "
                              f"or before 1970 (first at row {int(np.argmax(ts < 0))}).")
