@@ -3,37 +3,48 @@
 Layout (an open format: any Parquet reader reads the files as they are)::
 
     {root}/{schema}/date=YYYY-MM-DD/part-{first ts_event}-{uuid}.parquet
-    {root}/_catalog/{schema}.jsonl      one line per committed file
+    {root}/_catalog/{schema}.jsonl      one line per commit (an append or a compaction)
     {root}/_lock                        held by the one writer
+    {root}/_readers                     shared by readers while they read
 
 A file holds one schema and one UTC day of ``ts_event``, rows sorted by ``(instrument_id,
-ts_event)``. Its catalog line records its rows, instrument and time ranges, size and CRC-32, so
+ts_event)``. Its catalog entry records its rows, instrument and time ranges, size and CRC-32, so
 queries choose files without opening them.
 
 **Commit protocol.** An append writes each day's rows to ``.tmp-*`` in the partition, fsyncs
 it, renames it to its final name and fsyncs the directory; then it appends one catalog line
 listing all of the append's files (with the line's own CRC-32 at its end) and fsyncs the
 catalog. The append is committed exactly when its line is complete, all its days or none, and
-only committed files are visible. A writer killed at any
-point leaves at most a temporary file, a renamed file with no line, or a torn last line. Opening
-the store as a writer removes the first two and truncates the torn line. A second writer gets
-:class:`StoreLocked`.
+only committed files are visible. A compaction commits the same way: one line that adds the
+merged file and removes the files it replaces, so a reader sees the old files or the new one,
+never both or neither. A writer killed at any point leaves at most a temporary file, a renamed
+file with no line, or a torn last line: opening the store as a writer removes the first two and
+truncates the torn line. A second writer gets :class:`StoreLocked`.
+
+**Readers and deletion.** A reader holds a shared lock on ``_readers`` from before it reads the
+catalog until it has read its files. Files that a compaction replaced are deleted only under
+the exclusive lock, so a reader's files stay in place for as long as it reads them; while
+readers are busy the deletion waits for the next compaction, close or writer open.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import fcntl
 import json
 import os
+import re
 import uuid
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from normalize.records import RECORD_TYPES, arrow_schema
@@ -41,6 +52,10 @@ from tickpipe.durable import fsync_dir
 
 NS_PER_DAY = 86_400 * 1_000_000_000
 ROW_GROUP = 128 * 1024
+BATCH_ROWS = 64 * 1024
+PART_NAME = re.compile(r"^(\.tmp-)?part-\d{19}-[0-9a-f]{12}\.parquet$")
+_FORMAT = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(
+    page_checksum_verification=True))
 
 
 class StoreError(Exception):
@@ -76,6 +91,29 @@ class FileEntry:
         return True
 
 
+@dataclass
+class Problem:
+    """One thing :meth:`TickStore.verify` found wrong: the file (relative to the root) and what."""
+    path: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.what}"
+
+
+@dataclass
+class VerifyReport:
+    files: int = 0
+    rows: int = 0
+    bytes: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    pending_deletion: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
 def _file_crc(path: Path) -> int:
     crc = 0
     with open(path, "rb") as f:
@@ -84,21 +122,25 @@ def _file_crc(path: Path) -> int:
     return crc
 
 
-def _line(entries: list[FileEntry]) -> str:
-    """The catalog line committing ``entries`` together (one append's files)."""
-    body = json.dumps([e.__dict__ for e in entries], sort_keys=True, separators=(",", ":"))
+def _line(add: list[FileEntry], remove: list[str] = ()) -> str:
+    """The catalog line committing ``add`` and retiring ``remove`` together."""
+    body = json.dumps({"add": [e.__dict__ for e in add], "remove": list(remove)},
+                      sort_keys=True, separators=(",", ":"))
     return f"{body}\t{zlib.crc32(body.encode()):08x}\n"
 
 
-def _parse(line: str) -> list[FileEntry] | None:
-    """The entries of a complete catalog line; None for a torn one."""
+def _parse(line: str) -> tuple[list[FileEntry], list[str]] | None:
+    """The (added entries, removed paths) of a complete catalog line; None for a torn one."""
     if not line.endswith("\n") or "\t" not in line:
         return None
     body, crc = line[:-1].rsplit("\t", 1)
     try:
         if int(crc, 16) != zlib.crc32(body.encode()):
             return None
-        return [FileEntry(**e) for e in json.loads(body)]
+        obj = json.loads(body)
+        if isinstance(obj, list):                 # the first format: a list of added files
+            obj = {"add": obj, "remove": []}
+        return [FileEntry(**e) for e in obj["add"]], [str(p) for p in obj["remove"]]
     except (ValueError, TypeError, KeyError):
         return None
 
@@ -110,17 +152,155 @@ def _ns(value, name: str) -> int | None:
     if isinstance(value, (int, np.integer)):
         return int(value)
     try:
-        return int(np.datetime64(value if not isinstance(value, _dt.datetime) else
-                                 value.astimezone(_dt.timezone.utc).replace(tzinfo=None), "ns")
-                   .astype(np.int64))
+        if isinstance(value, _dt.datetime) and value.tzinfo is not None:
+            value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+        if isinstance(value, str) and value.endswith("Z"):
+            value = value[:-1]
+        return int(np.datetime64(value, "ns").astype(np.int64))
     except (ValueError, TypeError) as e:
         raise StoreError(f"The `{name}` must be a time (ns since the epoch, a datetime or an ISO "
                          f"string), was {value!r}.") from e
 
 
+def _date(day: int) -> str:
+    return str(np.datetime64(day, "D"))
+
+
+def _check_schema(schema: str) -> None:
+    if schema not in RECORD_TYPES:
+        raise StoreError(f"Unknown schema {schema!r}; the store holds "
+                         f"{', '.join(RECORD_TYPES)}.")
+
+
+def _keys(t) -> tuple[np.ndarray, np.ndarray]:
+    return (t.column("instrument_id").to_numpy().astype(np.int64),
+            t.column("ts_event").cast(pa.int64()).to_numpy())
+
+
+def _count_below(inst: np.ndarray, ts: np.ndarray, key: tuple[int, int]) -> int:
+    """How many of the rows (sorted by (inst, ts)) have a key below ``key``."""
+    lo = int(np.searchsorted(inst, key[0], "left"))
+    hi = int(np.searchsorted(inst, key[0], "right"))
+    return lo + int(np.searchsorted(ts[lo:hi], key[1], "left"))
+
+
+def _merge_sorted(streams: list[Iterator[pa.RecordBatch]]) -> Iterator[pa.Table]:
+    """Merge streams of batches, each sorted by (instrument_id, ts_event), into one sorted
+    stream; rows equal in both come in stream order. Holds about one batch per stream."""
+    k = len(streams)
+    bufs: list[pa.Table | None] = [None] * k
+    done = [False] * k
+
+    def refill(i):
+        for b in streams[i]:
+            if b.num_rows:
+                t = pa.Table.from_batches([b])
+                bufs[i] = t if bufs[i] is None else pa.concat_tables([bufs[i], t])
+                return
+        done[i] = True
+
+    for i in range(k):
+        refill(i)
+    while True:
+        for i in range(k):                        # every open stream has rows in hand
+            while not done[i] and (bufs[i] is None or bufs[i].num_rows == 0):
+                refill(i)
+        lasts = [(int(bufs[i].column("instrument_id")[-1].as_py()),
+                  int(bufs[i].column("ts_event").cast(pa.int64())[-1].as_py()))
+                 for i in range(k) if not done[i]]
+        held = [i for i in range(k) if bufs[i] is not None and bufs[i].num_rows]
+        if not held:
+            return
+        parts = []
+        if not lasts:                             # every stream ended: the rest is final
+            parts = [bufs[i] for i in held]
+            for i in held:
+                bufs[i] = None
+        else:
+            frontier = min(lasts)                 # no open stream can still bring a key below
+            for i in held:
+                n = _count_below(*_keys(bufs[i]), frontier)
+                if n:
+                    parts.append(bufs[i].slice(0, n))
+                    bufs[i] = bufs[i].slice(n)
+            if not parts:                         # all at the frontier key: read further
+                for i in range(k):
+                    if not done[i] and lasts and (
+                            int(bufs[i].column("instrument_id")[-1].as_py()),
+                            int(bufs[i].column("ts_event").cast(pa.int64())[-1].as_py())) == frontier:
+                        refill(i)
+                continue
+        t = pa.concat_tables(parts)
+        if len(parts) > 1:
+            inst, ts = _keys(t)
+            t = t.take(pa.array(np.lexsort((ts, inst))))      # stable: stream order kept
+        yield t
+
+
+class _PartWriter:
+    """One day's sorted rows, written in pieces to a temporary file; ``commit`` fsyncs and
+    renames it and returns its (not yet committed) catalog entry."""
+
+    def __init__(self, store: "TickStore", schema: str, day: int, first_ts: int):
+        self.store, self.schema, self.date = store, schema, _date(day)
+        self.part = store.root / schema / f"date={self.date}"
+        self.part.mkdir(parents=True, exist_ok=True)
+        self.name = f"part-{first_ts:019d}-{uuid.uuid4().hex[:12]}.parquet"
+        self.tmp = self.part / f".tmp-{self.name}"
+        want = arrow_schema(schema)
+        delta = [c for c in want.names if c.startswith("ts_") or c in ("sequence", "order_id")]
+        self.writer = pq.ParquetWriter(
+            self.tmp, want, compression="zstd", compression_level=store.zstd_level,
+            write_statistics=True, write_page_index=True, write_page_checksum=True,
+            use_dictionary=[c for c in want.names if c not in delta],
+            column_encoding={c: "DELTA_BINARY_PACKED" for c in delta} or None)
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.rows = 0
+        self.inst = [np.iinfo(np.int64).max, -1]
+        self.ts = [np.iinfo(np.int64).max, -1]
+
+    def add(self, t: pa.Table, inst: np.ndarray, ts: np.ndarray) -> None:
+        if not t.num_rows:
+            return
+        self.rows += t.num_rows
+        self.inst = [min(self.inst[0], int(inst[0])), max(self.inst[1], int(inst[-1]))]
+        self.ts = [min(self.ts[0], int(ts.min())), max(self.ts[1], int(ts.max()))]
+        self.pending.append(t)
+        self.pending_rows += t.num_rows
+        rg = self.store.row_group_rows
+        if self.pending_rows >= rg:
+            whole = pa.concat_tables(self.pending)
+            n = (whole.num_rows // rg) * rg
+            self.writer.write_table(whole.slice(0, n), row_group_size=rg)
+            rest = whole.slice(n)
+            self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+
+    def commit(self) -> FileEntry:
+        if self.pending:
+            self.writer.write_table(pa.concat_tables(self.pending),
+                                    row_group_size=self.store.row_group_rows)
+        self.writer.close()
+        with open(self.tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        final = self.part / self.name
+        os.replace(self.tmp, final)
+        fsync_dir(self.part)
+        return FileEntry(path=final.relative_to(self.store.root).as_posix(), schema=self.schema,
+                         date=self.date, rows=self.rows, instrument_min=self.inst[0],
+                         instrument_max=self.inst[1], ts_min=self.ts[0], ts_max=self.ts[1],
+                         bytes=final.stat().st_size, crc32=_file_crc(final))
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+
 class TickStore:
-    """A tick store at ``root``. Readers need no lock; ``writer=True`` (the default) takes the
-    store's writer lock and cleans what a killed writer left."""
+    """A tick store at ``root``. Readers need no writer lock; ``writer=True`` (the default)
+    takes the store's writer lock and cleans what a killed writer left."""
 
     def __init__(self, root, *, writer: bool = True, zstd_level: int = 3,
                  row_group_rows: int = ROW_GROUP):
@@ -128,12 +308,17 @@ class TickStore:
         self.zstd_level = int(zstd_level)
         self.row_group_rows = int(row_group_rows)
         self._lock_fd = None
-        (self.root / "_catalog").mkdir(parents=True, exist_ok=True)
         if writer:
+            (self.root / "_catalog").mkdir(parents=True, exist_ok=True)
             self._lock()
             self._recover()
+        elif not (self.root / "_catalog").is_dir():
+            raise StoreError(f"There is no tick store at {self.root} (no _catalog folder).")
 
-    # -- writer side --------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"TickStore({str(self.root)!r}, writer={self._lock_fd is not None})"
+
+    # -- locks --------------------------------------------------------------------------------
 
     def _lock(self) -> None:
         fd = os.open(self.root / "_lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -145,8 +330,19 @@ class TickStore:
                               f"({self.root / '_lock'} is locked).") from None
         self._lock_fd = fd
 
+    @contextlib.contextmanager
+    def reading(self):
+        """Hold the readers' shared lock: the files of any catalog read inside stay in place."""
+        fd = os.open(self.root / "_readers", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
     def close(self) -> None:
         if self._lock_fd is not None:
+            self._collect()
             os.close(self._lock_fd)
             self._lock_fd = None
 
@@ -156,34 +352,95 @@ class TickStore:
     def __exit__(self, *exc):
         self.close()
 
+    def _require_writer(self) -> None:
+        if self._lock_fd is None:
+            raise StoreError(f"The tick store at {self.root} was opened read-only.")
+
+    # -- the catalog --------------------------------------------------------------------------
+
+    def _catalog(self, schema: str) -> Path:
+        return self.root / "_catalog" / f"{schema}.jsonl"
+
+    def _live(self, schema: str) -> list[FileEntry]:
+        """The committed files of ``schema`` that no later commit removed, in commit order."""
+        cat = self._catalog(schema)
+        live: dict[str, FileEntry] = {}
+        if cat.exists():
+            with open(cat, encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    parsed = _parse(line)
+                    if parsed is None:
+                        break                     # a writer's torn line: not committed
+                    add, remove = parsed
+                    for p in remove:
+                        live.pop(p, None)
+                    for e in add:
+                        live[e.path] = e
+        return list(live.values())
+
+    def _commit(self, schema: str, add: list[FileEntry], remove: list[str] = ()) -> None:
+        with open(self._catalog(schema), "a", encoding="utf-8") as f:
+            f.write(_line(add, remove))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _part_files(self) -> Iterator[tuple[str, Path]]:
+        """Every file under the schema folders, with its schema."""
+        for schema in RECORD_TYPES:
+            base = self.root / schema
+            if base.is_dir():
+                for p in sorted(base.rglob("*")):
+                    if p.is_file():
+                        yield schema, p
+
     def _recover(self) -> None:
         """Truncate torn catalog lines; remove temporary files and files no line commits."""
-        committed = set()
         for cat in (self.root / "_catalog").glob("*.jsonl"):
             raw = cat.read_bytes()
             good = 0
             for line in raw.decode(errors="replace").splitlines(keepends=True):
-                es = _parse(line)
-                if es is None:
+                if _parse(line) is None:
                     break
-                committed.update(e.path for e in es)
                 good += len(line.encode())
             if good != len(raw):
                 with open(cat, "r+b") as f:
                     f.truncate(good)
                     f.flush()
                     os.fsync(f.fileno())
-        for schema in RECORD_TYPES:
-            for p in (self.root / schema).glob("date=*/*"):
+        for _, p in self._part_files():
+            if p.name.startswith(".tmp-part-") and PART_NAME.match(p.name):
+                p.unlink()                        # only this writer ever writes these
+        self._collect()
+
+    def _collect(self) -> list[str]:
+        """Delete part files that are not live (uncommitted, or replaced by a compaction) when
+        no reader holds the store; returns what was deleted."""
+        fd = os.open(self.root / "_readers", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return []                          # a reader is busy: next time
+            gone, dirs = [], set()
+            live = {e.path for s in RECORD_TYPES for e in self._live(s)}
+            for _, p in self._part_files():
                 rel = p.relative_to(self.root).as_posix()
-                if p.name.startswith(".tmp-") or (p.suffix == ".parquet" and rel not in committed):
+                if PART_NAME.match(p.name) and not p.name.startswith(".tmp-") and rel not in live:
                     p.unlink()
+                    gone.append(rel)
+                    dirs.add(p.parent)
+            for d in dirs:
+                fsync_dir(d)
+            return gone
+        finally:
+            os.close(fd)
+
+    # -- writes -------------------------------------------------------------------------------
 
     def append(self, schema: str, data) -> list[FileEntry]:
         """Commit ``data`` (a table, record batch or iterable of batches with the schema's
         columns) as one new file per UTC day of ``ts_event``; returns their catalog entries."""
-        if self._lock_fd is None:
-            raise StoreError(f"The tick store at {self.root} was opened read-only.")
+        self._require_writer()
         table = self._conform(schema, data)
         if table.num_rows == 0:
             return []
@@ -191,31 +448,37 @@ class TickStore:
         if np.any(ts < 0):
             raise StoreError(f"The `{schema}` rows to append have ts_event values that are null "
                              f"or before 1970 (first at row {int(np.argmax(ts < 0))}).")
-        inst = table.column("instrument_id").to_numpy()
+        inst = table.column("instrument_id").to_numpy().astype(np.int64)
         day = ts // NS_PER_DAY
         order = np.lexsort((ts, inst, day))
         table = table.take(pa.array(order))
         ts, inst, day = ts[order], inst[order], day[order]
         cuts = np.flatnonzero(np.diff(day)) + 1
-        entries = [self._write(schema, table.slice(lo, hi - lo), ts[lo:hi], inst[lo:hi],
-                               int(day[lo]))
-                   for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, day.size])]
-        cat = self.root / "_catalog" / f"{schema}.jsonl"
-        with open(cat, "a", encoding="utf-8") as f:     # the commit: one line, all the files
-            f.write(_line(entries))
-            f.flush()
-            os.fsync(f.fileno())
+        entries, writers = [], []
+        try:
+            for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, day.size]):
+                w = _PartWriter(self, schema, int(day[lo]), int(ts[lo:hi].min()))
+                writers.append(w)
+                w.add(table.slice(lo, hi - lo), inst[lo:hi], ts[lo:hi])
+                entries.append(w.commit())
+        except BaseException:
+            for w in writers[len(entries):]:
+                w.abort()
+            raise
+        self._commit(schema, entries)             # the commit: one line, all the files
         return entries
 
     def _conform(self, schema: str, data) -> pa.Table:
-        if schema not in RECORD_TYPES:
-            raise StoreError(f"Unknown schema {schema!r}; the store holds "
-                             f"{', '.join(RECORD_TYPES)}.")
+        _check_schema(schema)
         want = arrow_schema(schema)
         if isinstance(data, pa.RecordBatch):
             data = pa.Table.from_batches([data])
         elif not isinstance(data, pa.Table):
-            data = pa.Table.from_batches(list(data), schema=want)
+            try:
+                data = pa.Table.from_batches(list(data), schema=want)
+            except (pa.ArrowInvalid, TypeError) as e:
+                raise StoreError(f"The batches to append do not have the `{schema}` schema: "
+                                 f"{e}") from e
         missing = [f.name for f in want if f.name not in data.column_names]
         extra = [c for c in data.column_names if c not in want.names]
         if missing or extra:
@@ -226,93 +489,323 @@ class TickStore:
         if wrong:
             raise StoreError(f"The rows to append have columns of the wrong type for "
                              f"`{schema}`: {', '.join(wrong)}.")
-        return data.select(want.names).replace_schema_metadata(want.metadata)
+        return data.select(want.names).cast(want)
 
-    def _write(self, schema: str, table: pa.Table, ts: np.ndarray, inst: np.ndarray,
-               day: int) -> FileEntry:
-        """One day's rows (sorted; ``ts``, ``inst``: their times and instruments) into a
-        renamed, fsynced file; its catalog entry (not yet committed)."""
-        date = (np.datetime64(day, "D")).astype(str)
-        part = self.root / schema / f"date={date}"
-        part.mkdir(parents=True, exist_ok=True)
-        name = f"part-{int(ts.min()):019d}-{uuid.uuid4().hex[:12]}.parquet"
-        tmp = part / f".tmp-{name}"
-        encodings = {c: "DELTA_BINARY_PACKED" for c in table.column_names
-                     if c.startswith("ts_") or c in ("sequence", "order_id")}
-        pq.write_table(table, tmp, compression="zstd", compression_level=self.zstd_level,
-                       row_group_size=self.row_group_rows, write_statistics=True,
-                       write_page_index=True, use_dictionary=[c for c in table.column_names
-                                                              if c not in encodings],
-                       column_encoding=encodings or None)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        final = part / name
-        os.replace(tmp, final)
-        fsync_dir(part)
-        return FileEntry(path=final.relative_to(self.root).as_posix(), schema=schema,
-                         date=date, rows=table.num_rows, instrument_min=int(inst.min()),
-                         instrument_max=int(inst.max()), ts_min=int(ts.min()),
-                         ts_max=int(ts.max()), bytes=final.stat().st_size,
-                         crc32=_file_crc(final))
+    def compact(self, schema: str | None = None, *, date: str | None = None,
+                min_files: int = 2) -> list[FileEntry]:
+        """Merge each day's files into one (for ``schema``, or every schema; one ``date``, or
+        every day with at least ``min_files`` files). Each day's merge is one commit: readers
+        see the day's old files or its new one. Memory: about one batch per merged file.
+        Returns the new files' entries."""
+        self._require_writer()
+        schemas = [schema] if schema is not None else list(RECORD_TYPES)
+        for s in schemas:
+            _check_schema(s)
+        out = []
+        for s in schemas:
+            by_day: dict[str, list[FileEntry]] = {}
+            for e in self._live(s):
+                by_day.setdefault(e.date, []).append(e)
+            for d, es in sorted(by_day.items()):
+                if (date is not None and d != str(date)) or len(es) < max(min_files, 1):
+                    continue
+                out.append(self._merge_day(s, es))
+        self._collect()
+        return out
 
-    # -- reader side --------------------------------------------------------------------------
+    def _merge_day(self, schema: str, entries: list[FileEntry]) -> FileEntry:
+        cols = arrow_schema(schema).names
+        day = entries[0].ts_min // NS_PER_DAY
+        w = _PartWriter(self, schema, day, min(e.ts_min for e in entries))
+        try:
+            for t in self._day_stream(entries, cols, None, BATCH_ROWS):
+                w.add(t, *_keys(t))
+            new = w.commit()
+        except BaseException:
+            w.abort()
+            raise
+        if new.rows != sum(e.rows for e in entries):
+            raise StoreError(f"Compacting {schema} {entries[0].date}: read {new.rows} rows from "
+                             f"files whose catalog entries say {sum(e.rows for e in entries)}.")
+        self._commit(schema, [new], [e.path for e in entries])
+        return new
 
-    def files(self, schema: str, *, instruments=None, start=None, end=None) -> list[FileEntry]:
-        """The committed files of ``schema`` that may hold rows of ``instruments`` in
-        ``[start, end)``, from the catalog alone."""
-        if schema not in RECORD_TYPES:
-            raise StoreError(f"Unknown schema {schema!r}; the store holds "
-                             f"{', '.join(RECORD_TYPES)}.")
+    # -- reads --------------------------------------------------------------------------------
+
+    def symbol_map(self, date=None) -> dict[str, dict[str, int]]:
+        """``{date: {symbol: instrument_id}}`` from the stored ``definitions`` (one date's, or
+        every date's)."""
+        lo = hi = None
+        if date is not None:
+            lo = _ns(date, "date") // NS_PER_DAY * NS_PER_DAY
+            hi = lo + NS_PER_DAY
+        with self.reading():
+            plan, lo, hi = self._plan("definitions", None, None, lo, hi)
+            defs = self._read_planned("definitions", plan, lo, hi,
+                                      ["ts_event", "symbol", "instrument_id"], None)
+        out: dict[str, dict[str, int]] = {}
+        days = (defs.column("ts_event").cast(pa.int64()).to_numpy() // NS_PER_DAY)
+        for day, sym, inst in zip(days, defs.column("symbol").to_pylist(),
+                                  defs.column("instrument_id").to_pylist()):
+            out.setdefault(_date(int(day)), {})[sym.decode("ascii", "replace").strip()] = inst
+        return out
+
+    def _plan(self, schema, symbols, instruments, start, end):
+        """The live files to read, each with the instrument ids wanted on its date (None: all),
+        and the time bounds."""
+        _check_schema(schema)
         lo, hi = _ns(start, "start"), _ns(end, "end")
         if lo is not None and hi is not None and lo > hi:
             raise StoreError(f"The `start` ({start}) is after the `end` ({end}).")
+        if symbols is not None and instruments is not None:
+            raise StoreError("Give `symbols` or `instruments`, not both.")
         inst = None if instruments is None else np.unique(np.asarray(instruments, np.int64))
-        cat = self.root / "_catalog" / f"{schema}.jsonl"
-        out = []
-        if cat.exists():
-            for line in cat.read_text(encoding="utf-8", errors="replace").splitlines(True):
-                es = _parse(line)
-                if es is None:
-                    break                      # a writer's torn line: not committed
-                out += [e for e in es if e.overlaps(inst, lo, hi)]
-        return out
+        entries = [e for e in self._live(schema) if e.overlaps(inst, lo, hi)]
+        if symbols is None:
+            return [(e, inst) for e in entries], lo, hi
+        if isinstance(symbols, str):
+            symbols = [symbols]
+        want = [str(s).strip() for s in symbols]
+        smap = self.symbol_map()
+        found = {s for m in smap.values() for s in m if s in want}
+        unknown = [s for s in want if s not in found]
+        if unknown:
+            raise StoreError(f"Unknown symbol(s) {unknown}: not in the stored `definitions` "
+                             f"({sum(len(m) for m in smap.values())} symbols on "
+                             f"{len(smap)} dates).")
+        plan = []
+        for e in entries:
+            ids = np.unique(np.array([smap.get(e.date, {})[s] for s in want
+                                      if s in smap.get(e.date, {})], np.int64))
+            if ids.size and e.overlaps(ids, lo, hi):
+                plan.append((e, ids))
+        return plan, lo, hi
 
-    def read(self, schema: str, *, instruments=None, start=None, end=None,
-             columns=None) -> pa.Table:
-        """The rows of ``schema`` for ``instruments`` (ids; all when None) with ``ts_event`` in
-        ``[start, end)``: day by day, sorted by (instrument_id, ts_event) within a day (rows
-        equal in both in the order they were appended)."""
-        entries = self.files(schema, instruments=instruments, start=start, end=end)
+    def _filter(self, inst, lo, hi, extra):
+        flt = extra
+        if inst is not None:
+            cond = pc.field("instrument_id").isin(pa.array(inst, pa.uint32()))
+            flt = cond if flt is None else flt & cond
+        for bound, ge in ((lo, True), (hi, False)):
+            if bound is not None:
+                s = pa.scalar(bound, pa.timestamp("ns", tz="UTC"))
+                cond = pc.field("ts_event") >= s if ge else pc.field("ts_event") < s
+                flt = cond if flt is None else flt & cond
+        return flt
+
+    def _columns(self, schema, columns) -> list[str]:
         want = arrow_schema(schema)
         cols = list(want.names) if columns is None else list(columns)
         bad = [c for c in cols if c not in want.names]
         if bad:
             raise StoreError(f"Unknown column(s) {bad} for `{schema}` (columns: "
                              f"{', '.join(want.names)}).")
-        flt = None
-        if instruments is not None:
-            flt = pc.field("instrument_id").isin(pa.array(np.unique(instruments), pa.uint32()))
-        for bound, op in ((_ns(start, "start"), "ge"), (_ns(end, "end"), "lt")):
-            if bound is not None:
-                s = pa.scalar(bound, pa.timestamp("ns", tz="UTC"))
-                cond = pc.field("ts_event") >= s if op == "ge" else pc.field("ts_event") < s
-                flt = cond if flt is None else flt & cond
+        return cols
+
+    def _empty(self, schema, cols) -> pa.Table:
+        want = arrow_schema(schema)
+        return pa.Table.from_batches([], schema=pa.schema([want.field(c) for c in cols]))
+
+    def _open(self, e: FileEntry) -> ds.Dataset:
+        path = self.root / e.path
+        try:
+            return ds.dataset(path, format=_FORMAT)
+        except (OSError, pa.ArrowInvalid) as err:
+            raise StoreError(f"The committed file {path} cannot be read: {err}") from err
+
+    def read(self, schema: str, *, symbols=None, instruments=None, start=None, end=None,
+             columns=None, filter=None) -> pa.Table:
+        """The rows of ``schema`` for ``symbols`` (per date, from the stored definitions) or
+        ``instruments`` (ids; all when both are None) with ``ts_event`` in ``[start, end)`` and
+        matching ``filter`` (a ``pyarrow.compute`` expression): day by day, sorted by
+        (instrument_id, ts_event) within a day (rows equal in both in the order they were
+        appended)."""
+        cols = self._columns(schema, columns)
+        with self.reading():
+            plan, lo, hi = self._plan(schema, symbols, instruments, start, end)
+            return self._read_planned(schema, plan, lo, hi, cols, filter)
+
+    def _read_planned(self, schema, plan, lo, hi, cols, extra) -> pa.Table:
         need = list(dict.fromkeys(cols + ["instrument_id", "ts_event"]))
         days: dict[str, list[pa.Table]] = {}
-        for e in entries:                        # catalog order: the order of the appends
-            path = self.root / e.path
+        for e, inst in plan:                      # catalog order: the order of the commits
+            flt = self._filter(inst, lo, hi, extra)
             try:
-                t = pq.read_table(path, columns=need, filters=flt)
+                t = self._open(e).to_table(columns=need, filter=flt)
             except (OSError, pa.ArrowInvalid) as err:
-                raise StoreError(f"The committed file {path} cannot be read: {err}") from err
+                raise StoreError(f"The committed file {self.root / e.path} cannot be read: "
+                                 f"{err}") from err
             days.setdefault(e.date, []).append(t)
         parts = []
         for date in sorted(days):
             t = pa.concat_tables(days[date])
             if len(days[date]) > 1:
-                t = t.take(pc.sort_indices(t, [("instrument_id", "ascending"),
-                                               ("ts_event", "ascending")]))
+                inst, ts = _keys(t)
+                t = t.take(pa.array(np.lexsort((ts, inst))))
             parts.append(t.select(cols))
         if not parts:
-            return pa.Table.from_batches([], schema=pa.schema([want.field(c) for c in cols]))
+            return self._empty(schema, cols)
         return pa.concat_tables(parts)
+
+    def scan(self, schema: str, *, symbols=None, instruments=None, start=None, end=None,
+             columns=None, filter=None, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+        """:meth:`read`'s rows, in the same order, as ``RecordBatch``es of at most
+        ``batch_rows`` rows; memory is about a row group per file of the day being read."""
+        cols = self._columns(schema, columns)
+        with self.reading():
+            plan, lo, hi = self._plan(schema, symbols, instruments, start, end)
+            days: dict[str, list] = {}
+            for e, inst in plan:
+                days.setdefault(e.date, []).append((e, inst))
+            for date in sorted(days):
+                for t in self._day_stream([e for e, _ in days[date]], cols, None, batch_rows,
+                                          [(lo, hi, inst, filter) for _, inst in days[date]]):
+                    for b in t.select(cols).to_batches(max_chunksize=batch_rows):
+                        if b.num_rows:
+                            yield b
+
+    def _file_stream(self, e: FileEntry, need, flt, batch_rows) -> Iterator[pa.RecordBatch]:
+        """One file's rows in file order, a row group at a time (pruned by statistics)."""
+        path = self.root / e.path
+        try:
+            frag = next(iter(self._open(e).get_fragments()))
+            groups = frag.split_by_row_group(filter=flt) if flt is not None else \
+                frag.split_by_row_group()
+            for g in groups:
+                yield from g.to_table(columns=need, filter=flt).to_batches(
+                    max_chunksize=batch_rows)
+        except (OSError, pa.ArrowInvalid) as err:
+            raise StoreError(f"The committed file {path} cannot be read: {err}") from err
+
+    def _day_stream(self, entries, cols, flt, batch_rows, bounds=None) -> Iterator[pa.Table]:
+        need = list(dict.fromkeys(list(cols) + ["instrument_id", "ts_event"]))
+        flts = [flt if bounds is None else self._filter(b[2], b[0], b[1], b[3])
+                for b in (bounds or [None] * len(entries))]
+        streams = [self._file_stream(e, need, f, batch_rows) for e, f in zip(entries, flts)]
+        if len(streams) == 1:
+            return (pa.Table.from_batches([b]) for b in streams[0])
+        return _merge_sorted(streams)
+
+    def to_pandas(self, schema: str, **kw):
+        """:meth:`read` as a pandas DataFrame (timestamps tz-aware UTC, ns)."""
+        return self.read(schema, **kw).to_pandas()
+
+    def to_polars(self, schema: str, **kw):
+        """:meth:`read` as a polars DataFrame."""
+        import polars as pl
+        return pl.from_arrow(self.read(schema, **kw))
+
+    def to_cudf(self, schema: str, **kw):
+        """:meth:`read` as a cuDF DataFrame (needs cuDF and a GPU)."""
+        try:
+            import cudf
+        except ImportError as e:
+            raise StoreError("to_cudf needs cuDF (RAPIDS), which is not installed here; "
+                             "read() or to_pandas() give the same rows.") from e
+        return cudf.DataFrame.from_arrow(self.read(schema, **kw))
+
+    def files(self, schema: str, *, symbols=None, instruments=None, start=None,
+              end=None) -> list[FileEntry]:
+        """The committed files of ``schema`` that may hold the rows asked for, from the
+        catalog alone."""
+        plan, _, _ = self._plan(schema, symbols, instruments, start, end)
+        return [e for e, _ in plan]
+
+    def schemas(self) -> list[str]:
+        """The schemas that have committed rows."""
+        return [s for s in RECORD_TYPES if self._live(s)]
+
+    # -- SQL, as-of joins, Dask ---------------------------------------------------------------
+
+    def sql(self, query: str, params=None) -> pa.Table:
+        """Run ``query`` with DuckDB, where each schema is a view over its committed files and
+        ``symbols`` a view (date, symbol, instrument_id) of the symbol map. Timestamps are
+        ``TIMESTAMPTZ_NS``: nanoseconds kept exact. Returns an Arrow table."""
+        from tickstore.sql import run_sql
+        with self.reading():
+            return run_sql(self, query, params)
+
+    def asof_join(self, trades: pa.Table, quotes: pa.Table, **kw) -> pa.Table:
+        """:func:`tickstore.asof.asof_join`."""
+        from tickstore.asof import asof_join
+        return asof_join(trades, quotes, **kw)
+
+    def to_dask(self, schema: str, **kw):
+        """:func:`tickstore.scale.to_dask` on this store."""
+        from tickstore.scale import to_dask
+        return to_dask(self.root, schema, **kw)
+
+    # -- checks -------------------------------------------------------------------------------
+
+    def verify(self) -> VerifyReport:
+        """Check every committed file against its catalog entry (size, CRC-32, row count,
+        schema, day, sort order, instrument and time ranges) and the tree for files no catalog
+        knows. Reads every byte of every file."""
+        rep = VerifyReport()
+        with self.reading():
+            for schema in RECORD_TYPES:
+                cat = self._catalog(schema)
+                if cat.exists():
+                    raw = cat.read_bytes()
+                    lines = raw.decode(errors="replace").splitlines(keepends=True)
+                    for i, line in enumerate(lines):
+                        parsed = _parse(line)
+                        if parsed is None:
+                            rep.problems.append(Problem(
+                                cat.relative_to(self.root).as_posix(),
+                                f"line {i + 1} is torn or fails its CRC (the writer's next open "
+                                f"truncates it)"))
+                            break
+                for e in self._live(schema):
+                    rep.files += 1
+                    rep.rows += e.rows
+                    rep.bytes += e.bytes
+                    rep.problems += self._verify_file(schema, e)
+            live = {e.path for s in RECORD_TYPES for e in self._live(s)}
+            for schema, p in self._part_files():
+                rel = p.relative_to(self.root).as_posix()
+                if rel in live:
+                    continue
+                if PART_NAME.match(p.name):
+                    rep.pending_deletion.append(rel)
+                else:
+                    rep.problems.append(Problem(rel, "a foreign file: no catalog lists it and "
+                                                     "it is not named as the store's files are"))
+        return rep
+
+    def _verify_file(self, schema: str, e: FileEntry) -> list[Problem]:
+        path = self.root / e.path
+        bad = lambda what: [Problem(e.path, what)]            # noqa: E731
+        if not path.is_file():
+            return bad("missing (the catalog commits it)")
+        if path.stat().st_size != e.bytes:
+            return bad(f"{path.stat().st_size} bytes, the catalog says {e.bytes}")
+        crc = _file_crc(path)
+        if crc != e.crc32:
+            return bad(f"CRC-32 {crc:08x}, the catalog says {e.crc32:08x}")
+        try:
+            t = pq.read_table(path, page_checksum_verification=True)
+        except (OSError, pa.ArrowInvalid) as err:
+            return bad(f"cannot be read as Parquet: {err}")
+        out = []
+        want = arrow_schema(schema)
+        if not t.schema.remove_metadata().equals(want.remove_metadata()):
+            out += bad(f"schema is not `{schema}`'s: {t.schema.remove_metadata()}")
+            return out
+        if t.num_rows != e.rows:
+            out += bad(f"{t.num_rows} rows, the catalog says {e.rows}")
+        if not t.num_rows:
+            return out
+        inst, ts = _keys(t)
+        step = np.flatnonzero((np.diff(inst) < 0) | ((np.diff(inst) == 0) & (np.diff(ts) < 0)))
+        if step.size:
+            out += bad(f"not sorted by (instrument_id, ts_event) at row {int(step[0]) + 1}")
+        if (int(inst.min()), int(inst.max())) != (e.instrument_min, e.instrument_max):
+            out += bad(f"instruments {inst.min()}..{inst.max()}, the catalog says "
+                       f"{e.instrument_min}..{e.instrument_max}")
+        if (int(ts.min()), int(ts.max())) != (e.ts_min, e.ts_max):
+            out += bad(f"ts_event {ts.min()}..{ts.max()}, the catalog says {e.ts_min}..{e.ts_max}")
+        days = np.unique(ts // NS_PER_DAY)
+        if days.size != 1 or _date(int(days[0])) != e.date or f"date={e.date}" not in e.path:
+            out += bad(f"rows of {[_date(int(d)) for d in days[:3]]} in the partition of {e.date}")
+        return out

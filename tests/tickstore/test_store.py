@@ -1,8 +1,10 @@
 """The tick store's layout, commit protocol and reads (tickstore.store)."""
 
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from normalize.records import MBO, to_arrow
+from normalize.records import MBO, arrow_schema, to_arrow
 from tickstore.store import NS_PER_DAY, StoreError, StoreLocked, TickStore
 
 DAY0 = 20_000 * NS_PER_DAY                      # 2024-10-04
@@ -109,59 +111,78 @@ def test_what_a_killed_writer_leaves_is_invisible_and_cleaned_on_open(tmp_path):
     with TickStore(tmp_path) as s:
         s.append("mbo", mbo(300, seed=1))
     part = next((tmp_path / "mbo").glob("date=*"))
-    (part / ".tmp-part-x.parquet").write_bytes(b"half a file")          # killed mid-write
-    pq.write_table(mbo(50, seed=2), part / "part-0-orphan.parquet")     # renamed, no line
+    (part / ".tmp-part-0000000000000000001-0123456789ab.parquet").write_bytes(b"half a file")          # killed mid-write
+    pq.write_table(mbo(50, seed=2), part / "part-0000000000000000000-0123456789ab.parquet")     # renamed, no line
     cat = tmp_path / "_catalog" / "mbo.jsonl"
     with open(cat, "a") as f:
-        f.write('{"path": "mbo/date=2024-10-04/part-0-orphan.parquet", "ro')  # torn line
+        f.write('{"path": "mbo/date=2024-10-04/part-0000000000000000000-0123456789ab.parquet", "ro')  # torn line
     reader = TickStore(tmp_path, writer=False)
     assert reader.read("mbo").num_rows == 300                          # only committed rows
     with TickStore(tmp_path) as s:                                      # the writer cleans
         assert sorted(p.name for p in part.iterdir()) == [
             p for p in sorted(os.listdir(part)) if not p.startswith(".tmp")
-            and "orphan" not in p]
+            and "0123456789ab" not in p]
         assert cat.read_text().count("\n") == 1 and cat.read_text().endswith("\n")
         s.append("mbo", mbo(10, seed=3))
         assert s.read("mbo").num_rows == 310
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(batches=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 2**16),
-                                  st.integers(1, 3)), min_size=1, max_size=6),
+@given(ops=st.lists(st.one_of(st.tuples(st.just("append"), st.integers(0, 400),
+                                        st.integers(0, 2**16), st.integers(1, 3)),
+                              st.tuples(st.just("compact"), st.integers(1, 3))),
+                    min_size=1, max_size=7),
        query=st.tuples(st.integers(0, 3 * NS_PER_DAY), st.integers(0, 3 * NS_PER_DAY),
-                       st.lists(st.integers(1, 12), max_size=4)))
-def test_any_appends_read_back_as_the_model_says(tmp_path_factory, batches, query):
+                       st.lists(st.integers(1, 12), max_size=4)),
+       batch_rows=st.integers(1, 300))
+def test_any_appends_and_compactions_read_back_as_the_model_says(tmp_path_factory, ops, query,
+                                                                 batch_rows):
+    """Appends and compactions in any order, then a range read and a scan in small batches:
+    both give the model's rows (all appended rows, sorted by day, instrument, time, append
+    order), and compaction never changes what a read gives."""
     root = tmp_path_factory.mktemp("store")
     model = []
-    with TickStore(root) as s:
-        for n, seed, days in batches:
-            t = mbo(n, seed=seed, days=days, instruments=12)
-            s.append("mbo", t)
-            model.append(t)
-        a, b = sorted(query[:2])
-        inst = query[2] or None
+    a, b = sorted(query[:2])
+    inst = query[2] or None
+    with TickStore(root, row_group_rows=128) as s:
+        for op in ops:
+            if op[0] == "append":
+                t = mbo(op[1], seed=op[2], days=op[3], instruments=12)
+                s.append("mbo", t)
+                model.append(t)
+            else:
+                before = s.read("mbo")
+                s.compact("mbo", min_files=op[1])
+                assert s.read("mbo").equals(before)
         got = s.read("mbo", instruments=inst, start=DAY0 + a, end=DAY0 + b)
-    every = as_sorted(pa.concat_tables(model))
+        scanned = list(s.scan("mbo", instruments=inst, start=DAY0 + a, end=DAY0 + b,
+                              batch_rows=batch_rows))
+        assert s.verify().ok
+    every = as_sorted(pa.concat_tables(model)) if model else None
+    if every is None:
+        assert got.num_rows == 0 and not scanned
+        return
     ts = every.column("ts_event").cast(pa.int64()).to_numpy()
     keep = (ts >= DAY0 + a) & (ts < DAY0 + b)
     if inst is not None:
         keep &= np.isin(every.column("instrument_id").to_numpy(), inst)
     want = every.filter(pa.array(keep))
-    assert got.num_rows == want.num_rows
-    key = ["instrument_id", "ts_event", "sequence"]
-    assert got.select(key).equals(want.select(key)) or as_sorted(got).equals(as_sorted(want))
+    assert got.equals(want)
+    assert all(0 < x.num_rows <= batch_rows for x in scanned)
+    assert pa.Table.from_batches(scanned, schema=got.schema).equals(want)
 
 
 def test_a_writer_killed_at_random_points_loses_no_committed_batch(tmp_path):
-    """SIGKILL the writer in the middle of appends, again and again: after each, every batch
-    it reported committed is there exactly once and nothing else is visible."""
+    """SIGKILL the writer in the middle of appends and compactions, again and again: after
+    each, every batch it reported committed is there exactly once, nothing else is visible,
+    and verify finds every committed file as its catalog entry says."""
     child = Path(__file__).with_name("store_writer_child.py")
     rng = np.random.default_rng(0)
     log = tmp_path / "committed.txt"
     kills = 0
     for round_ in range(6):
         p = subprocess.Popen([sys.executable, str(child), str(tmp_path / "s"), str(log),
-                              str(round_)], cwd=Path(__file__).resolve().parents[2])
+                              str(round_), "4"], cwd=Path(__file__).resolve().parents[2])
         try:
             p.wait(timeout=float(rng.uniform(1.5, 3.0)))
         except subprocess.TimeoutExpired:
@@ -169,11 +190,160 @@ def test_a_writer_killed_at_random_points_loses_no_committed_batch(tmp_path):
             p.wait()
             kills += 1
         committed = [int(x) for x in log.read_text().split()] if log.exists() else []
-        got = TickStore(tmp_path / "s", writer=False).read("mbo", columns=["sequence"])
+        reader = TickStore(tmp_path / "s", writer=False)
+        got = reader.read("mbo", columns=["sequence"])
         seq = got.column("sequence").to_numpy()
         batches = np.unique(seq // 10**6)
         assert set(committed) <= set(batches.tolist())   # committed: present
         counts = np.bincount((seq // 10**6).astype(np.int64))
         for b in batches:                                 # each batch whole and once
             assert counts[b] == 500, (round_, b, counts[b])
+        rep = reader.verify()                             # leftovers are not problems
+        assert rep.ok, rep.problems
     assert kills == 6 and len(committed) >= 6        # every round killed mid-run, work done
+
+
+def test_readers_during_appends_and_compactions_see_whole_commits(tmp_path):
+    """A writer process appends 500-row batches and compacts every third append while this
+    process reads, scans and queries in a loop: every look shows whole batches only, never a
+    batch twice, never fewer batches than the look before, rows in order."""
+    child = Path(__file__).with_name("store_writer_child.py")
+    root = tmp_path / "s"
+    TickStore(root).close()
+    p = subprocess.Popen([sys.executable, str(child), str(root), str(tmp_path / "log"), "0", "3"],
+                         cwd=Path(__file__).resolve().parents[2])
+    reader = TickStore(root, writer=False)
+    seen, looks, compacted = 0, 0, 0
+    try:
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline and (looks < 40 or compacted < 3):
+            kind = looks % 3
+            if kind == 0:
+                t = reader.read("mbo", columns=["instrument_id", "ts_event", "sequence"])
+            elif kind == 1:
+                t = pa.Table.from_batches(list(reader.scan(
+                    "mbo", columns=["instrument_id", "ts_event", "sequence"], batch_rows=256)),
+                    schema=KEYS)
+            else:
+                t = reader.sql("SELECT sequence FROM mbo")
+            seq = t.column("sequence").to_numpy().astype(np.int64)
+            counts = np.bincount(seq // 10**6) if seq.size else np.zeros(1, np.int64)
+            batches = np.flatnonzero(counts)
+            assert np.all(counts[batches] == 500), (kind, counts[batches])
+            assert np.unique(seq).size == seq.size
+            assert batches.size >= seen
+            seen = batches.size
+            if kind < 2:
+                assert t.equals(as_sorted_keys(t))
+            compacted = sum(1 for e in reader.files("mbo") if e.rows > 1000)
+            looks += 1
+    finally:
+        p.kill()
+        p.wait()
+    assert looks >= 40 and seen >= 6 and compacted >= 1
+    assert reader.verify().ok
+
+
+KEYS = pa.schema([arrow_schema("mbo").field(c) for c in ("instrument_id", "ts_event", "sequence")])
+
+
+def as_sorted_keys(t: pa.Table) -> pa.Table:
+    day = pa.compute.divide(t.column("ts_event").cast(pa.int64()), NS_PER_DAY)
+    return t.append_column("_day", day).sort_by(
+        [("_day", "ascending"), ("instrument_id", "ascending"),
+         ("ts_event", "ascending")]).drop(["_day"])
+
+
+def test_compaction_merges_a_day_in_one_commit_and_deletes_old_files_when_no_one_reads(tmp_path):
+    with TickStore(tmp_path, row_group_rows=500) as s:
+        for k in range(5):
+            s.append("mbo", mbo(700, seed=k, days=2))
+        before = s.read("mbo")
+        old = {e.path for e in s.files("mbo")}
+        with s.reading():                        # a reader is busy: the old files stay
+            new = s.compact("mbo")
+            assert all((tmp_path / p).exists() for p in old)
+            assert s.verify().pending_deletion == sorted(old)
+        assert len(new) == 2 and {e.date for e in new} == {"2024-10-04", "2024-10-05"}
+        assert s.read("mbo").equals(before) and len(s.files("mbo")) == 2
+        assert s.compact("mbo") == []            # nothing left to merge
+        assert not any((tmp_path / p).exists() for p in old)   # ... and the old files gone
+        f = pq.ParquetFile(tmp_path / new[0].path)
+        assert f.metadata.num_row_groups == -(-new[0].rows // 500)
+        rep = s.verify()
+        assert rep.ok and rep.files == 2 and rep.rows == 3500 and not rep.pending_deletion
+
+
+def test_scan_streams_in_bounded_batches_with_filters(tmp_path):
+    with TickStore(tmp_path, row_group_rows=256) as s:
+        for k in range(3):
+            s.append("mbo", mbo(3000, seed=k, instruments=8))
+        flt = pa.compute.field("size") > 500
+        want = s.read("mbo", instruments=[2, 5], columns=["price", "size"], filter=flt)
+        got = list(s.scan("mbo", instruments=[2, 5], columns=["price", "size"], filter=flt,
+                          batch_rows=100))
+    assert want.num_rows > 0 and all(b.num_rows <= 100 for b in got)
+    assert pa.Table.from_batches(got).equals(want)
+    assert np.all(want.column("size").to_numpy() > 500)
+
+
+def definitions(day: int, symbols: dict[str, int]) -> pa.Table:
+    from normalize.records import DEFINITIONS
+    rec = np.zeros(len(symbols), DEFINITIONS)
+    rec["ts_event"] = DAY0 + day * NS_PER_DAY + 1000
+    rec["symbol"] = [s.ljust(8).encode() for s in symbols]
+    rec["instrument_id"] = list(symbols.values())
+    return pa.Table.from_batches([to_arrow("definitions", rec)])
+
+
+def test_symbols_resolve_per_date_from_the_stored_definitions(tmp_path):
+    t = mbo(4000, days=2, instruments=6)
+    with TickStore(tmp_path) as s:
+        s.append("definitions", definitions(0, {"AAPL": 3, "MSFT": 4}))
+        s.append("definitions", definitions(1, {"AAPL": 5, "MSFT": 3}))   # locates change daily
+        s.append("mbo", t)
+        assert s.symbol_map() == {"2024-10-04": {"AAPL": 3, "MSFT": 4},
+                                  "2024-10-05": {"AAPL": 5, "MSFT": 3}}
+        got = s.read("mbo", symbols=["AAPL"])
+        with pytest.raises(StoreError, match="Unknown symbol\\(s\\) \\['GOOG'\\]"):
+            s.read("mbo", symbols=["AAPL", "GOOG"])
+        with pytest.raises(StoreError, match="not both"):
+            s.read("mbo", symbols=["AAPL"], instruments=[3])
+    every = as_sorted(t)
+    day = every.column("ts_event").cast(pa.int64()).to_numpy() // NS_PER_DAY - DAY0 // NS_PER_DAY
+    inst = every.column("instrument_id").to_numpy()
+    want = every.filter(pa.array(((day == 0) & (inst == 3)) | ((day == 1) & (inst == 5))))
+    assert got.num_rows > 0 and got.equals(want)
+
+
+def on_day(t: pa.Table, k: int) -> pa.Table:
+    ts = pa.compute.add(t.column("ts_event").cast(pa.int64()), k * NS_PER_DAY)
+    return t.set_column(0, "ts_event", ts.cast(t.schema.field(0).type))
+
+
+def test_verify_names_damaged_missing_and_foreign_files_and_reads_name_the_file(tmp_path):
+    with TickStore(tmp_path) as s:
+        es = [s.append("mbo", on_day(mbo(2000, seed=k), k))[0] for k in range(4)]
+    assert TickStore(tmp_path, writer=False).verify().ok
+    p0, p1, p2 = (tmp_path / e.path for e in es[:3])
+    raw = bytearray(p0.read_bytes())
+    raw[len(raw) // 3] ^= 0xFF                   # one flipped byte inside a data page
+    p0.write_bytes(bytes(raw))
+    p1.write_bytes(p1.read_bytes()[:-100])       # truncated
+    p2.unlink()                                  # missing
+    foreign = p0.parent / "notes.csv"
+    foreign.write_text("a,b\n")
+    rep = TickStore(tmp_path, writer=False).verify()
+    what = {pr.path: pr.what for pr in rep.problems}
+    assert "CRC-32" in what[es[0].path] and "bytes, the catalog says" in what[es[1].path]
+    assert "missing" in what[es[2].path] and "foreign" in what[foreign.relative_to(tmp_path)
+                                                                  .as_posix()]
+    assert es[3].path not in what and not rep.ok
+    r = TickStore(tmp_path, writer=False)
+    for bad in (es[0], es[1], es[2]):                 # each on a day of its own
+        with pytest.raises(StoreError, match=re.escape(str(tmp_path / bad.path))):
+            r.read("mbo", start=bad.ts_min, end=bad.ts_max + 1)
+    assert r.read("mbo", start=es[3].ts_min).num_rows == 2000
+    with TickStore(tmp_path):                    # a writer open leaves a foreign file alone
+        pass
+    assert foreign.exists()
