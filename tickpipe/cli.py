@@ -7,6 +7,7 @@
     tickpipe simulate ...            send a generated session on MoldUDP64 lines A and B
     tickpipe capture ... --out DIR   capture lines A and B: journal + normalized Parquet
     tickpipe journal verify DIR      check a raw journal's hash chain, blocks and index
+    tickpipe store ls|info|query|sql|compact|verify ROOT ...   the tick store
     tickpipe demo                    generate, inspect, decode; simulate and capture on loopback
 """
 
@@ -227,7 +228,8 @@ def cmd_demo(args) -> int:
     m = t["mbo"]
     print(f"\nmbo events {m.num_rows:,}; first: {m.column('ts_event')[0]} (UTC), last: {m.column('ts_event')[-1]}")
     demo_books(t, sym)
-    demo_forecasts(t, sym)
+    rec = demo_forecasts(t, sym)
+    demo_store(out, t, rec)
     demo_live(out, args)
     return 0
 
@@ -303,6 +305,7 @@ def demo_forecasts(t, sym) -> None:
     rec = to_records(fits, model="G", target="V", ts_event=last, value="variance_forecast")
     print(f"{rec.num_rows} `forecasts` records (schema {rec.schema.metadata[b'tickpipe.schema'].decode()}), "
           f"e.g. {rec.slice(0, 1).to_pylist()[0]}")
+    forecasts = rec
     size = 1_000
     liq = liquidity(bars, quote_bars(book, bar="1min"), size=size).to_pandas()
     print(f"\n== liquidity forecasts for the next minute (kernels.forecast.liquidity): HAR on log "
@@ -313,6 +316,63 @@ def demo_forecasts(t, sym) -> None:
             for r in liq.head(10).itertuples()]
     print(_table(["symbol", "spread HAR c", "spread EWMA c", "depth HAR", "depth EWMA",
                   "impact Kyle bp", "impact Amihud bp"], rows, "lrrrrrr"))
+    return forecasts
+
+
+def demo_store(out: Path, t, forecasts) -> None:
+    """The session into a tick store (mbo in ten appends, as the live pipeline writes it, then
+    compacted), a query by symbol, SQL through DuckDB, an as-of join and verify."""
+    import shutil
+
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from tickstore import TickStore
+    root = out / "store"
+    if root.exists():
+        shutil.rmtree(root)
+    print(f"\n== tick store (tickstore): the session's tables into {root}")
+    with TickStore(root) as s:
+        m = t["mbo"]
+        step = -(-m.num_rows // 10)
+        for k in range(0, m.num_rows, step):
+            s.append("mbo", m.slice(k, step))
+        for schema in ("trades", "definitions", "status", "imbalance"):
+            if t[schema].num_rows:
+                s.append(schema, t[schema])
+        s.append("forecasts", forecasts)
+        before = len(s.files("mbo"))
+        s.compact()
+        print(f"mbo: {before} appends compacted into {len(s.files('mbo'))} file")
+    from tickpipe.store_cli import main_args
+    main_args(["info", str(root)])
+    s = TickStore(root, writer=False)
+    busiest = s.sql("SELECT s.symbol, count(*) AS n FROM trades t JOIN symbols s USING (instrument_id) "
+                    "GROUP BY ALL ORDER BY n DESC LIMIT 1").column("symbol")[0].as_py()
+    q = ["query", str(root), "trades", "--symbols", busiest, "--start", "2024-03-15T14:30",
+         "--end", "2024-03-15T14:31", "--columns", "ts_event", "price", "size", "side", "--limit", "5"]
+    print(f"\n$ tickpipe store {' '.join(q)}")
+    main_args(q)
+    sql = ("SELECT s.symbol, time_bucket(INTERVAL 1 minute, ts_event) AS minute, count(*) AS trades, "
+           "sum(size) AS volume, round(sum(price::DOUBLE * size) / sum(size) / 1e9, 4) AS vwap "
+           "FROM trades t JOIN symbols s ON s.instrument_id = t.instrument_id "
+           "AND s.date = CAST(t.ts_event AS DATE) WHERE printable = 1 "
+           "GROUP BY ALL ORDER BY volume DESC LIMIT 5")
+    print(f"\n$ tickpipe store sql {root} \"{sql}\"")
+    main_args(["sql", str(root), sql])
+    day = s.read("mbo", symbols=[busiest], columns=["instrument_id", "ts_event", "price", "size",
+                                                    "side", "action"])
+    trades = s.read("trades", symbols=[busiest], columns=["instrument_id", "ts_event", "price",
+                                                          "size"])
+    adds = day.filter(pc.equal(day.column("action"), ord("A")))
+    j = s.asof_join(trades, adds.select(["instrument_id", "ts_event", "price", "side"]),
+                    tolerance="1s", quote_columns=["ts_event", "price"])
+    age = pc.subtract(j.column("ts_event").cast("int64"), j.column("quote_ts_event").cast("int64"))
+    print(f"\nas-of join: {j.num_rows:,} {busiest} trades, each with the last order added before it "
+          f"(within 1 s: {j.num_rows - j.column('quote_price').null_count:,}; median age "
+          f"{np.nanmedian(age.to_numpy(zero_copy_only=False).astype(float)) / 1e6:.2f} ms)")
+    print(f"\n$ tickpipe store verify {root}")
+    main_args(["verify", str(root)])
 
 
 def pa_array(values):
@@ -533,6 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
     j = jsub.add_parser("verify", help="check every block's hash, the chain and the index")
     j.add_argument("dir")
     j.set_defaults(func=cmd_journal_verify)
+    from tickpipe.store_cli import add_parser as add_store
+    add_store(sub)
     s = sub.add_parser("demo", help="generate, inspect and decode a session")
     s.add_argument("--out", default="demo-out")
     s.add_argument("--messages", type=int, default=2_000_000)

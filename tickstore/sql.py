@@ -4,6 +4,7 @@ The views read the same Parquet files as every other reader, chosen from the cat
 writer's uncommitted or replaced files are never seen). Timestamps are DuckDB
 ``TIMESTAMPTZ_NS``: nanoseconds kept exact; ``epoch_ns(ts_event)`` gives the integer.
 Fixed-width text fields (``symbol``, ``mpid``, ``reason``) are shown as trimmed ``VARCHAR``.
+The session time zone is UTC (``CAST(ts_event AS DATE)`` is the partition's day).
 ``symbols`` is a view of the symbol map: ``(date DATE, symbol VARCHAR, instrument_id
 UINTEGER)`` from the stored ``definitions``.
 """
@@ -32,6 +33,7 @@ def connect(store):
     readers' lock for as long as it queries, see ``TickStore.reading``)."""
     import duckdb
     con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")           # dates and casts of timestamps are UTC days
     for schema in RECORD_TYPES:
         files = [str(store.root / e.path) for e in store._live(schema)]
         if files:

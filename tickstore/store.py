@@ -49,6 +49,7 @@ import pyarrow.parquet as pq
 
 from normalize.records import RECORD_TYPES, arrow_schema
 from tickpipe.durable import fsync_dir
+from tickpipe.errors import TickpipeError
 
 NS_PER_DAY = 86_400 * 1_000_000_000
 ROW_GROUP = 128 * 1024
@@ -58,7 +59,7 @@ _FORMAT = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentS
     page_checksum_verification=True))
 
 
-class StoreError(Exception):
+class StoreError(ValueError, TickpipeError):
     """A tick store operation that cannot be done; the message names the file or argument."""
 
 
@@ -594,6 +595,7 @@ class TickStore:
         return flt
 
     def _columns(self, schema, columns) -> list[str]:
+        _check_schema(schema)
         want = arrow_schema(schema)
         cols = list(want.names) if columns is None else list(columns)
         bad = [c for c in cols if c not in want.names]

@@ -213,10 +213,10 @@ def test_readers_during_appends_and_compactions_see_whole_commits(tmp_path):
     p = subprocess.Popen([sys.executable, str(child), str(root), str(tmp_path / "log"), "0", "3"],
                          cwd=Path(__file__).resolve().parents[2])
     reader = TickStore(root, writer=False)
-    seen, looks, compacted = 0, 0, 0
+    seen, looks, merged = 0, 0, set()
     try:
         deadline = time.monotonic() + 25
-        while time.monotonic() < deadline and (looks < 40 or compacted < 3):
+        while time.monotonic() < deadline and (looks < 40 or len(merged) < 3):
             kind = looks % 3
             if kind == 0:
                 t = reader.read("mbo", columns=["instrument_id", "ts_event", "sequence"])
@@ -235,12 +235,12 @@ def test_readers_during_appends_and_compactions_see_whole_commits(tmp_path):
             seen = batches.size
             if kind < 2:
                 assert t.equals(as_sorted_keys(t))
-            compacted = sum(1 for e in reader.files("mbo") if e.rows > 1000)
+            merged |= {e.path for e in reader.files("mbo") if e.rows > 500}    # compactions
             looks += 1
     finally:
         p.kill()
         p.wait()
-    assert looks >= 40 and seen >= 6 and compacted >= 1
+    assert looks >= 40 and seen >= 6 and len(merged) >= 3
     assert reader.verify().ok
 
 
