@@ -334,7 +334,14 @@ class TickStore:
     @contextlib.contextmanager
     def reading(self):
         """Hold the readers' shared lock: the files of any catalog read inside stay in place."""
-        fd = os.open(self.root / "_readers", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.root / "_readers", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:                          # a read-only copy of a store: no writer
+            try:
+                fd = os.open(self.root / "_readers", os.O_RDONLY)
+            except OSError:
+                yield
+                return
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
             yield

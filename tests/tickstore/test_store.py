@@ -347,3 +347,21 @@ def test_verify_names_damaged_missing_and_foreign_files_and_reads_name_the_file(
     with TickStore(tmp_path):                    # a writer open leaves a foreign file alone
         pass
     assert foreign.exists()
+
+
+def test_scan_holds_about_a_row_group_per_file_not_the_day(tmp_path):
+    """Three files of one day, 150,000 rows each, scanned in 2,000-row batches: the Arrow memory
+    in use while scanning stays a small part of what the day's rows take."""
+    with TickStore(tmp_path, row_group_rows=4096) as s:
+        for k in range(3):
+            s.append("mbo", mbo(150_000, seed=k, instruments=50))
+        whole = s.read("mbo")
+        size = whole.nbytes
+        del whole
+        base = pa.total_allocated_bytes()
+        peak, rows = 0, 0
+        for b in s.scan("mbo", batch_rows=2000):
+            rows += b.num_rows
+            peak = max(peak, pa.total_allocated_bytes() - base)
+    assert rows == 450_000
+    assert peak < size / 10, (peak, size)
