@@ -129,7 +129,8 @@ def test_what_a_killed_writer_leaves_is_invisible_and_cleaned_on_open(tmp_path):
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=st.lists(st.one_of(st.tuples(st.just("append"), st.integers(0, 400),
-                                        st.integers(0, 2**16), st.integers(1, 3)),
+                                        st.integers(0, 2**16), st.integers(1, 3),
+                                        st.sampled_from(["shuffled", "in time", "sorted"])),
                               st.tuples(st.just("compact"), st.integers(1, 3))),
                     min_size=1, max_size=7),
        query=st.tuples(st.integers(0, 3 * NS_PER_DAY), st.integers(0, 3 * NS_PER_DAY),
@@ -148,6 +149,10 @@ def test_any_appends_and_compactions_read_back_as_the_model_says(tmp_path_factor
         for op in ops:
             if op[0] == "append":
                 t = mbo(op[1], seed=op[2], days=op[3], instruments=12)
+                if op[4] == "in time":               # a feed's order
+                    t = t.sort_by([("ts_event", "ascending")])
+                elif op[4] == "sorted":              # the store's order already
+                    t = as_sorted(t)
                 s.append("mbo", t)
                 model.append(t)
             else:
