@@ -288,7 +288,7 @@ def _arctic_arrow_write(mbo: pa.Table, root: Path, repeats: int) -> float | None
 # the run
 
 def run(rows: int, instruments: int, seed: int, repeats: int, write_repeats: int,
-        per_symbol: bool, workdir: Path, log=print) -> dict:
+        per_symbol: bool, workdir: Path, log=print, slot: str = "1min") -> dict:
     import arcticdb as adb
     import pandas as pd
 
@@ -309,7 +309,7 @@ def run(rows: int, instruments: int, seed: int, repeats: int, write_repeats: int
     out = {"rows": n, "instruments": int(np.unique(inst).size), "seed": seed,
            "input": str(path), "input_generated": generated, "input_s": t_input,
            "busy_instrument": busy, "busy_rows_day": int((inst == busy).sum()),
-           "hour": HOUR, "minute": MINUTE, "repeats": repeats, "write_repeats": write_repeats,
+           "hour": HOUR, "minute": MINUTE, "slot": slot, "repeats": repeats, "write_repeats": write_repeats,
            "results": {}}
     res = out["results"]
     log(f"input: {path.name} ({'generated' if generated else 'cached'} in {t_input:.1f} s): "
@@ -322,7 +322,7 @@ def run(rows: int, instruments: int, seed: int, repeats: int, write_repeats: int
     tp_times = []
     for i in range(write_repeats + 1):              # the first is a warm-up
         _fresh(tp_root)
-        with TickStore(tp_root) as st:
+        with TickStore(tp_root, slot=slot) as st:
             t = time.perf_counter()
             st.append("mbo", mbo)
             if i:
@@ -547,6 +547,8 @@ def main(argv=None) -> int:
                     help="where the stores are written (default bench/out/store)")
     ap.add_argument("--keep", action="store_true", help="keep the stores afterwards")
     ap.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON here")
+    ap.add_argument("--slot", default="1min", help="the tick store's time slot: each file holds "
+                    "one slot (1min, 5min, ..., 1D; default 1min)")
     a = ap.parse_args(argv)
     for name in ("rows", "repeats", "write_repeats", "instruments"):
         if getattr(a, name) < 1:
@@ -565,10 +567,11 @@ def main(argv=None) -> int:
     a.dir.mkdir(parents=True, exist_ok=True)
     try:
         out = run(a.rows, a.instruments, a.seed, a.repeats, a.write_repeats, a.per_symbol, a.dir,
-                  log=lambda s: print(s, file=sys.stderr, flush=True))
+                  log=lambda s: print(s, file=sys.stderr, flush=True), slot=a.slot)
     finally:
         if not a.keep:
             shutil.rmtree(a.dir, ignore_errors=True)
+    print(f"tick store slot: {a.slot} (a file per schema and {a.slot} of ts_event)")
     print(f"{out['rows']:,} mbo rows, {out['instruments']} instruments, seed {a.seed}; medians of "
           f"{a.repeats} queries / {a.write_repeats} writes after a warm-up; hour {HOUR[0]}-{HOUR[1][11:]} "
           f"UTC, minute {MINUTE[0]}-{MINUTE[1][11:]} UTC")

@@ -80,6 +80,11 @@ class FileEntry:
     ts_max: int
     bytes: int
     crc32: int
+    slot: int = -1            # start of the file's time slot, ns (-1 in old lines: its day)
+
+    def __post_init__(self):
+        if self.slot < 0:
+            object.__setattr__(self, "slot", self.ts_min // NS_PER_DAY * NS_PER_DAY)
 
     def overlaps(self, instruments, start, end) -> bool:
         if start is not None and self.ts_max < start:
@@ -163,6 +168,24 @@ def _ns(value, name: str) -> int | None:
                          f"string), was {value!r}.") from e
 
 
+SLOTS = {"1min": 60, "2min": 120, "5min": 300, "10min": 600, "15min": 900, "30min": 1800,
+         "1h": 3600, "2h": 7200, "4h": 14400, "1D": 86400}
+DEFAULT_SLOT = "1min"
+
+
+def _slot_ns(slot) -> int:
+    if isinstance(slot, str) and slot in SLOTS:
+        return SLOTS[slot] * 1_000_000_000
+    raise StoreError(f"The `slot` must be one of {', '.join(SLOTS)} (a length that divides a "
+                     f"day), was {slot!r}.")
+
+
+def _row_group(rows: int, cap: int) -> int:
+    """Row groups for a file of ``rows``: about four a file, 16,384 to ``cap`` rows each, so
+    that an instrument's rows can be found without reading the whole file."""
+    return int(min(cap, max(16_384, -(-rows // 4))))
+
+
 def _date(day: int) -> str:
     return str(np.datetime64(day, "D"))
 
@@ -178,19 +201,22 @@ def _keys(t) -> tuple[np.ndarray, np.ndarray]:
             t.column("ts_event").cast(pa.int64()).to_numpy())
 
 
-def _sort_order(day: np.ndarray, inst: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
-    """The permutation that sorts rows by (day, instrument, ts), stable; None when they are
-    sorted already. Rows in time order (a feed's) need only a stable sort by (day, instrument):
-    a radix sort when that key fits in 16 bits (ITCH locate codes do, for a day)."""
-    wide = int(inst.max()) + 1
-    key = (day - day.min()) * wide + inst
+def _sort_order(slot: np.ndarray, inst: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
+    """The permutation that sorts rows by (slot, instrument, ts), stable; None when they are
+    sorted already. Rows in time order (a feed's) need only a stable sort by instrument within
+    each slot (whose rows are then contiguous): a radix sort when the ids fit 16 bits (ITCH
+    locate codes do), slot by slot, so the work stays in cache."""
     in_time = ts.size < 2 or bool(np.all(ts[1:] >= ts[:-1]))
-    if in_time:
-        if key.size < 2 or bool(np.all(key[1:] >= key[:-1])):
-            return None
-        return np.argsort(key.astype(np.uint16) if int(key.max()) < 65536 else key,
-                          kind="stable")
-    return np.lexsort((ts, key))
+    if not in_time:
+        return np.lexsort((ts, inst, slot))
+    cuts = np.r_[0, np.flatnonzero(np.diff(slot)) + 1, slot.size]
+    if all(bool(np.all(inst[a + 1:b] >= inst[a:b - 1])) for a, b in zip(cuts[:-1], cuts[1:])):
+        return None
+    narrow = inst.astype(np.uint16) if int(inst.max()) < 65536 else inst
+    order = np.empty(ts.size, np.int64)
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        order[a:b] = np.argsort(narrow[a:b], kind="stable") + a
+    return order
 
 
 def _count_below(inst: np.ndarray, ts: np.ndarray, key: tuple[int, int]) -> int:
@@ -253,23 +279,42 @@ def _merge_sorted(streams: list[Iterator[pa.RecordBatch]]) -> Iterator[pa.Table]
         yield t
 
 
-class _PartWriter:
-    """One day's sorted rows, written in pieces to a temporary file; ``commit`` fsyncs and
-    renames it and returns its (not yet committed) catalog entry."""
+def _encodings(schema: pa.Schema) -> dict[str, str]:
+    """Per-column encodings where the dictionary does not pay (measured on 10 M simulated mbo
+    rows, bench/RESULTS.md): delta for the times and sequence numbers, which rise within an
+    instrument; byte-stream split for order references; plain for the mostly-zero match and
+    new-order references. Every other column: dictionary (pyarrow falls back to plain when a
+    dictionary grows too big)."""
+    enc = {}
+    for f in schema:
+        if f.name.startswith("ts_") or f.name == "sequence":
+            enc[f.name] = "DELTA_BINARY_PACKED"
+        elif f.name == "order_id":
+            enc[f.name] = "BYTE_STREAM_SPLIT"
+        elif f.name in ("match_id", "new_order_id"):
+            enc[f.name] = "PLAIN"
+    return enc
 
-    def __init__(self, store: "TickStore", schema: str, day: int, first_ts: int):
-        self.store, self.schema, self.date = store, schema, _date(day)
+
+class _PartWriter:
+    """One slot's sorted rows (``rows`` of them, about), written in pieces to a temporary file;
+    ``commit`` fsyncs and renames it and returns its (not yet committed) catalog entry."""
+
+    def __init__(self, store: "TickStore", schema: str, slot: int, first_ts: int, rows: int):
+        day = slot // NS_PER_DAY
+        self.store, self.schema, self.date, self.slot = store, schema, _date(day), slot
+        self.rg = _row_group(rows, store.row_group_rows)
         self.part = store.root / schema / f"date={self.date}"
         self.part.mkdir(parents=True, exist_ok=True)
         self.name = f"part-{first_ts:019d}-{uuid.uuid4().hex[:12]}.parquet"
         self.tmp = self.part / f".tmp-{self.name}"
         want = arrow_schema(schema)
-        delta = [c for c in want.names if c.startswith("ts_") or c in ("sequence", "order_id")]
+        enc = _encodings(want)
         self.writer = pq.ParquetWriter(
             self.tmp, want, compression="zstd", compression_level=store.zstd_level,
             write_statistics=True, write_page_index=True, write_page_checksum=True,
-            use_dictionary=[c for c in want.names if c not in delta],
-            column_encoding={c: "DELTA_BINARY_PACKED" for c in delta} or None)
+            use_dictionary=[c for c in want.names if c not in enc],
+            column_encoding=enc or None)
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
         self.rows = 0
@@ -284,7 +329,7 @@ class _PartWriter:
         self.ts = [min(self.ts[0], int(ts.min())), max(self.ts[1], int(ts.max()))]
         self.pending.append(t)
         self.pending_rows += t.num_rows
-        rg = self.store.row_group_rows
+        rg = self.rg
         if self.pending_rows >= rg:
             whole = pa.concat_tables(self.pending)
             n = (whole.num_rows // rg) * rg
@@ -294,8 +339,7 @@ class _PartWriter:
 
     def commit(self) -> FileEntry:
         if self.pending:
-            self.writer.write_table(pa.concat_tables(self.pending),
-                                    row_group_size=self.store.row_group_rows)
+            self.writer.write_table(pa.concat_tables(self.pending), row_group_size=self.rg)
         self.writer.close()
         with open(self.tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -305,7 +349,7 @@ class _PartWriter:
         return FileEntry(path=final.relative_to(self.store.root).as_posix(), schema=self.schema,
                          date=self.date, rows=self.rows, instrument_min=self.inst[0],
                          instrument_max=self.inst[1], ts_min=self.ts[0], ts_max=self.ts[1],
-                         bytes=final.stat().st_size, crc32=_file_crc(final))
+                         bytes=final.stat().st_size, crc32=_file_crc(final), slot=self.slot)
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
@@ -318,18 +362,46 @@ class TickStore:
     """A tick store at ``root``. Readers need no writer lock; ``writer=True`` (the default)
     takes the store's writer lock and cleans what a killed writer left."""
 
-    def __init__(self, root, *, writer: bool = True, zstd_level: int = 3,
-                 row_group_rows: int = ROW_GROUP):
+    def __init__(self, root, *, writer: bool = True, slot: str | None = None,
+                 zstd_level: int = 3, row_group_rows: int = ROW_GROUP, threads: int | None = None):
         self.root = Path(root)
         self.zstd_level = int(zstd_level)
         self.row_group_rows = int(row_group_rows)
+        self.threads = int(threads or min(os.cpu_count() or 1, 8))
         self._lock_fd = None
+        self._commit_lock = __import__("threading").Lock()
         if writer:
             (self.root / "_catalog").mkdir(parents=True, exist_ok=True)
             self._lock()
-            self._recover()
+            try:
+                self._settle_slot(slot)
+                self._recover()
+            except BaseException:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+                raise
         elif not (self.root / "_catalog").is_dir():
             raise StoreError(f"There is no tick store at {self.root} (no _catalog folder).")
+        else:
+            self._settle_slot(None, write=False)
+
+    def _settle_slot(self, slot, write: bool = True) -> None:
+        """The store's time slot: each file holds one slot of one schema. Chosen when the store
+        is made (``_catalog/_store.json``); an open that asks for another one is an error."""
+        meta = self.root / "_catalog" / "_store.json"
+        have = json.loads(meta.read_text())["slot"] if meta.exists() else None
+        if have is not None and slot is not None and slot != have:
+            raise StoreError(f"The tick store at {self.root} has {have!r} slots; it was opened "
+                             f"with slot={slot!r}.")
+        self.slot = have or slot or ("1D" if not write else DEFAULT_SLOT)
+        self.slot_ns = _slot_ns(self.slot)
+        if have is None and write:
+            tmp = meta.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"slot": self.slot}))
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, meta)
+            fsync_dir(meta.parent)
 
     def __repr__(self) -> str:
         return f"TickStore({str(self.root)!r}, writer={self._lock_fd is not None})"
@@ -471,26 +543,45 @@ class TickStore:
         if np.any(ts < 0):
             raise StoreError(f"The `{schema}` rows to append have ts_event values that are null "
                              f"or before 1970 (first at row {int(np.argmax(ts < 0))}).")
-        inst = table.column("instrument_id").to_numpy().astype(np.int64)
-        day = ts // NS_PER_DAY
-        order = _sort_order(day, inst, ts)
-        if order is not None:
-            table = table.take(pa.array(order))
-            ts, inst, day = ts[order], inst[order], day[order]
-        cuts = np.flatnonzero(np.diff(day)) + 1
-        entries, writers = [], []
-        try:
-            for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, day.size]):
-                w = _PartWriter(self, schema, int(day[lo]), int(ts[lo:hi].min()))
-                writers.append(w)
-                w.add(table.slice(lo, hi - lo), inst[lo:hi], ts[lo:hi])
-                entries.append(w.commit())
-        except BaseException:
-            for w in writers[len(entries):]:
+        inst = table.column("instrument_id").to_numpy()
+        slot = ts // self.slot_ns * self.slot_ns
+        order = _sort_order(slot, inst, ts)
+        if order is not None and not (ts.size < 2 or bool(np.all(ts[1:] >= ts[:-1]))):
+            table = table.take(pa.array(order))   # shuffled input: one sort of it all
+            ts, inst, slot = ts[order], inst[order], slot[order]
+            order = None
+        cuts = np.flatnonzero(np.diff(slot)) + 1
+        pieces = list(zip(np.r_[0, cuts].tolist(), np.r_[cuts, slot.size].tolist()))
+
+        def write(piece):                          # one slot: sort in cache, encode, commit
+            lo, hi = piece
+            part = table.slice(lo, hi - lo)
+            pi, pt = inst[lo:hi], ts[lo:hi]
+            if order is not None:
+                o = order[lo:hi] - lo
+                part, pi, pt = part.take(pa.array(o)), pi[o], pt[o]
+            w = _PartWriter(self, schema, int(slot[lo]), int(pt.min()), hi - lo)
+            try:
+                w.add(part, pi, pt)
+                return w.commit()
+            except BaseException:
                 w.abort()
-            raise
+                raise
+
+        entries = self._map(write, pieces)
         self._commit(schema, entries)             # the commit: one line, all the files
         return entries
+
+    def _map(self, fn, items) -> list:
+        """``fn`` over ``items`` on the store's threads (pyarrow's sort, take and Parquet
+        encoding release the GIL); the first error is raised after every call has ended, and
+        files already written by the others stay uncommitted (removed on the next open)."""
+        if len(items) < 2 or self.threads < 2:
+            return [fn(x) for x in items]
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(min(self.threads, len(items))) as ex:
+            futs = [ex.submit(fn, x) for x in items]
+        return [f.result() for f in futs]
 
     def _conform(self, schema: str, data) -> pa.Table:
         _check_schema(schema)
@@ -517,30 +608,29 @@ class TickStore:
 
     def compact(self, schema: str | None = None, *, date: str | None = None,
                 min_files: int = 2) -> list[FileEntry]:
-        """Merge each day's files into one (for ``schema``, or every schema; one ``date``, or
-        every day with at least ``min_files`` files). Each day's merge is one commit: readers
-        see the day's old files or its new one. Memory: about one batch per merged file.
-        Returns the new files' entries."""
+        """Merge each slot's files into one (for ``schema``, or every schema; the slots of one
+        ``date``, or every slot with at least ``min_files`` files). Each slot's merge is one
+        commit: readers see the slot's old files or its new one. Memory: about one batch per
+        merged file. Returns the new files' entries."""
         self._require_writer()
         schemas = [schema] if schema is not None else list(RECORD_TYPES)
         for s in schemas:
             _check_schema(s)
         out = []
         for s in schemas:
-            by_day: dict[str, list[FileEntry]] = {}
+            by_slot: dict[int, list[FileEntry]] = {}
             for e in self._live(s):
-                by_day.setdefault(e.date, []).append(e)
-            for d, es in sorted(by_day.items()):
-                if (date is not None and d != str(date)) or len(es) < max(min_files, 1):
-                    continue
-                out.append(self._merge_day(s, es))
+                by_slot.setdefault(e.slot, []).append(e)
+            todo = [es for _, es in sorted(by_slot.items())
+                    if (date is None or es[0].date == str(date)) and len(es) >= max(min_files, 1)]
+            out += self._map(lambda es: self._merge_slot(s, es), todo) if todo else []
         self._collect()
         return out
 
-    def _merge_day(self, schema: str, entries: list[FileEntry]) -> FileEntry:
+    def _merge_slot(self, schema: str, entries: list[FileEntry]) -> FileEntry:
         cols = arrow_schema(schema).names
-        day = entries[0].ts_min // NS_PER_DAY
-        w = _PartWriter(self, schema, day, min(e.ts_min for e in entries))
+        w = _PartWriter(self, schema, entries[0].slot, min(e.ts_min for e in entries),
+                        sum(e.rows for e in entries))
         try:
             for t in self._day_stream(entries, cols, None, BATCH_ROWS):
                 w.add(t, *_keys(t))
@@ -551,7 +641,8 @@ class TickStore:
         if new.rows != sum(e.rows for e in entries):
             raise StoreError(f"Compacting {schema} {entries[0].date}: read {new.rows} rows from "
                              f"files whose catalog entries say {sum(e.rows for e in entries)}.")
-        self._commit(schema, [new], [e.path for e in entries])
+        with self._commit_lock:
+            self._commit(schema, [new], [e.path for e in entries])
         return new
 
     # -- reads --------------------------------------------------------------------------------
@@ -651,26 +742,44 @@ class TickStore:
             return self._read_planned(schema, plan, lo, hi, cols, filter)
 
     def _read_planned(self, schema, plan, lo, hi, cols, extra) -> pa.Table:
+        """The files of ``plan`` read day by day, each day's files as one dataset (its files
+        read in parallel), in slot order; slots with several files (appends not yet compacted)
+        are put in order by a stable sort, so rows equal in (instrument, time) keep the order
+        of their commits."""
         need = list(dict.fromkeys(cols + ["instrument_id", "ts_event"]))
-        days: dict[str, list[pa.Table]] = {}
+        want = arrow_schema(schema)
+        by_date: dict[str, list] = {}
         for e, inst in plan:                      # catalog order: the order of the commits
-            flt = self._filter(inst, lo, hi, extra)
-            try:
-                t = self._open(e).to_table(columns=need, filter=flt)
-            except (OSError, pa.ArrowInvalid) as err:
-                raise StoreError(f"The committed file {self.root / e.path} cannot be read: "
-                                 f"{err}") from err
-            days.setdefault(e.date, []).append(t)
+            by_date.setdefault(e.date, []).append((e, inst))
         parts = []
-        for date in sorted(days):
-            t = pa.concat_tables(days[date])
-            if len(days[date]) > 1:
+        for date in sorted(by_date):
+            items = sorted(by_date[date], key=lambda x: x[0].slot)     # stable
+            entries = [e for e, _ in items]
+            flt = self._filter(items[0][1], lo, hi, extra)   # one id set a date (symbols)
+            try:
+                t = ds.dataset([str(self.root / e.path) for e in entries], schema=want,
+                               format=_FORMAT).to_table(columns=need, filter=flt)
+            except (OSError, pa.ArrowInvalid) as err:
+                self._name_bad_file(entries, need, flt, err)
+                raise
+            slots = [e.slot for e in entries]
+            if len(set(slots)) < len(slots):
                 inst, ts = _keys(t)
-                t = t.take(pa.array(np.lexsort((ts, inst))))
+                t = t.take(pa.array(np.lexsort((ts, inst, ts // self.slot_ns))))
             parts.append(t.select(cols))
         if not parts:
             return self._empty(schema, cols)
         return pa.concat_tables(parts)
+
+    def _name_bad_file(self, entries, need, flt, err) -> None:
+        """Raise a StoreError naming the first of ``entries`` that cannot be read."""
+        for e in entries:
+            try:
+                self._open(e).to_table(columns=need, filter=flt)
+            except (OSError, pa.ArrowInvalid) as bad:
+                raise StoreError(f"The committed file {self.root / e.path} cannot be read: "
+                                 f"{bad}") from bad
+        raise StoreError(f"The files of {entries[0].date} cannot be read: {err}") from err
 
     def scan(self, schema: str, *, symbols=None, instruments=None, start=None, end=None,
              columns=None, filter=None, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
@@ -679,12 +788,12 @@ class TickStore:
         cols = self._columns(schema, columns)
         with self.reading():
             plan, lo, hi = self._plan(schema, symbols, instruments, start, end)
-            days: dict[str, list] = {}
+            slots: dict[int, list] = {}
             for e, inst in plan:
-                days.setdefault(e.date, []).append((e, inst))
-            for date in sorted(days):
-                for t in self._day_stream([e for e, _ in days[date]], cols, None, batch_rows,
-                                          [(lo, hi, inst, filter) for _, inst in days[date]]):
+                slots.setdefault(e.slot, []).append((e, inst))
+            for slot in sorted(slots):
+                for t in self._day_stream([e for e, _ in slots[slot]], cols, None, batch_rows,
+                                          [(lo, hi, inst, filter) for _, inst in slots[slot]]):
                     for b in t.select(cols).to_batches(max_chunksize=batch_rows):
                         if b.num_rows:
                             yield b
@@ -833,4 +942,9 @@ class TickStore:
         days = np.unique(ts // NS_PER_DAY)
         if days.size != 1 or _date(int(days[0])) != e.date or f"date={e.date}" not in e.path:
             out += bad(f"rows of {[_date(int(d)) for d in days[:3]]} in the partition of {e.date}")
+        else:
+            outside = (ts < e.slot) | (ts >= e.slot + self.slot_ns)
+            if outside.any():
+                out += bad(f"row {int(np.argmax(outside))} is outside the file's {self.slot} slot "
+                           f"from {np.datetime64(e.slot, 'ns')}")
         return out

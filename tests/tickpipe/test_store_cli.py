@@ -18,7 +18,7 @@ from tests.tickstore.test_store import definitions, mbo  # noqa: E402
 
 @pytest.fixture
 def root(tmp_path):
-    with TickStore(tmp_path / "s") as s:
+    with TickStore(tmp_path / "s", slot="1D") as s:
         s.append("definitions", definitions(0, {"AAPL": 3, "MSFT": 4}))
         for k in range(3):
             s.append("mbo", mbo(1000, seed=k, instruments=6))

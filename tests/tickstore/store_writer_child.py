@@ -14,7 +14,7 @@ from tickstore.store import TickStore  # noqa: E402
 
 root, log, round_ = sys.argv[1], sys.argv[2], int(sys.argv[3])
 compact_every = int(sys.argv[4]) if len(sys.argv) > 4 else 0
-with TickStore(root) as s:
+with TickStore(root, slot="4h") as s:
     seq = s.read("mbo", columns=["sequence"]).column("sequence").to_numpy()
     b = int(seq.max() // 10**6) + 1 if seq.size else 1
     k = 0

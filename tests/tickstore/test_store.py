@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from normalize.records import MBO, arrow_schema, to_arrow
-from tickstore.store import NS_PER_DAY, StoreError, StoreLocked, TickStore
+from tickstore.store import NS_PER_DAY, SLOTS, StoreError, StoreLocked, TickStore
 
 DAY0 = 20_000 * NS_PER_DAY                      # 2024-10-04
 
@@ -36,8 +36,9 @@ def mbo(n, seed=0, days=1, instruments=20):
     return pa.Table.from_batches([to_arrow("mbo", rec)])
 
 
-def as_sorted(t: pa.Table) -> pa.Table:
-    day = pa.compute.divide(t.column("ts_event").cast(pa.int64()), NS_PER_DAY)
+def as_sorted(t: pa.Table, slot_ns: int = NS_PER_DAY) -> pa.Table:
+    """The store's order: by time slot, instrument, time, then as appended (here: sequence)."""
+    day = pa.compute.divide(t.column("ts_event").cast(pa.int64()), slot_ns)
     t = t.append_column("_day", day)
     return t.sort_by([("_day", "ascending"), ("instrument_id", "ascending"),
                       ("ts_event", "ascending"), ("sequence", "ascending")]).drop(["_day"])
@@ -45,7 +46,7 @@ def as_sorted(t: pa.Table) -> pa.Table:
 
 def test_append_then_read_gives_the_rows_by_day_and_instrument(tmp_path):
     t = mbo(5000, days=3)
-    with TickStore(tmp_path) as s:
+    with TickStore(tmp_path, slot="1D") as s:
         entries = s.append("mbo", t)
         assert len(entries) == 3 and sum(e.rows for e in entries) == 5000
         got = s.read("mbo")
@@ -62,7 +63,7 @@ def test_append_then_read_gives_the_rows_by_day_and_instrument(tmp_path):
 
 
 def test_queries_choose_files_from_the_catalog_and_filter_rows(tmp_path):
-    with TickStore(tmp_path) as s:
+    with TickStore(tmp_path, slot="1D") as s:
         for k in range(4):
             s.append("mbo", mbo(2000, seed=k, days=2, instruments=5 + 5 * k))
         everything = s.read("mbo")
@@ -78,7 +79,7 @@ def test_queries_choose_files_from_the_catalog_and_filter_rows(tmp_path):
 
 
 def test_bad_arguments_get_errors_naming_them(tmp_path):
-    with TickStore(tmp_path) as s:
+    with TickStore(tmp_path, slot="1D") as s:
         with pytest.raises(StoreError, match="Unknown schema 'quotes'"):
             s.append("quotes", mbo(10))
         with pytest.raises(StoreError, match="missing \\['mpid'\\]"):
@@ -99,16 +100,16 @@ def test_bad_arguments_get_errors_naming_them(tmp_path):
 
 
 def test_a_second_writer_is_refused_and_readers_need_no_lock(tmp_path):
-    with TickStore(tmp_path) as s:
+    with TickStore(tmp_path, slot="1D") as s:
         s.append("mbo", mbo(100))
         with pytest.raises(StoreLocked, match="has a writer already"):
-            TickStore(tmp_path)
+            TickStore(tmp_path, slot="1D")
         assert TickStore(tmp_path, writer=False).read("mbo").num_rows == 100
     TickStore(tmp_path).close()                 # the lock goes with its holder
 
 
 def test_what_a_killed_writer_leaves_is_invisible_and_cleaned_on_open(tmp_path):
-    with TickStore(tmp_path) as s:
+    with TickStore(tmp_path, slot="1D") as s:
         s.append("mbo", mbo(300, seed=1))
     part = next((tmp_path / "mbo").glob("date=*"))
     (part / ".tmp-part-0000000000000000001-0123456789ab.parquet").write_bytes(b"half a file")          # killed mid-write
@@ -118,7 +119,7 @@ def test_what_a_killed_writer_leaves_is_invisible_and_cleaned_on_open(tmp_path):
         f.write('{"path": "mbo/date=2024-10-04/part-0000000000000000000-0123456789ab.parquet", "ro')  # torn line
     reader = TickStore(tmp_path, writer=False)
     assert reader.read("mbo").num_rows == 300                          # only committed rows
-    with TickStore(tmp_path) as s:                                      # the writer cleans
+    with TickStore(tmp_path, slot="1D") as s:                                      # the writer cleans
         assert sorted(p.name for p in part.iterdir()) == [
             p for p in sorted(os.listdir(part)) if not p.startswith(".tmp")
             and "0123456789ab" not in p]
@@ -135,9 +136,9 @@ def test_what_a_killed_writer_leaves_is_invisible_and_cleaned_on_open(tmp_path):
                     min_size=1, max_size=7),
        query=st.tuples(st.integers(0, 3 * NS_PER_DAY), st.integers(0, 3 * NS_PER_DAY),
                        st.lists(st.integers(1, 12), max_size=4)),
-       batch_rows=st.integers(1, 300))
+       batch_rows=st.integers(1, 300), slot=st.sampled_from(["1D", "4h", "1h"]))
 def test_any_appends_and_compactions_read_back_as_the_model_says(tmp_path_factory, ops, query,
-                                                                 batch_rows):
+                                                                 batch_rows, slot):
     """Appends and compactions in any order, then a range read and a scan in small batches:
     both give the model's rows (all appended rows, sorted by day, instrument, time, append
     order), and compaction never changes what a read gives."""
@@ -145,7 +146,7 @@ def test_any_appends_and_compactions_read_back_as_the_model_says(tmp_path_factor
     model = []
     a, b = sorted(query[:2])
     inst = query[2] or None
-    with TickStore(root, row_group_rows=128) as s:
+    with TickStore(root, slot=slot, row_group_rows=128) as s:
         for op in ops:
             if op[0] == "append":
                 t = mbo(op[1], seed=op[2], days=op[3], instruments=12)
@@ -163,7 +164,8 @@ def test_any_appends_and_compactions_read_back_as_the_model_says(tmp_path_factor
         scanned = list(s.scan("mbo", instruments=inst, start=DAY0 + a, end=DAY0 + b,
                               batch_rows=batch_rows))
         assert s.verify().ok
-    every = as_sorted(pa.concat_tables(model)) if model else None
+        assert all(e.ts_max < e.slot + SLOTS[slot] * 10**9 for e in s.files("mbo"))
+    every = as_sorted(pa.concat_tables(model), SLOTS[slot] * 10**9) if model else None
     if every is None:
         assert got.num_rows == 0 and not scanned
         return
@@ -214,7 +216,7 @@ def test_readers_during_appends_and_compactions_see_whole_commits(tmp_path):
     batch twice, never fewer batches than the look before, rows in order."""
     child = Path(__file__).with_name("store_writer_child.py")
     root = tmp_path / "s"
-    TickStore(root).close()
+    TickStore(root, slot="4h").close()
     p = subprocess.Popen([sys.executable, str(child), str(root), str(tmp_path / "log"), "0", "3"],
                          cwd=Path(__file__).resolve().parents[2])
     reader = TickStore(root, writer=False)
@@ -253,14 +255,15 @@ KEYS = pa.schema([arrow_schema("mbo").field(c) for c in ("instrument_id", "ts_ev
 
 
 def as_sorted_keys(t: pa.Table) -> pa.Table:
-    day = pa.compute.divide(t.column("ts_event").cast(pa.int64()), NS_PER_DAY)
+    """The store's order for the writer child's 4-hour slots."""
+    day = pa.compute.divide(t.column("ts_event").cast(pa.int64()), 4 * 3600 * 10**9)
     return t.append_column("_day", day).sort_by(
         [("_day", "ascending"), ("instrument_id", "ascending"),
          ("ts_event", "ascending")]).drop(["_day"])
 
 
 def test_compaction_merges_a_day_in_one_commit_and_deletes_old_files_when_no_one_reads(tmp_path):
-    with TickStore(tmp_path, row_group_rows=500) as s:
+    with TickStore(tmp_path, slot="1D", row_group_rows=500) as s:
         for k in range(5):
             s.append("mbo", mbo(700, seed=k, days=2))
         before = s.read("mbo")
@@ -280,7 +283,7 @@ def test_compaction_merges_a_day_in_one_commit_and_deletes_old_files_when_no_one
 
 
 def test_scan_streams_in_bounded_batches_with_filters(tmp_path):
-    with TickStore(tmp_path, row_group_rows=256) as s:
+    with TickStore(tmp_path, slot="1D", row_group_rows=256) as s:
         for k in range(3):
             s.append("mbo", mbo(3000, seed=k, instruments=8))
         flt = pa.compute.field("size") > 500
@@ -303,7 +306,7 @@ def definitions(day: int, symbols: dict[str, int]) -> pa.Table:
 
 def test_symbols_resolve_per_date_from_the_stored_definitions(tmp_path):
     t = mbo(4000, days=2, instruments=6)
-    with TickStore(tmp_path) as s:
+    with TickStore(tmp_path, slot="1D") as s:
         s.append("definitions", definitions(0, {"AAPL": 3, "MSFT": 4}))
         s.append("definitions", definitions(1, {"AAPL": 5, "MSFT": 3}))   # locates change daily
         s.append("mbo", t)
@@ -327,7 +330,7 @@ def on_day(t: pa.Table, k: int) -> pa.Table:
 
 
 def test_verify_names_damaged_missing_and_foreign_files_and_reads_name_the_file(tmp_path):
-    with TickStore(tmp_path) as s:
+    with TickStore(tmp_path, slot="1D") as s:
         es = [s.append("mbo", on_day(mbo(2000, seed=k), k))[0] for k in range(4)]
     assert TickStore(tmp_path, writer=False).verify().ok
     p0, p1, p2 = (tmp_path / e.path for e in es[:3])
@@ -357,7 +360,7 @@ def test_verify_names_damaged_missing_and_foreign_files_and_reads_name_the_file(
 def test_scan_holds_about_a_row_group_per_file_not_the_day(tmp_path):
     """Three files of one day, 150,000 rows each, scanned in 2,000-row batches: the Arrow memory
     in use while scanning stays a small part of what the day's rows take."""
-    with TickStore(tmp_path, row_group_rows=4096) as s:
+    with TickStore(tmp_path, slot="1D", row_group_rows=4096) as s:
         for k in range(3):
             s.append("mbo", mbo(150_000, seed=k, instruments=50))
         whole = s.read("mbo")
@@ -370,3 +373,20 @@ def test_scan_holds_about_a_row_group_per_file_not_the_day(tmp_path):
             peak = max(peak, pa.total_allocated_bytes() - base)
     assert rows == 450_000
     assert peak < size / 10, (peak, size)
+
+
+def test_the_slot_is_chosen_when_the_store_is_made_and_files_hold_one_slot_each(tmp_path):
+    t = mbo(3000, seed=4, days=1, instruments=9).sort_by([("ts_event", "ascending")])
+    with TickStore(tmp_path, slot="2h") as s:
+        es = s.append("mbo", t)
+    assert len(es) == 12 and all(e.slot % (2 * 3600 * 10**9) == 0 for e in es)
+    assert all(e.slot <= e.ts_min <= e.ts_max < e.slot + 2 * 3600 * 10**9 for e in es)
+    with TickStore(tmp_path) as s:               # the store's own slot, not the default
+        assert s.slot == "2h"
+    with pytest.raises(StoreError, match="has '2h' slots; it was opened with slot='1min'"):
+        TickStore(tmp_path, slot="1min")
+    TickStore(tmp_path).close()                  # ... and the refused open left no lock
+    with pytest.raises(StoreError, match="must be one of"):
+        TickStore(tmp_path / "other", slot="7min")
+    r = TickStore(tmp_path, writer=False)
+    assert r.read("mbo").equals(as_sorted(t, 2 * 3600 * 10**9)) and r.verify().ok
