@@ -42,12 +42,15 @@ bench: $(STAMP)
 	$(PY) bench/capture.py --size full --json bench/out/capture.json
 	$(PY) bench/features.py --events 20000000 --instruments 1000
 	$(PY) bench/forecast.py --instruments 10000 --length 2000 --sample 100
+	$(PY) bench/store.py --slot 1min --json bench/out/store-1min.json
+	$(PY) bench/store.py --slot 1D --json bench/out/store-1D.json
 
 bench-quick: $(STAMP)
 	$(PY) bench/run.py --size quick --json bench/out/quick.json
 	$(PY) bench/capture.py --size quick --json bench/out/capture-quick.json
 	$(PY) bench/features.py --events 300000 --instruments 100
 	$(PY) bench/forecast.py --instruments 200 --length 1000 --sample 5
+	$(PY) bench/store.py --rows 300000 --instruments 100 --repeats 3 --write-repeats 1
 
 bench-gpu: $(STAMP)      # on a machine with an NVIDIA GPU: books and features on the device
 	$(PY) bench/gpu.py

@@ -52,14 +52,13 @@ def connect(store):
     return con
 
 
-def run_sql(store, query: str, params=None) -> pa.Table:
+
+def run_sql(con, query: str, params=None) -> pa.Table:
+    """``query`` on a connection from :func:`connect`, as an Arrow table."""
     from tickstore.store import StoreError
     import duckdb
-    con = connect(store)
     try:
         rel = con.sql(query, params=params)
         return rel.to_arrow_table() if rel is not None else pa.table({})
     except duckdb.Error as e:
         raise StoreError(f"The SQL query failed: {e}") from e
-    finally:
-        con.close()

@@ -7,14 +7,15 @@ Layout (an open format: any Parquet reader reads the files as they are)::
     {root}/_lock                        held by the one writer
     {root}/_readers                     shared by readers while they read
 
-A file holds one schema and one UTC day of ``ts_event``, rows sorted by ``(instrument_id,
+A file holds one schema and one time slot of ``ts_event`` (the store's ``slot``: one minute
+by default, up to a UTC day, chosen when the store is made), rows sorted by ``(instrument_id,
 ts_event)``. Its catalog entry records its rows, instrument and time ranges, size and CRC-32, so
 queries choose files without opening them.
 
-**Commit protocol.** An append writes each day's rows to ``.tmp-*`` in the partition, fsyncs
+**Commit protocol.** An append writes each slot's rows to ``.tmp-*`` in the partition, fsyncs
 it, renames it to its final name and fsyncs the directory; then it appends one catalog line
 listing all of the append's files (with the line's own CRC-32 at its end) and fsyncs the
-catalog. The append is committed exactly when its line is complete, all its days or none, and
+catalog. The append is committed exactly when its line is complete, all its files or none, and
 only committed files are visible. A compaction commits the same way: one line that adds the
 merged file and removes the files it replaces, so a reader sees the old files or the new one,
 never both or neither. A writer killed at any point leaves at most a temporary file, a renamed
@@ -370,6 +371,8 @@ class TickStore:
         self.threads = int(threads or min(os.cpu_count() or 1, 8))
         self._lock_fd = None
         self._commit_lock = __import__("threading").Lock()
+        self._duck = None                         # (catalog key, DuckDB connection) for sql()
+        self._sql_lock = __import__("threading").Lock()
         if writer:
             (self.root / "_catalog").mkdir(parents=True, exist_ok=True)
             self._lock()
@@ -436,6 +439,9 @@ class TickStore:
             os.close(fd)
 
     def close(self) -> None:
+        if self._duck is not None:
+            self._duck[1].close()
+            self._duck = None
         if self._lock_fd is not None:
             self._collect()
             os.close(self._lock_fd)
@@ -534,7 +540,7 @@ class TickStore:
 
     def append(self, schema: str, data) -> list[FileEntry]:
         """Commit ``data`` (a table, record batch or iterable of batches with the schema's
-        columns) as one new file per UTC day of ``ts_event``; returns their catalog entries."""
+        columns) as one new file per time slot of ``ts_event``; returns their catalog entries."""
         self._require_writer()
         table = self._conform(schema, data)
         if table.num_rows == 0:
@@ -854,10 +860,25 @@ class TickStore:
     def sql(self, query: str, params=None) -> pa.Table:
         """Run ``query`` with DuckDB, where each schema is a view over its committed files and
         ``symbols`` a view (date, symbol, instrument_id) of the symbol map. Timestamps are
-        ``TIMESTAMPTZ_NS``: nanoseconds kept exact. Returns an Arrow table."""
-        from tickstore.sql import run_sql
+        ``TIMESTAMPTZ_NS``: nanoseconds kept exact. Returns an Arrow table. The connection and
+        its views are kept until a commit changes the catalog."""
+        from tickstore.sql import connect, run_sql
         with self.reading():
-            return run_sql(self, query, params)
+            key = self._catalog_key()
+            with self._sql_lock:                  # one query at a time on the connection
+                if self._duck is None or self._duck[0] != key:
+                    if self._duck is not None:
+                        self._duck[1].close()
+                    self._duck = (key, connect(self))     # views of the catalog as it is now
+                return run_sql(self._duck[1], query, params)
+
+    def _catalog_key(self) -> tuple:
+        """Changes whenever a commit (or a writer's recovery) changes a catalog."""
+        out = []
+        for cat in sorted((self.root / "_catalog").glob("*.jsonl")):
+            st = cat.stat()
+            out.append((cat.name, st.st_size, st.st_mtime_ns))
+        return tuple(out)
 
     def asof_join(self, trades: pa.Table, quotes: pa.Table, **kw) -> pa.Table:
         """:func:`tickstore.asof.asof_join`."""

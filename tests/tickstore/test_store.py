@@ -390,3 +390,18 @@ def test_the_slot_is_chosen_when_the_store_is_made_and_files_hold_one_slot_each(
         TickStore(tmp_path / "other", slot="7min")
     r = TickStore(tmp_path, writer=False)
     assert r.read("mbo").equals(as_sorted(t, 2 * 3600 * 10**9)) and r.verify().ok
+
+
+def test_sql_sees_each_commit_and_compaction(tmp_path):
+    """The DuckDB connection is kept between queries and rebuilt when the catalog changes."""
+    with TickStore(tmp_path, slot="1D") as s:
+        q = "SELECT count(*) AS n, count(DISTINCT sequence) AS d FROM mbo"
+        assert s.sql(q).to_pylist() == [{"n": 0, "d": 0}]
+        s.append("mbo", mbo(300, seed=1))
+        first = s._duck[1]
+        assert s.sql(q).to_pylist() == [{"n": 300, "d": 300}] and s._duck[1] is not first
+        kept = s._duck[1]
+        assert s.sql(q).to_pylist() == [{"n": 300, "d": 300}] and s._duck[1] is kept
+        s.append("mbo", mbo(200, seed=2))
+        s.compact("mbo")
+        assert s.sql(q).to_pylist() == [{"n": 500, "d": 500}]
