@@ -202,22 +202,24 @@ def _keys(t) -> tuple[np.ndarray, np.ndarray]:
             t.column("ts_event").cast(pa.int64()).to_numpy())
 
 
-def _sort_order(slot: np.ndarray, inst: np.ndarray, ts: np.ndarray) -> np.ndarray | None:
-    """The permutation that sorts rows by (slot, instrument, ts), stable; None when they are
-    sorted already. Rows in time order (a feed's) need only a stable sort by instrument within
-    each slot (whose rows are then contiguous): a radix sort when the ids fit 16 bits (ITCH
-    locate codes do), slot by slot, so the work stays in cache."""
+def _sort_order(slot: np.ndarray, inst: np.ndarray,
+                ts: np.ndarray) -> tuple[np.ndarray | None, bool]:
+    """The permutation that sorts rows by (slot, instrument, ts), stable (None when they are
+    sorted already), and whether the rows were in time order. Rows in time order (a feed's)
+    need only a stable sort by instrument within each slot (whose rows are then contiguous): a
+    radix sort when the ids fit 16 bits (ITCH locate codes do), slot by slot, so the work
+    stays in cache. Other rows: one lexsort of them all."""
     in_time = ts.size < 2 or bool(np.all(ts[1:] >= ts[:-1]))
     if not in_time:
-        return np.lexsort((ts, inst, slot))
+        return np.lexsort((ts, inst, slot)), False
     cuts = np.r_[0, np.flatnonzero(np.diff(slot)) + 1, slot.size]
     if all(bool(np.all(inst[a + 1:b] >= inst[a:b - 1])) for a, b in zip(cuts[:-1], cuts[1:])):
-        return None
+        return None, True
     narrow = inst.astype(np.uint16) if int(inst.max()) < 65536 else inst
     order = np.empty(ts.size, np.int64)
     for a, b in zip(cuts[:-1], cuts[1:]):
         order[a:b] = np.argsort(narrow[a:b], kind="stable") + a
-    return order
+    return order, True
 
 
 def _count_below(inst: np.ndarray, ts: np.ndarray, key: tuple[int, int]) -> int:
@@ -551,8 +553,8 @@ class TickStore:
                              f"or before 1970 (first at row {int(np.argmax(ts < 0))}).")
         inst = table.column("instrument_id").to_numpy()
         slot = ts // self.slot_ns * self.slot_ns
-        order = _sort_order(slot, inst, ts)
-        if order is not None and not (ts.size < 2 or bool(np.all(ts[1:] >= ts[:-1]))):
+        order, in_time = _sort_order(slot, inst, ts)
+        if not in_time:
             table = table.take(pa.array(order))   # shuffled input: one sort of it all
             ts, inst, slot = ts[order], inst[order], slot[order]
             order = None
