@@ -343,7 +343,8 @@ def demo_store(out: Path, t, forecasts) -> None:
         s.append("forecasts", forecasts)
         before = len(s.files("mbo"))
         s.compact()
-        print(f"mbo: {before} appends compacted into {len(s.files('mbo'))} file")
+        print(f"mbo: 10 appends made {before} files (a file per {s.slot} of ts_event an append "
+              f"touches); compacted into {len(s.files('mbo'))}, one per {s.slot}")
     from tickpipe.store_cli import main_args
     main_args(["info", str(root)])
     s = TickStore(root, writer=False)

@@ -390,6 +390,15 @@ def test_the_slot_is_chosen_when_the_store_is_made_and_files_hold_one_slot_each(
         TickStore(tmp_path / "other", slot="7min")
     r = TickStore(tmp_path, writer=False)
     assert r.read("mbo").equals(as_sorted(t, 2 * 3600 * 10**9)) and r.verify().ok
+    with TickStore(tmp_path / "day", slot="1D") as s:   # prices: a dictionary where it pays
+        few, many = s.append("mbo", mbo(900, seed=1)), s.append("mbo", mbo(9000, seed=2,
+                                                                         instruments=5))
+
+    def price_encodings(e):
+        f = pq.ParquetFile(tmp_path / "day" / e.path)
+        return f.metadata.row_group(0).column(f.schema_arrow.get_field_index("price")).encodings
+    assert "RLE_DICTIONARY" not in price_encodings(few[0])           # 45 rows an instrument
+    assert "RLE_DICTIONARY" in price_encodings(many[0])              # 1,800 an instrument
 
 
 def test_sql_sees_each_commit_and_compaction(tmp_path):
