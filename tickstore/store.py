@@ -650,7 +650,7 @@ class TickStore:
         w = _PartWriter(self, schema, entries[0].slot, min(e.ts_min for e in entries),
                         sum(e.rows for e in entries), span + 1)
         try:
-            for t in self._day_stream(entries, cols, None, BATCH_ROWS):
+            for t in self._slot_stream(entries, cols, None, BATCH_ROWS):
                 w.add(t, *_keys(t))
             new = w.commit()
         except BaseException:
@@ -751,9 +751,9 @@ class TickStore:
              columns=None, filter=None) -> pa.Table:
         """The rows of ``schema`` for ``symbols`` (per date, from the stored definitions) or
         ``instruments`` (ids; all when both are None) with ``ts_event`` in ``[start, end)`` and
-        matching ``filter`` (a ``pyarrow.compute`` expression): day by day, sorted by
-        (instrument_id, ts_event) within a day (rows equal in both in the order they were
-        appended)."""
+        matching ``filter`` (a ``pyarrow.compute`` expression): slot by slot in time order,
+        sorted by (instrument_id, ts_event) within a slot (rows equal in both in the order
+        they were appended)."""
         cols = self._columns(schema, columns)
         with self.reading():
             plan, lo, hi = self._plan(schema, symbols, instruments, start, end)
@@ -802,7 +802,7 @@ class TickStore:
     def scan(self, schema: str, *, symbols=None, instruments=None, start=None, end=None,
              columns=None, filter=None, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
         """:meth:`read`'s rows, in the same order, as ``RecordBatch``es of at most
-        ``batch_rows`` rows; memory is about a row group per file of the day being read."""
+        ``batch_rows`` rows; memory is about a row group per file of the slot being read."""
         cols = self._columns(schema, columns)
         with self.reading():
             plan, lo, hi = self._plan(schema, symbols, instruments, start, end)
@@ -810,7 +810,7 @@ class TickStore:
             for e, inst in plan:
                 slots.setdefault(e.slot, []).append((e, inst))
             for slot in sorted(slots):
-                for t in self._day_stream([e for e, _ in slots[slot]], cols, None, batch_rows,
+                for t in self._slot_stream([e for e, _ in slots[slot]], cols, None, batch_rows,
                                           [(lo, hi, inst, filter) for _, inst in slots[slot]]):
                     for b in t.select(cols).to_batches(max_chunksize=batch_rows):
                         if b.num_rows:
@@ -829,7 +829,8 @@ class TickStore:
         except (OSError, pa.ArrowInvalid) as err:
             raise StoreError(f"The committed file {path} cannot be read: {err}") from err
 
-    def _day_stream(self, entries, cols, flt, batch_rows, bounds=None) -> Iterator[pa.Table]:
+    def _slot_stream(self, entries, cols, flt, batch_rows, bounds=None) -> Iterator[pa.Table]:
+        """One slot's files as one sorted stream (merged when there are several)."""
         need = list(dict.fromkeys(list(cols) + ["instrument_id", "ts_event"]))
         flts = [flt if bounds is None else self._filter(b[2], b[0], b[1], b[3])
                 for b in (bounds or [None] * len(entries))]
@@ -906,7 +907,7 @@ class TickStore:
 
     def verify(self) -> VerifyReport:
         """Check every committed file against its catalog entry (size, CRC-32, row count,
-        schema, day, sort order, instrument and time ranges) and the tree for files no catalog
+        schema, day and slot, sort order, instrument and time ranges) and the tree for files no catalog
         knows. Reads every byte of every file."""
         rep = VerifyReport()
         with self.reading():
