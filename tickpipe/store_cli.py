@@ -122,42 +122,42 @@ def cmd_verify(args) -> int:
     return 0 if rep.ok else 1
 
 
+def _command(ssub, name: str, help: str, func, *, schema_date: bool = False):
+    c = ssub.add_parser(name, help=help)
+    c.add_argument("root", help="the store's folder")
+    if schema_date:
+        c.add_argument("--schema")
+        c.add_argument("--date", help="YYYY-MM-DD")
+    c.set_defaults(func=func)
+    return c
+
+
 def add_parser(sub) -> None:
     s = sub.add_parser("store", help="the tick store: ls, info, query, sql, compact, verify")
     ssub = s.add_subparsers(dest="store_cmd", required=True)
-    c = ssub.add_parser("ls", help="the committed files")
-    c.add_argument("root")
-    c.add_argument("--schema")
-    c.add_argument("--date", help="YYYY-MM-DD")
-    c.set_defaults(func=cmd_ls)
-    c = ssub.add_parser("info", help="rows, bytes, days and instruments per schema")
-    c.add_argument("root")
-    c.set_defaults(func=cmd_info)
-    c = ssub.add_parser("query", help="rows of a schema by symbol or instrument and time")
-    c.add_argument("root")
+    _command(ssub, "ls", "the committed files", cmd_ls, schema_date=True)
+    _command(ssub, "info", "rows, bytes, days and instruments per schema", cmd_info)
+    c = _command(ssub, "query", "rows of a schema by symbol or instrument and time", cmd_query)
     c.add_argument("schema")
     c.add_argument("--symbols", nargs="+")
     c.add_argument("--instruments", nargs="+")
-    c.add_argument("--start", help="ISO time (UTC) or ns since the epoch")
-    c.add_argument("--end", help="ISO time (UTC) or ns since the epoch (exclusive)")
+    c.add_argument("--start", type=_time, help="ISO time (UTC) or ns since the epoch")
+    c.add_argument("--end", type=_time, help="ISO time (UTC) or ns since the epoch (exclusive)")
     c.add_argument("--columns", nargs="+")
     c.add_argument("--limit", type=int, default=20, help="rows to print (default 20)")
     c.add_argument("--out", help="write all rows to FILE (.parquet or .csv)")
-    c.set_defaults(func=cmd_query)
-    c = ssub.add_parser("sql", help="DuckDB SQL; each schema is a view, and `symbols`")
-    c.add_argument("root")
+    c = _command(ssub, "sql", "DuckDB SQL; each schema is a view, and `symbols`", cmd_sql)
     c.add_argument("query")
     c.add_argument("--limit", type=int, default=40)
     c.add_argument("--out")
-    c.set_defaults(func=cmd_sql)
-    c = ssub.add_parser("compact", help="merge each day's files into one")
-    c.add_argument("root")
-    c.add_argument("--schema")
-    c.add_argument("--date", help="YYYY-MM-DD")
-    c.set_defaults(func=cmd_compact)
-    c = ssub.add_parser("verify", help="check every file against the catalog")
-    c.add_argument("root")
-    c.set_defaults(func=cmd_verify)
+    _command(ssub, "compact", "merge each time slot's files into one", cmd_compact,
+             schema_date=True)
+    _command(ssub, "verify", "check every file against the catalog", cmd_verify)
+
+
+def _time(value: str):
+    """A time argument: digits are ns since the epoch, anything else an ISO time."""
+    return int(value) if value.isdigit() else value
 
 
 def main_args(argv: list[str]) -> int:

@@ -38,6 +38,12 @@ def test_ls_info_query_sql(root, capsys, tmp_path):
     assert out[0].split() == ["ts_event", "price", "action"] and out[1].split()[-1] == "A"
     n = TickStore(root, writer=False).read("mbo", instruments=[3]).num_rows
     assert f"{n:,} rows in all" in out[-1]
+    first = TickStore(root, writer=False).read("mbo", instruments=[3]).column("ts_event")[0]
+    ns = first.cast(pa.int64()).as_py()
+    assert main(["store", "query", str(root), "mbo", "--instruments", "3", "--start", str(ns),
+                 "--end", str(ns + 1), "--columns", "sequence"]) == 0
+    lines = capsys.readouterr().out.splitlines()           # ns given as digits: that row
+    assert lines[0].split() == ["sequence"] and len(lines) >= 2
     dest = tmp_path / "aapl.parquet"
     assert main(["store", "query", str(root), "mbo", "--instruments", "3", "--out", str(dest)]) == 0
     assert pa.parquet.read_table(dest).num_rows == n
