@@ -621,6 +621,12 @@ class TickStore:
         if wrong:
             raise StoreError(f"The rows to append have columns of the wrong type for "
                              f"`{schema}`: {', '.join(wrong)}.")
+        nulls = [f.name for f in want if not f.nullable and data.column(f.name).null_count]
+        if nulls:
+            first = int(np.argmax(data.column(nulls[0]).is_null().to_numpy(zero_copy_only=False)))
+            raise StoreError(f"The `{schema}` rows to append have null values in "
+                             f"{', '.join(nulls)}, which cannot be null (first: {nulls[0]} at "
+                             f"row {first}).")
         return data.select(want.names).cast(want)
 
     def compact(self, schema: str | None = None, *, date: str | None = None,

@@ -92,6 +92,9 @@ def test_bad_arguments_get_errors_naming_them(tmp_path):
         ts = pa.array(t.column("ts_event").to_pylist()[:3] + [None] * 7, t.schema.field(0).type)
         with pytest.raises(StoreError, match="null or before 1970 \\(first at row 3\\)"):
             s.append("mbo", t.set_column(0, "ts_event", ts))
+        price = pa.array([7, None, 9] + [1] * 7, pa.int64())
+        with pytest.raises(StoreError, match="null values in price.*price at row 1"):
+            s.append("mbo", t.set_column(t.schema.get_field_index("price"), "price", price))
         with pytest.raises(StoreError, match="`start`.*after the `end`"):
             s.read("mbo", start=DAY0 + 10, end=DAY0)
         with pytest.raises(StoreError, match="Unknown column"):
