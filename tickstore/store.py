@@ -549,8 +549,9 @@ class TickStore:
     # -- writes -------------------------------------------------------------------------------
 
     def append(self, schema: str, data) -> list[FileEntry]:
-        """Commit ``data`` (a table, record batch or iterable of batches with the schema's
-        columns) as one new file per time slot of ``ts_event``; returns their catalog entries."""
+        """Commit ``data`` (a table, record batch, iterable of batches or pandas DataFrame with
+        the schema's columns) as one new file per time slot of ``ts_event``; returns their
+        catalog entries."""
         self._require_writer()
         table = self._conform(schema, data)
         if table.num_rows == 0:
@@ -605,6 +606,16 @@ class TickStore:
         want = arrow_schema(schema)
         if isinstance(data, pa.RecordBatch):
             data = pa.Table.from_batches([data])
+        elif type(data).__name__ == "DataFrame" and hasattr(data, "columns"):   # pandas
+            missing = [f.name for f in want if f.name not in data.columns]
+            if missing:
+                raise StoreError(f"The rows to append do not have the `{schema}` schema: "
+                                 f"missing {missing}.")
+            try:
+                data = pa.Table.from_pandas(data, schema=want, preserve_index=False)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as e:
+                raise StoreError(f"The DataFrame to append does not convert to the `{schema}` "
+                                 f"schema: {e}") from e
         elif not isinstance(data, pa.Table):
             try:
                 data = pa.Table.from_batches(list(data), schema=want)

@@ -62,6 +62,22 @@ def test_append_then_read_gives_the_rows_by_day_and_instrument(tmp_path):
         assert np.all(np.diff(inst.astype(np.int64)) >= 0)
 
 
+def test_appends_take_batches_and_dataframes_too(tmp_path):
+    t = mbo(900, seed=3)
+    with TickStore(tmp_path, slot="1D") as s:
+        s.append("mbo", t.to_batches(max_chunksize=100))
+        s.append("mbo", t.to_pandas())
+        s.append("mbo", t.to_batches()[0])
+        assert s.read("mbo").equals(as_sorted(pa.concat_tables([t, t, t.slice(0, t.to_batches()[0]
+                                                                               .num_rows)])))
+        with pytest.raises(StoreError, match="missing \\['size'\\]"):
+            s.append("mbo", t.to_pandas().drop(columns=["size"]))
+        bad = t.to_pandas()
+        bad["price"] = "x"
+        with pytest.raises(StoreError, match="does not convert to the `mbo` schema"):
+            s.append("mbo", bad)
+
+
 def test_queries_choose_files_from_the_catalog_and_filter_rows(tmp_path):
     with TickStore(tmp_path, slot="1D") as s:
         for k in range(4):
