@@ -172,6 +172,7 @@ def _ns(value, name: str) -> int | None:
 SLOTS = {"1min": 60, "2min": 120, "5min": 300, "10min": 600, "15min": 900, "30min": 1800,
          "1h": 3600, "2h": 7200, "4h": 14400, "1D": 86400}
 DEFAULT_SLOT = "1min"
+EVENT_SCHEMAS = ("mbo", "trades")      # the schemas the store's slot applies to (others: 1D)
 
 
 def _slot_ns(slot) -> int:
@@ -400,17 +401,26 @@ class TickStore:
 
     def _settle_slot(self, slot, write: bool = True) -> None:
         """The store's time slot: each file holds one slot of one schema. Chosen when the store
-        is made (``_catalog/_store.json``); an open that asks for another one is an error."""
+        is made (``_catalog/_store.json``); an open that asks for another one is an error. The
+        slot is for the event schemas (``mbo``, ``trades``); the small ones (definitions,
+        status, imbalance, forecasts) keep a file a day, so that a day of them is not
+        hundreds of tiny files."""
         meta = self.root / "_catalog" / "_store.json"
-        have = json.loads(meta.read_text())["slot"] if meta.exists() else None
+        doc = json.loads(meta.read_text()) if meta.exists() else None
+        have = doc["slot"] if doc else None
         if have is not None and slot is not None and slot != have:
             raise StoreError(f"The tick store at {self.root} has {have!r} slots; it was opened "
                              f"with slot={slot!r}.")
         self.slot = have or slot or ("1D" if not write else DEFAULT_SLOT)
         self.slot_ns = _slot_ns(self.slot)
+        if doc is not None:
+            self.slots = {k: doc.get("slots", {}).get(k, self.slot) for k in RECORD_TYPES}
+        else:
+            self.slots = {k: self.slot if k in EVENT_SCHEMAS else "1D" for k in RECORD_TYPES}
+        self._slot_of = {k: _slot_ns(v) for k, v in self.slots.items()}
         if have is None and write:
             tmp = meta.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"slot": self.slot}))
+            tmp.write_text(json.dumps({"slot": self.slot, "slots": self.slots}))
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, meta)
@@ -561,7 +571,8 @@ class TickStore:
             raise StoreError(f"The `{schema}` rows to append have ts_event values that are null "
                              f"or before 1970 (first at row {int(np.argmax(ts < 0))}).")
         inst = table.column("instrument_id").to_numpy()
-        slot = ts // self.slot_ns * self.slot_ns
+        slot_ns = self._slot_of[schema]
+        slot = ts // slot_ns * slot_ns
         order, in_time = _sort_order(slot, inst, ts)
         if not in_time:
             table = table.take(pa.array(order))   # shuffled input: one sort of it all
@@ -800,7 +811,7 @@ class TickStore:
             slots = [e.slot for e in entries]
             if len(set(slots)) < len(slots):
                 inst, ts = _keys(t)
-                t = t.take(pa.array(np.lexsort((ts, inst, ts // self.slot_ns))))
+                t = t.take(pa.array(np.lexsort((ts, inst, ts // self._slot_of[schema]))))
             parts.append(t.select(cols))
         if not parts:
             return self._empty(schema, cols)
@@ -994,8 +1005,8 @@ class TickStore:
         if days.size != 1 or _date(int(days[0])) != e.date or f"date={e.date}" not in e.path:
             out += bad(f"rows of {[_date(int(d)) for d in days[:3]]} in the partition of {e.date}")
         else:
-            outside = (ts < e.slot) | (ts >= e.slot + self.slot_ns)
+            outside = (ts < e.slot) | (ts >= e.slot + self._slot_of[schema])
             if outside.any():
-                out += bad(f"row {int(np.argmax(outside))} is outside the file's {self.slot} slot "
-                           f"from {np.datetime64(e.slot, 'ns')}")
+                out += bad(f"row {int(np.argmax(outside))} is outside the file's "
+                           f"{self.slots[schema]} slot from {np.datetime64(e.slot, 'ns')}")
         return out

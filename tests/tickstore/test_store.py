@@ -394,6 +394,15 @@ def test_scan_holds_about_a_row_group_per_file_not_the_day(tmp_path):
     assert peak < size / 10, (peak, size)
 
 
+def status_rows(t: pa.Table) -> pa.Table:
+    """A status row at each of ``t``'s first 50 event times (spread over its day)."""
+    from normalize.records import STATUS
+    rec = np.zeros(50, STATUS)
+    rec["ts_event"] = np.sort(t.column("ts_event").cast(pa.int64()).to_numpy()[:50])
+    rec["instrument_id"] = 1
+    return pa.Table.from_batches([to_arrow("status", rec)])
+
+
 def test_the_slot_is_chosen_when_the_store_is_made_and_files_hold_one_slot_each(tmp_path):
     t = mbo(3000, seed=4, days=1, instruments=9).sort_by([("ts_event", "ascending")])
     with TickStore(tmp_path, slot="2h") as s:
@@ -402,6 +411,12 @@ def test_the_slot_is_chosen_when_the_store_is_made_and_files_hold_one_slot_each(
     assert all(e.slot <= e.ts_min <= e.ts_max < e.slot + 2 * 3600 * 10**9 for e in es)
     with TickStore(tmp_path) as s:               # the store's own slot, not the default
         assert s.slot == "2h"
+        d = s.append("definitions", definitions(0, {f"S{i}": i for i in range(1, 10)}))
+        st = s.append("status", status_rows(t))
+    assert len(d) == 1 and len(st) == 1                # small schemas: a file a day
+    assert TickStore(tmp_path, writer=False).slots == {
+        "mbo": "2h", "trades": "2h", "definitions": "1D", "status": "1D", "imbalance": "1D",
+        "forecasts": "1D"}
     with pytest.raises(StoreError, match="has '2h' slots; it was opened with slot='1min'"):
         TickStore(tmp_path, slot="1min")
     TickStore(tmp_path).close()                  # ... and the refused open left no lock
