@@ -272,6 +272,10 @@ class Capture:
         self._t_first = self._t_last = None
         self._last_flush = time.monotonic()
         self._per_packet = 32          # messages per packet seen lately: the re-request size
+        # compile (or load) the packet check now, not in the first poll with sockets filling
+        for sess in (np.frombuffer(b"0123456789", np.uint8), np.zeros(0, np.uint8)):
+            scan_packets(self._buf, self._lengths, 0, sess, MESSAGE_LENGTH, self._seq,
+                         self._count, self._check)  # both kinds poll passes (read-only or not)
         self._open()
 
     # -- sockets ----------------------------------------------------------------------------
@@ -705,6 +709,34 @@ class MergedOutput(ParquetOutput):
         return sum(m.late for m in self.mergers.values())
 
 
+_WARM = False
+
+
+def _warm_up(date) -> None:
+    """Decode a small generated session's packet with a throwaway decoder, once a process, so
+    that the decoder's kernels are compiled (or loaded from numba's cache) before any socket
+    receives: compiling holds the GIL for seconds, and a receive loop starved that long loses
+    the packets its socket buffers cannot hold, on both lines at once."""
+    global _WARM
+    if _WARM:
+        return
+    from ingest.moldudp64 import encode_packet
+    from ingest.simulator import generate_session
+    from normalize.reader import SessionDecoder, to_batches
+    raw = generate_session(300, 3, seed=0).to_binaryfile()
+    msgs, pos = [], 0
+    while pos + 2 <= len(raw):
+        n = int.from_bytes(raw[pos:pos + 2], "big")
+        msgs.append(raw[pos + 2:pos + 2 + n])
+        pos += 2 + n
+    pkt = np.frombuffer(encode_packet(b"WARMUP    ", 1, msgs), np.uint8)
+    cols = SessionDecoder(date).decode_packets(pkt, np.array([pkt.size], np.int64),
+                                               np.zeros(1, np.uint64), 0, path="<warm-up>",
+                                               errors="skip")
+    to_batches(cols)
+    _WARM = True
+
+
 class ParquetSink:
     """Decodes delivered packets (in sequence order) into normalized records for an output
     (its own :class:`ParquetOutput` under ``out`` unless one is given); records carry
@@ -714,6 +746,7 @@ class ParquetSink:
         from normalize.reader import SessionDecoder, resolve_date
         self.channel = channel
         self.decoder = SessionDecoder(resolve_date(None, date), channel=channel)
+        _warm_up(resolve_date(None, date))
         self.own = output is None
         self.output = ParquetOutput(out) if output is None else output
 
