@@ -172,6 +172,7 @@ def _ns(value, name: str) -> int | None:
 SLOTS = {"1min": 60, "2min": 120, "5min": 300, "10min": 600, "15min": 900, "30min": 1800,
          "1h": 3600, "2h": 7200, "4h": 14400, "1D": 86400}
 DEFAULT_SLOT = "1min"
+FORMAT = 1                    # the layout's version, in _catalog/_store.json
 EVENT_SCHEMAS = ("mbo", "trades")      # the schemas the store's slot applies to (others: 1D)
 
 
@@ -406,8 +407,14 @@ class TickStore:
         status, imbalance, forecasts) keep a file a day, so that a day of them is not
         hundreds of tiny files."""
         meta = self.root / "_catalog" / "_store.json"
-        doc = json.loads(meta.read_text()) if meta.exists() else None
-        have = doc["slot"] if doc else None
+        try:
+            doc = json.loads(meta.read_text()) if meta.exists() else None
+            have = doc["slot"] if doc else None
+        except (ValueError, KeyError, TypeError) as e:
+            raise StoreError(f"{meta} is not a tick store's settings file: {e}") from e
+        if doc and int(doc.get("format", 1)) > FORMAT:
+            raise StoreError(f"The tick store at {self.root} has format {doc['format']}; this "
+                             f"tickpipe reads formats up to {FORMAT}.")
         if have is not None and slot is not None and slot != have:
             raise StoreError(f"The tick store at {self.root} has {have!r} slots; it was opened "
                              f"with slot={slot!r}.")
@@ -420,7 +427,7 @@ class TickStore:
         self._slot_of = {k: _slot_ns(v) for k, v in self.slots.items()}
         if have is None and write:
             tmp = meta.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"slot": self.slot, "slots": self.slots}))
+            tmp.write_text(json.dumps({"format": FORMAT, "slot": self.slot, "slots": self.slots}))
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, meta)

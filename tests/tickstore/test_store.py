@@ -422,6 +422,16 @@ def test_the_slot_is_chosen_when_the_store_is_made_and_files_hold_one_slot_each(
     TickStore(tmp_path).close()                  # ... and the refused open left no lock
     with pytest.raises(StoreError, match="must be one of"):
         TickStore(tmp_path / "other", slot="7min")
+    meta = tmp_path / "_catalog" / "_store.json"
+    doc = meta.read_text()
+    assert '"format": 1' in doc
+    meta.write_text(doc.replace('"format": 1', '"format": 2'))
+    with pytest.raises(StoreError, match="has format 2; this tickpipe reads formats up to 1"):
+        TickStore(tmp_path, writer=False)
+    meta.write_text("{not json")
+    with pytest.raises(StoreError, match="not a tick store's settings file"):
+        TickStore(tmp_path)
+    meta.write_text(doc)
     r = TickStore(tmp_path, writer=False)
     assert r.read("mbo").equals(as_sorted(t, 2 * 3600 * 10**9)) and r.verify().ok
     with TickStore(tmp_path / "day", slot="1D") as s:   # prices: a dictionary where it pays
