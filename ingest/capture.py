@@ -720,19 +720,14 @@ def _warm_up(date) -> None:
     global _WARM
     if _WARM:
         return
-    from ingest.moldudp64 import encode_packet
+    from ingest.moldudp64 import packetize
     from ingest.simulator import generate_session
     from normalize.reader import SessionDecoder, to_batches
-    raw = generate_session(300, 3, seed=0).to_binaryfile()
-    msgs, pos = [], 0
-    while pos + 2 <= len(raw):
-        n = int.from_bytes(raw[pos:pos + 2], "big")
-        msgs.append(raw[pos + 2:pos + 2 + n])
-        pos += 2 + n
-    pkt = np.frombuffer(encode_packet(b"WARMUP    ", 1, msgs), np.uint8)
-    cols = SessionDecoder(date).decode_packets(pkt, np.array([pkt.size], np.int64),
-                                               np.zeros(1, np.uint64), 0, path="<warm-up>",
-                                               errors="skip")
+    pkts = packetize(generate_session(300, 3, seed=0).to_binaryfile(), b"WARMUP    ", 1)
+    buf = np.frombuffer(b"".join(pkts), np.uint8)
+    cols = SessionDecoder(date).decode_packets(buf, np.array([len(p) for p in pkts], np.int64),
+                                               np.zeros(len(pkts), np.uint64), 0,
+                                               path="<warm-up>", errors="skip")
     to_batches(cols)
     _WARM = True
 

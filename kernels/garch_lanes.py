@@ -209,6 +209,13 @@ def _held(st, v, j, low):
 
 
 @numba.njit(inline="always")
+def _held_h(st, j, low):
+    """Lane ``j``'s first derivatives of the variance in (mu, omega, alpha, beta)."""
+    return (_held(st, V_H0, j, low), _held(st, V_H1, j, low), _held(st, V_H2, j, low),
+            _held(st, V_H3, j, low))
+
+
+@numba.njit(inline="always")
 def _accumulate(st, j, low, h0, h1, h2, h3, u0, Lh, Lhh, Lu, Luu, Lhu):
     """One step's terms of lane ``j``'s gradient and Hessian in (mu, omega, alpha, beta), from
     the log-density's derivatives in ``h`` and ``u`` (kernels.garch._pass)."""
@@ -239,10 +246,7 @@ def _full_normal(x, o, m, par, st):
         e = x[o + j] - par[P_MU * L + j]
         u = e * e
         low = st[V_LOW * L + j] != 0.0
-        h0 = _held(st, V_H0, j, low)
-        h1 = _held(st, V_H1, j, low)
-        h2 = _held(st, V_H2, j, low)
-        h3 = _held(st, V_H3, j, low)
+        h0, h1, h2, h3 = _held_h(st, j, low)
         Lh, Lhh, Lu, Luu, Lhu = _normal_terms(u, 1.0 / h)
         u0 = -2.0 * e
         _accumulate(st, j, low, h0, h1, h2, h3, u0, Lh, Lhh, Lu, Luu, Lhu)
@@ -261,10 +265,7 @@ def _full_t(x, o, m, par, st):
         q = u / (h * nm2)
         zz = 1.0 + q
         low = st[V_LOW * L + j] != 0.0
-        h0 = _held(st, V_H0, j, low)
-        h1 = _held(st, V_H1, j, low)
-        h2 = _held(st, V_H2, j, low)
-        h3 = _held(st, V_H3, j, low)
+        h0, h1, h2, h3 = _held_h(st, j, low)
         Lh, Lhh, Lu, Luu, Lhu, Ln, Lnn, Lnh, Lnu = _t_terms(q, zz, 1.0 / h, a, inm2,
                                                           par[P_INU1 * L + j])
         u0 = -2.0 * e

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from tickstore.store import StoreError
+
 
 def _ns_tolerance(tolerance) -> int | None:
     if tolerance is None:
@@ -16,11 +18,9 @@ def _ns_tolerance(tolerance) -> int | None:
         try:
             ns = int(pd.Timedelta(tolerance).value)
         except (ValueError, TypeError) as e:
-            from tickstore.store import StoreError
             raise StoreError(f"The `tolerance` must be a duration (ns, a Timedelta or a string "
                              f"like '100ms'), was {tolerance!r}.") from e
     if ns < 0:
-        from tickstore.store import StoreError
         raise StoreError(f"The `tolerance` must not be negative, was {tolerance!r}.")
     return ns
 
@@ -36,13 +36,11 @@ def _table(x, name: str) -> pa.Table:
             return pa.Table.from_pandas(x, preserve_index=False)
     except ImportError:
         pass
-    from tickstore.store import StoreError
     raise StoreError(f"The `{name}` must be an Arrow table or a pandas DataFrame, was "
                      f"{type(x).__name__}.")
 
 
 def _col(t: pa.Table, c: str, name: str) -> np.ndarray:
-    from tickstore.store import StoreError
     if c not in t.column_names:
         raise StoreError(f"The `{name}` have no column {c!r} (columns: {', '.join(t.column_names)}).")
     a = t.column(c)
@@ -67,7 +65,6 @@ def asof_join(trades, quotes, *, by: str = "instrument_id", on: str = "ts_event"
     qi, qt = _col(quotes, by, "quotes"), _col(quotes, on, "quotes")
     qcols = [c for c in quotes.column_names if c != by] if quote_columns is None \
         else list(quote_columns)
-    from tickstore.store import StoreError
     bad = [c for c in qcols if c not in quotes.column_names]
     if bad:
         raise StoreError(f"The `quotes` have no column(s) {bad}.")

@@ -12,10 +12,9 @@ import numpy as np
 from tickstore.store import NS_PER_DAY, TickStore, _ns
 
 
-def _days(root, schema, symbols, instruments, start, end) -> list[str]:
-    s = TickStore(root, writer=False)
-    return sorted({e.date for e in s.files(schema, symbols=symbols, instruments=instruments,
-                                           start=start, end=end)})
+def _days(store: TickStore, schema, symbols, instruments, start, end) -> list[str]:
+    return sorted({e.date for e in store.files(schema, symbols=symbols, instruments=instruments,
+                                               start=start, end=end)})
 
 
 def _bounds(date: str, start, end) -> tuple[int, int]:
@@ -39,7 +38,7 @@ def to_dask(root, schema: str, *, symbols=None, instruments=None, start=None, en
     import dask.dataframe as dd
     s = TickStore(root, writer=False)
     meta = s.read(schema, instruments=[], columns=columns).to_pandas()
-    days = _days(root, schema, symbols, instruments, start, end)
+    days = _days(s, schema, symbols, instruments, start, end)
     if not days:
         return dd.from_pandas(meta, npartitions=1)
     return dd.from_map(read_day, days, root=str(root), schema=schema, symbols=symbols,
@@ -66,7 +65,7 @@ def features(root, *, bar: str = "1min", symbols=None, instruments=None, start=N
     from kernels.features import compute
     from normalize.records import arrow_schema
     meta = compute(arrow_schema("mbo").empty_table(), bar=bar, device="cpu").to_pandas()
-    days = _days(root, "mbo", symbols, instruments, start, end)
+    days = _days(TickStore(root, writer=False), "mbo", symbols, instruments, start, end)
     if not days:
         return dd.from_pandas(meta, npartitions=1)
     return dd.from_map(features_day, days, root=str(root), bar=bar, symbols=symbols,

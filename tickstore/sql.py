@@ -14,6 +14,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from normalize.records import RECORD_TYPES, arrow_schema
+from tickstore.store import StoreError
 
 
 def _quote(s: str) -> str:
@@ -55,7 +56,6 @@ def connect(store):
 
 def run_sql(con, query: str, params=None) -> pa.Table:
     """``query`` on a connection from :func:`connect`, as an Arrow table."""
-    from tickstore.store import StoreError
     import duckdb
     try:
         rel = con.sql(query, params=params)

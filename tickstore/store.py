@@ -81,11 +81,7 @@ class FileEntry:
     ts_max: int
     bytes: int
     crc32: int
-    slot: int = -1            # start of the file's time slot, ns (-1 in old lines: its day)
-
-    def __post_init__(self):
-        if self.slot < 0:
-            object.__setattr__(self, "slot", self.ts_min // NS_PER_DAY * NS_PER_DAY)
+    slot: int                 # start of the file's time slot, ns since the epoch
 
     def overlaps(self, instruments, start, end) -> bool:
         if start is not None and self.ts_max < start:
@@ -136,20 +132,39 @@ def _line(add: list[FileEntry], remove: list[str] = ()) -> str:
     return f"{body}\t{zlib.crc32(body.encode()):08x}\n"
 
 
-def _parse(line: str) -> tuple[list[FileEntry], list[str]] | None:
-    """The (added entries, removed paths) of a complete catalog line; None for a torn one."""
+def _parse(line: str, cat: Path, number: int) -> tuple[list[FileEntry], list[str]] | None:
+    """The (added entries, removed paths) of a complete catalog line; None for a torn one (no
+    newline, or a CRC that does not match). A line whose CRC matches but which does not hold
+    a commit is an error naming the catalog and the line, never taken for a torn one (the
+    writer's recovery would truncate it and every commit after it)."""
     if not line.endswith("\n") or "\t" not in line:
         return None
     body, crc = line[:-1].rsplit("\t", 1)
     try:
         if int(crc, 16) != zlib.crc32(body.encode()):
             return None
-        obj = json.loads(body)
-        if isinstance(obj, list):                 # the first format: a list of added files
-            obj = {"add": obj, "remove": []}
-        return [FileEntry(**e) for e in obj["add"]], [str(p) for p in obj["remove"]]
-    except (ValueError, TypeError, KeyError):
+    except ValueError:
         return None
+    try:
+        obj = json.loads(body)
+        return [FileEntry(**e) for e in obj["add"]], [str(p) for p in obj["remove"]]
+    except (ValueError, TypeError, KeyError) as e:
+        raise StoreError(f"{cat}: line {number} has a valid CRC but is not a commit this "
+                         f"tickpipe reads ({e}).") from e
+
+
+def _read_catalog(cat: Path) -> tuple[list[tuple[list[FileEntry], list[str]]], int, int]:
+    """A catalog file's commits up to its first torn line, the bytes they take, and the
+    file's size (more: a torn tail)."""
+    raw = cat.read_bytes() if cat.exists() else b""
+    commits, good = [], 0
+    for number, line in enumerate(raw.decode(errors="replace").splitlines(keepends=True), 1):
+        parsed = _parse(line, cat, number)
+        if parsed is None:
+            break                                 # a writer's torn line: not committed
+        commits.append(parsed)
+        good += len(line.encode())
+    return commits, good, len(raw)
 
 
 def _ns(value, name: str) -> int | None:
@@ -231,6 +246,11 @@ def _count_below(inst: np.ndarray, ts: np.ndarray, key: tuple[int, int]) -> int:
     return lo + int(np.searchsorted(ts[lo:hi], key[1], "left"))
 
 
+def _last_key(t: pa.Table) -> tuple[int, int]:
+    return (int(t.column("instrument_id")[-1].as_py()),
+            int(t.column("ts_event")[-1].cast(pa.int64()).as_py()))
+
+
 def _merge_sorted(streams: list[Iterator[pa.RecordBatch]]) -> Iterator[pa.Table]:
     """Merge streams of batches, each sorted by (instrument_id, ts_event), into one sorted
     stream; rows equal in both come in stream order. Holds about one batch per stream."""
@@ -252,9 +272,7 @@ def _merge_sorted(streams: list[Iterator[pa.RecordBatch]]) -> Iterator[pa.Table]
         for i in range(k):                        # every open stream has rows in hand
             while not done[i] and (bufs[i] is None or bufs[i].num_rows == 0):
                 refill(i)
-        lasts = [(int(bufs[i].column("instrument_id")[-1].as_py()),
-                  int(bufs[i].column("ts_event").cast(pa.int64())[-1].as_py()))
-                 for i in range(k) if not done[i]]
+        lasts = [_last_key(bufs[i]) for i in range(k) if not done[i]]
         held = [i for i in range(k) if bufs[i] is not None and bufs[i].num_rows]
         if not held:
             return
@@ -272,9 +290,7 @@ def _merge_sorted(streams: list[Iterator[pa.RecordBatch]]) -> Iterator[pa.Table]
                     bufs[i] = bufs[i].slice(n)
             if not parts:                         # all at the frontier key: read further
                 for i in range(k):
-                    if not done[i] and lasts and (
-                            int(bufs[i].column("instrument_id")[-1].as_py()),
-                            int(bufs[i].column("ts_event").cast(pa.int64())[-1].as_py())) == frontier:
+                    if not done[i] and _last_key(bufs[i]) == frontier:
                         refill(i)
                 continue
         t = pa.concat_tables(parts)
@@ -452,7 +468,7 @@ class TickStore:
     def reading(self):
         """Hold the readers' shared lock: the files of any catalog read inside stay in place."""
         try:
-            fd = os.open(self.root / "_readers", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._readers_fd()
         except OSError:                          # a read-only copy of a store: no writer
             try:
                 fd = os.open(self.root / "_readers", os.O_RDONLY)
@@ -464,6 +480,9 @@ class TickStore:
             yield
         finally:
             os.close(fd)
+
+    def _readers_fd(self) -> int:
+        return os.open(self.root / "_readers", os.O_RDWR | os.O_CREAT, 0o644)
 
     def close(self) -> None:
         if self._duck is not None:
@@ -491,19 +510,12 @@ class TickStore:
 
     def _live(self, schema: str) -> list[FileEntry]:
         """The committed files of ``schema`` that no later commit removed, in commit order."""
-        cat = self._catalog(schema)
         live: dict[str, FileEntry] = {}
-        if cat.exists():
-            with open(cat, encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    parsed = _parse(line)
-                    if parsed is None:
-                        break                     # a writer's torn line: not committed
-                    add, remove = parsed
-                    for p in remove:
-                        live.pop(p, None)
-                    for e in add:
-                        live[e.path] = e
+        for add, remove in _read_catalog(self._catalog(schema))[0]:
+            for p in remove:
+                live.pop(p, None)
+            for e in add:
+                live[e.path] = e
         return list(live.values())
 
     def _commit(self, schema: str, add: list[FileEntry], remove: list[str] = ()) -> None:
@@ -524,13 +536,8 @@ class TickStore:
     def _recover(self) -> None:
         """Truncate torn catalog lines; remove temporary files and files no line commits."""
         for cat in (self.root / "_catalog").glob("*.jsonl"):
-            raw = cat.read_bytes()
-            good = 0
-            for line in raw.decode(errors="replace").splitlines(keepends=True):
-                if _parse(line) is None:
-                    break
-                good += len(line.encode())
-            if good != len(raw):
+            _, good, size = _read_catalog(cat)
+            if good != size:
                 with open(cat, "r+b") as f:
                     f.truncate(good)
                     f.flush()
@@ -543,7 +550,7 @@ class TickStore:
     def _collect(self) -> list[str]:
         """Delete part files that are not live (uncommitted, or replaced by a compaction) when
         no reader holds the store; returns what was deleted."""
-        fd = os.open(self.root / "_readers", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._readers_fd()
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -946,25 +953,21 @@ class TickStore:
         knows. Reads every byte of every file."""
         rep = VerifyReport()
         with self.reading():
+            live = set()
             for schema in RECORD_TYPES:
                 cat = self._catalog(schema)
-                if cat.exists():
-                    raw = cat.read_bytes()
-                    lines = raw.decode(errors="replace").splitlines(keepends=True)
-                    for i, line in enumerate(lines):
-                        parsed = _parse(line)
-                        if parsed is None:
-                            rep.problems.append(Problem(
-                                cat.relative_to(self.root).as_posix(),
-                                f"line {i + 1} is torn or fails its CRC (the writer's next open "
-                                f"truncates it)"))
-                            break
+                commits, good, size = _read_catalog(cat)
+                if good != size:
+                    rep.problems.append(Problem(
+                        cat.relative_to(self.root).as_posix(),
+                        f"line {len(commits) + 1} is torn or fails its CRC (the writer's next "
+                        f"open truncates it)"))
                 for e in self._live(schema):
+                    live.add(e.path)
                     rep.files += 1
                     rep.rows += e.rows
                     rep.bytes += e.bytes
                     rep.problems += self._verify_file(schema, e)
-            live = {e.path for s in RECORD_TYPES for e in self._live(s)}
             for schema, p in self._part_files():
                 rel = p.relative_to(self.root).as_posix()
                 if rel in live:

@@ -458,3 +458,18 @@ def test_sql_sees_each_commit_and_compaction(tmp_path):
         s.append("mbo", mbo(200, seed=2))
         s.compact("mbo")
         assert s.sql(q).to_pylist() == [{"n": 500, "d": 500}]
+
+
+def test_a_catalog_line_with_a_valid_crc_that_is_no_commit_is_an_error_not_truncated(tmp_path):
+    import zlib
+    with TickStore(tmp_path, slot="1D") as s:
+        s.append("mbo", mbo(100, seed=1))
+    cat = tmp_path / "_catalog" / "mbo.jsonl"
+    body = '{"add": [{"path": "x"}], "remove": []}'
+    cat.write_text(cat.read_text() + f"{body}\t{zlib.crc32(body.encode()):08x}\n")
+    before = cat.read_bytes()
+    with pytest.raises(StoreError, match=re.escape(f"{cat}: line 2 has a valid CRC")):
+        TickStore(tmp_path, writer=False).read("mbo")
+    with pytest.raises(StoreError, match="line 2 has a valid CRC"):
+        TickStore(tmp_path)
+    assert cat.read_bytes() == before                # the writer's open truncated nothing
