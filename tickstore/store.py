@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -49,6 +50,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from normalize.records import RECORD_TYPES, arrow_schema
+from tickstore import parquet
 from tickpipe.durable import fsync_dir
 from tickpipe.errors import TickpipeError
 
@@ -219,24 +221,75 @@ def _keys(t) -> tuple[np.ndarray, np.ndarray]:
             t.column("ts_event").cast(pa.int64()).to_numpy())
 
 
-def _sort_order(slot: np.ndarray, inst: np.ndarray,
-                ts: np.ndarray) -> tuple[np.ndarray | None, bool]:
-    """The permutation that sorts rows by (slot, instrument, ts), stable (None when they are
-    sorted already), and whether the rows were in time order. Rows in time order (a feed's)
-    need only a stable sort by instrument within each slot (whose rows are then contiguous): a
-    radix sort when the ids fit 16 bits (ITCH locate codes do), slot by slot, so the work
-    stays in cache. Other rows: one lexsort of them all."""
+def _sort_order(ts: np.ndarray, inst: np.ndarray,
+                slot_ns: int) -> tuple[str, np.ndarray | None, np.ndarray]:
+    """How to put rows in the store's order, by (slot of ``ts``, instrument, ts), stably, and
+    the slots' bounds in that order (``cuts``: slot k is ``cuts[k]:cuts[k + 1]``). The way is
+    ("sorted", None) when they are in it; ("scatter", dest) with each row's new position; or
+    ("take", order) with the rows in their new order. Rows in time order (a feed's) need only a
+    stable sort by instrument within each slot, whose bounds are where the slots' starts fall:
+    a counting sort (:func:`_by_instrument`) when the ids span at most 65,536 (ITCH locate
+    codes do) or a quarter of the rows, whose destinations make each column's move a
+    sequential read and a write to one stream per instrument (a gather would miss the cache on
+    every row). Other rows: one lexsort of them all."""
     in_time = ts.size < 2 or bool(np.all(ts[1:] >= ts[:-1]))
     if not in_time:
-        return np.lexsort((ts, inst, slot)), False
-    cuts = np.r_[0, np.flatnonzero(np.diff(slot)) + 1, slot.size]
+        slot = ts // slot_ns
+        order = np.lexsort((ts, inst, slot))
+        slot = slot[order]
+        return "take", order, np.r_[0, np.flatnonzero(slot[1:] != slot[:-1]) + 1, ts.size]
+    first, last = int(ts[0]) // slot_ns, int(ts[-1]) // slot_ns
+    starts = np.arange(first + 1, last + 1, dtype=np.int64) * slot_ns
+    cuts = np.r_[0, np.searchsorted(ts, starts, "left"), ts.size].astype(np.int64)
     if all(bool(np.all(inst[a + 1:b] >= inst[a:b - 1])) for a, b in zip(cuts[:-1], cuts[1:])):
-        return None, True
-    narrow = inst.astype(np.uint16) if int(inst.max()) < 65536 else inst
+        return "sorted", None, cuts
+    lo, span = int(inst.min()), int(inst.max()) - int(inst.min()) + 1
+    if span <= max(1 << 16, ts.size // 4):
+        return "scatter", _by_instrument(inst, cuts, lo, span), cuts
     order = np.empty(ts.size, np.int64)
     for a, b in zip(cuts[:-1], cuts[1:]):
-        order[a:b] = np.argsort(narrow[a:b], kind="stable") + a
-    return order, True
+        order[a:b] = np.argsort(inst[a:b], kind="stable") + a
+    return "take", order, cuts
+
+
+@numba.njit(cache=True, nogil=True)
+def _by_instrument(inst, cuts, lo, span):
+    """The stable counting sort by instrument (``lo`` to ``lo + span - 1``) of each slot
+    ``cuts[k]:cuts[k + 1]``: each row's position in the new order."""
+    dest = np.empty(inst.size, np.int64)
+    count = np.zeros(span + 1, np.int64)
+    for k in range(cuts.size - 1):
+        a, b = cuts[k], cuts[k + 1]
+        count[:] = 0
+        for i in range(a, b):
+            count[inst[i] - lo + 1] += 1
+        for j in range(span):
+            count[j + 1] += count[j]
+        for i in range(a, b):
+            j = inst[i] - lo
+            dest[i] = a + count[j]
+            count[j] += 1
+    return dest
+
+
+@numba.njit(cache=True, nogil=True)
+def _scatter(v, dest, out):
+    for i in range(v.size):
+        out[dest[i]] = v[i]
+
+
+def _arrange(v: np.ndarray | None, kind: str, perm: np.ndarray | None) -> np.ndarray | None:
+    """``v`` in the order :func:`_sort_order` gave."""
+    if v is None or kind == "sorted":
+        return v
+    # Arrow's allocator (mimalloc) keeps freed pages mapped; numpy's big arrays are fresh
+    # mappings, and first touches in a VM can cost more than the move (bench/RESULTS.md)
+    out = np.frombuffer(pa.allocate_buffer(max(v.nbytes, 1)), v.dtype, v.size)
+    if kind == "take":
+        np.take(v, perm, out=out)
+    else:
+        _scatter(v, perm, out)
+    return out
 
 
 def _count_below(inst: np.ndarray, ts: np.ndarray, key: tuple[int, int]) -> int:
@@ -301,88 +354,133 @@ def _merge_sorted(streams: list[Iterator[pa.RecordBatch]]) -> Iterator[pa.Table]
 
 
 PLAIN_PRICES_BELOW = 400      # rows an instrument in a file: below, prices pay no dictionary
+PLAIN_SMALL = ("instrument_id", "channel", "tracking", "cross_type")
 
 
-def _encodings(schema: pa.Schema, rows_per_instrument: float = np.inf) -> dict[str, str]:
-    """Per-column encodings where the dictionary does not pay (measured on 10 M simulated mbo
-    rows, bench/RESULTS.md): delta for the times and sequence numbers, which rise within an
-    instrument; byte-stream split for order references; plain for the mostly-zero match and
-    new-order references, and for prices when the file holds few rows an instrument (short
-    slots: 1.75 against 2.12 B/row in one-minute files; a day's file: 1.18 against 0.88).
-    Every other column: dictionary (pyarrow falls back to plain when a dictionary grows too
-    big)."""
-    enc = {}
-    if rows_per_instrument < PLAIN_PRICES_BELOW:
-        enc.update({f.name: "PLAIN" for f in schema if f.name == "price"})
+def _policy(schema: pa.Schema, rows_per_instrument: float = np.inf) -> dict[str, tuple]:
+    """Each column's (encoding, zstd or not), as measured on 10 M simulated ``mbo`` rows, one
+    column at a time (bench/RESULTS.md, 2026-12-02): delta for the times and sequence numbers,
+    which rise within an instrument, uncompressed (zstd finds under 3% in bit-packed deltas
+    and would cost more than the encoding); byte-stream split for order references; plain for
+    the mostly-zero match and new-order references, for the columns that hold long runs of one
+    value (zstd packs a run faster than a dictionary), and for prices when the file holds few
+    rows an instrument (one-minute files: 1.74 against 2.08 B/row; a day's file: 1.20 against
+    1.08 for the dictionary). Every other column: dictionary (plain past
+    :data:`tickstore.parquet.DICT_LIMIT` distinct values a chunk), then zstd."""
+    pol = {}
     for f in schema:
-        if f.name.startswith("ts_") or f.name == "sequence":
-            enc[f.name] = "DELTA_BINARY_PACKED"
-        elif f.name == "order_id":
-            enc[f.name] = "BYTE_STREAM_SPLIT"
-        elif f.name in ("match_id", "new_order_id"):
-            enc[f.name] = "PLAIN"
-    return enc
+        n = f.name
+        if n.startswith("ts_") or n in ("sequence", "order_id"):
+            pol[n] = ("DELTA_BINARY_PACKED", False)
+        elif n in ("match_id", "new_order_id") or n in PLAIN_SMALL:
+            pol[n] = ("PLAIN", True)
+        elif n == "price" and rows_per_instrument < PLAIN_PRICES_BELOW:
+            pol[n] = ("PLAIN", True)
+        elif f.type == pa.float64():
+            pol[n] = ("PLAIN", True)
+        else:
+            pol[n] = ("RLE_DICTIONARY", True)
+    return pol
+
+
+def _columns_of(table: pa.Table, columns) -> dict[str, tuple]:
+    """``{name: (values, validity or None)}`` of a table, as the Parquet writer takes them."""
+    return {c.name: parquet.arrow_values(table.column(c.name), c) for c in columns}
+
+
+def _concat(pieces: list[dict]) -> dict:
+    if len(pieces) == 1:
+        return pieces[0]
+    out = {}
+    for name in pieces[0]:
+        vals = np.concatenate([p[name][0] for p in pieces])
+        valid = (None if all(p[name][1] is None for p in pieces) else
+                 np.concatenate([np.ones(p[name][0].size, bool) if p[name][1] is None
+                                 else p[name][1] for p in pieces]))
+        out[name] = (vals, valid)
+    return out
+
+
+def _slice(cols: dict, lo: int, hi: int) -> dict:
+    return {k: (v[lo:hi], None if m is None else m[lo:hi]) for k, (v, m) in cols.items()}
 
 
 class _PartWriter:
-    """One slot's sorted rows (``rows`` of them, about), written in pieces to a temporary file;
-    ``commit`` fsyncs and renames it and returns its (not yet committed) catalog entry."""
+    """One slot's sorted rows (``rows`` of them, about), written in row groups to a temporary
+    file; ``commit`` fsyncs and renames it and returns its (not yet committed) catalog entry.
+    ``threads`` > 1 encodes the row groups of one ``add`` on that many threads (for a file
+    written alone: a day's file, or a single slot)."""
 
     def __init__(self, store: "TickStore", schema: str, slot: int, first_ts: int, rows: int,
-                 instruments: int):
+                 instruments: int, threads: int = 1):
         day = slot // NS_PER_DAY
         self.store, self.schema, self.date, self.slot = store, schema, _date(day), slot
         self.rg = _row_group(rows, store.row_group_rows)
+        self.threads = threads
         self.part = store.root / schema / f"date={self.date}"
         self.part.mkdir(parents=True, exist_ok=True)
         self.name = f"part-{first_ts:019d}-{uuid.uuid4().hex[:12]}.parquet"
         self.tmp = self.part / f".tmp-{self.name}"
         want = arrow_schema(schema)
-        enc = _encodings(want, rows / max(instruments, 1))
-        self.writer = pq.ParquetWriter(
-            self.tmp, want, compression="zstd", compression_level=store.zstd_level,
-            write_statistics=True, write_page_index=True, write_page_checksum=True,
-            use_dictionary=[c for c in want.names if c not in enc],
-            column_encoding=enc or None)
-        self.pending: list[pa.Table] = []
+        self.file = open(self.tmp, "wb")
+        self.writer = parquet.FileWriter(
+            self.file, want, _policy(want, rows / max(instruments, 1)), level=store.zstd_level,
+            page_rows=self.rg, sorting=("instrument_id", "ts_event"))
+        self.pending: list[dict] = []
         self.pending_rows = 0
         self.rows = 0
         self.inst = [np.iinfo(np.int64).max, -1]
         self.ts = [np.iinfo(np.int64).max, -1]
 
-    def add(self, t: pa.Table, inst: np.ndarray, ts: np.ndarray) -> None:
-        if not t.num_rows:
+    def add(self, cols: pa.Table | dict, inst: np.ndarray, ts: np.ndarray) -> None:
+        """Rows (a table, or ``{name: (values, validity or None)}``) with their instrument ids
+        and ``ts_event`` values, sorted by them and after the rows added before."""
+        n = inst.size
+        if not n:
             return
-        self.rows += t.num_rows
+        if isinstance(cols, pa.Table):
+            cols = _columns_of(cols, self.writer.columns)
+        self.rows += n
         self.inst = [min(self.inst[0], int(inst[0])), max(self.inst[1], int(inst[-1]))]
         self.ts = [min(self.ts[0], int(ts.min())), max(self.ts[1], int(ts.max()))]
-        self.pending.append(t)
-        self.pending_rows += t.num_rows
-        rg = self.rg
-        if self.pending_rows >= rg:
-            whole = pa.concat_tables(self.pending)
-            n = (whole.num_rows // rg) * rg
-            self.writer.write_table(whole.slice(0, n), row_group_size=rg)
-            rest = whole.slice(n)
-            self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+        self.pending.append(cols)
+        self.pending_rows += n
+        if self.pending_rows >= self.rg:
+            whole = _concat(self.pending)
+            full = (self.pending_rows // self.rg) * self.rg
+            self._write([_slice(whole, lo, lo + self.rg) for lo in range(0, full, self.rg)])
+            rest = self.pending_rows - full
+            self.pending = [_slice(whole, full, self.pending_rows)] if rest else []
+            self.pending_rows = rest
+
+    def _write(self, groups: list[dict]) -> None:
+        if self.threads > 1 and len(groups) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(min(self.threads, len(groups))) as ex:
+                for chunks in ex.map(self.writer.encode, groups):
+                    self.writer.write(chunks)
+        else:
+            for g in groups:
+                self.writer.write(self.writer.encode(g))
 
     def commit(self) -> FileEntry:
         if self.pending:
-            self.writer.write_table(pa.concat_tables(self.pending), row_group_size=self.rg)
-        self.writer.close()
-        with open(self.tmp, "rb+") as f:
-            os.fsync(f.fileno())
+            self._write([_concat(self.pending)])
+        size = self.writer.close()
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
         final = self.part / self.name
         os.replace(self.tmp, final)
         fsync_dir(self.part)
         return FileEntry(path=final.relative_to(self.store.root).as_posix(), schema=self.schema,
                          date=self.date, rows=self.rows, instrument_min=self.inst[0],
                          instrument_max=self.inst[1], ts_min=self.ts[0], ts_max=self.ts[1],
-                         bytes=final.stat().st_size, crc32=_file_crc(final), slot=self.slot)
+                         bytes=size, crc32=self.writer.crc, slot=self.slot)
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
-            self.writer.close()
+            self.file.close()
         with contextlib.suppress(FileNotFoundError):
             self.tmp.unlink()
 
@@ -580,30 +678,28 @@ class TickStore:
         table = self._conform(schema, data)
         if table.num_rows == 0:
             return []
-        ts = table.column("ts_event").cast(pa.int64()).fill_null(-1).to_numpy()
-        if np.any(ts < 0):
+        tcol = table.column("ts_event")
+        ts = tcol.cast(pa.int64()).fill_null(-1).to_numpy()
+        if tcol.null_count or int(ts.min()) < 0:
             raise StoreError(f"The `{schema}` rows to append have ts_event values that are null "
                              f"or before 1970 (first at row {int(np.argmax(ts < 0))}).")
         inst = table.column("instrument_id").to_numpy()
         slot_ns = self._slot_of[schema]
-        slot = ts // slot_ns * slot_ns
-        order, in_time = _sort_order(slot, inst, ts)
-        if not in_time:
-            table = table.take(pa.array(order))   # shuffled input: one sort of it all
-            ts, inst, slot = ts[order], inst[order], slot[order]
-            order = None
-        cuts = np.flatnonzero(np.diff(slot)) + 1
-        pieces = list(zip(np.r_[0, cuts].tolist(), np.r_[cuts, slot.size].tolist()))
+        kind, perm, cuts = _sort_order(ts, inst, slot_ns)
+        ts, inst = _arrange(ts, kind, perm), _arrange(inst, kind, perm)
+        src = _columns_of(table, self._parquet_columns(schema))      # columns moved on threads
+        cols = dict(zip(src, self._map(lambda vm: (_arrange(vm[0], kind, perm),
+                                                   _arrange(vm[1], kind, perm)), src.values())))
+        pieces = [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+        threads = self.threads if len(pieces) == 1 else 1
 
-        def write(piece):                          # one slot: sort in cache, encode, commit
+        def write(piece):                          # one slot: encode, fsync, rename
             lo, hi = piece
-            part = table.slice(lo, hi - lo)
             pi, pt = inst[lo:hi], ts[lo:hi]
-            if order is not None:
-                o = order[lo:hi] - lo
-                part, pi, pt = part.take(pa.array(o)), pi[o], pt[o]
-            w = _PartWriter(self, schema, int(slot[lo]), int(pt.min()), hi - lo,
-                            1 + int(np.count_nonzero(np.diff(pi))))
+            part = _slice(cols, lo, hi)
+            first = int(pt.min())
+            w = _PartWriter(self, schema, first // slot_ns * slot_ns, first, hi - lo,
+                            1 + int(np.count_nonzero(pi[1:] != pi[:-1])), threads)
             try:
                 w.add(part, pi, pt)
                 return w.commit()
@@ -616,15 +712,20 @@ class TickStore:
         return entries
 
     def _map(self, fn, items) -> list:
-        """``fn`` over ``items`` on the store's threads (pyarrow's sort, take and Parquet
-        encoding release the GIL); the first error is raised after every call has ended, and
+        """``fn`` over ``items`` on the store's threads (the numba loops, numpy's take and zstd
+        release the GIL); the first error is raised after every call has ended, and
         files already written by the others stay uncommitted (removed on the next open)."""
+        items = list(items)
         if len(items) < 2 or self.threads < 2:
             return [fn(x) for x in items]
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(min(self.threads, len(items))) as ex:
             futs = [ex.submit(fn, x) for x in items]
         return [f.result() for f in futs]
+
+    @staticmethod
+    def _parquet_columns(schema: str) -> list:
+        return [parquet.column_of(f) for f in arrow_schema(schema)]
 
     def _conform(self, schema: str, data) -> pa.Table:
         _check_schema(schema)

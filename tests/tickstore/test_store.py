@@ -55,9 +55,15 @@ def test_append_then_read_gives_the_rows_by_day_and_instrument(tmp_path):
         path = tmp_path / e.path
         assert path.parent.name == f"date={e.date}" and path.parent.parent.name == "mbo"
         f = pq.ParquetFile(path)
-        col = f.metadata.row_group(0).column(0)
-        assert col.compression == "ZSTD" and col.statistics is not None
+        rg = f.metadata.row_group(0)
+        col = rg.column(0)                      # ts_event: deltas, which zstd would not shrink
+        assert col.compression == "UNCOMPRESSED" and col.statistics.has_min_max
         assert "DELTA_BINARY_PACKED" in str(col.encodings)
+        size = rg.column(f.schema_arrow.names.index("size"))
+        assert size.compression == "ZSTD" and "RLE_DICTIONARY" in str(size.encodings)
+        assert [(c.column_index, c.descending) for c in rg.sorting_columns] == [
+            (f.schema_arrow.names.index("instrument_id"), False), (0, False)]
+        assert f.metadata.created_by.startswith("tickpipe tickstore")
         inst = f.read(columns=["instrument_id"]).column(0).to_numpy()
         assert np.all(np.diff(inst.astype(np.int64)) >= 0)
 

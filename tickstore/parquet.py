@@ -1,0 +1,806 @@
+"""A Parquet writer for the store's fixed-width columns: numba encoders, zstd chosen per column.
+
+pyarrow's writer encodes about 5 M ``mbo`` rows a second a core here (bench/RESULTS.md), half
+what the store needs to keep up with ArcticDB. This writer does the same job for the types the
+store holds (unsigned and signed integers, ``float64``, nanosecond UTC timestamps, which may be
+null, and fixed-size binary) with the encoding loops compiled by numba (``nogil``, so a file's
+row groups or a day's slots encode on threads) and writes standard Parquet that pyarrow, DuckDB
+and polars read: format 2.6 logical types, data pages v1, column chunk statistics, the page index
+(column and offset indexes), page CRC-32s, the Arrow schema under ``ARROW:schema`` and the sort
+order of the rows (``sorting_columns``).
+
+Encodings (Parquet's ``Encodings.md``): ``PLAIN``; ``DELTA_BINARY_PACKED`` (blocks of 128 values,
+4 miniblocks of 32, zigzag ULEB header and minimum delta, values bit-packed LSB first);
+``RLE_DICTIONARY`` (a ``PLAIN`` dictionary page, then the indices in the RLE/bit-packed hybrid
+with a one-byte bit width); ``BYTE_STREAM_SPLIT``. Definition levels of nullable columns are the
+same hybrid, prefixed by their length (data page v1). Each column chunk is zstd-compressed or
+not (``ColumnMetaData.codec``), as its policy says: a column whose encoding leaves nothing for
+zstd to find is not compressed, and no time is spent trying.
+
+The footer is Thrift's compact protocol (``parquet.thrift`` of apache/parquet-format: field ids
+and types as there), written by :class:`_Thrift` below.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import threading
+import zlib
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zstandard
+
+# -- parquet.thrift enums ---------------------------------------------------------------------
+BOOLEAN, INT32, INT64, INT96, FLOAT, DOUBLE, BYTE_ARRAY, FIXED_LEN_BYTE_ARRAY = range(8)
+PLAIN, RLE, DELTA_BINARY_PACKED, RLE_DICTIONARY, BYTE_STREAM_SPLIT = 0, 3, 5, 8, 9
+UNCOMPRESSED, ZSTD = 0, 6
+DATA_PAGE, DICTIONARY_PAGE = 0, 2
+REQUIRED, OPTIONAL = 0, 1
+UNORDERED, ASCENDING = 0, 1
+UINT_8, UINT_16, UINT_32, UINT_64, INT_8, INT_16, INT_32, INT_64 = range(11, 19)
+
+ENCODINGS = {"PLAIN": PLAIN, "DELTA_BINARY_PACKED": DELTA_BINARY_PACKED,
+             "RLE_DICTIONARY": RLE_DICTIONARY, "BYTE_STREAM_SPLIT": BYTE_STREAM_SPLIT}
+MAGIC = b"PAR1"
+CREATED_BY = "tickpipe tickstore version 0.1.0"
+DICT_LIMIT = 1 << 15            # distinct values in a chunk past which a dictionary is not kept
+
+# Thrift compact protocol field types
+_T_TRUE, _T_FALSE, _T_I8, _T_I16, _T_I32, _T_I64, _T_BIN, _T_LIST, _T_STRUCT = (
+    1, 2, 3, 4, 5, 6, 8, 9, 12)
+
+
+class _Thrift:
+    """Thrift compact protocol, writing only: structs, lists, integers, bools and binaries."""
+
+    __slots__ = ("b", "last", "stack")
+
+    def __init__(self):
+        self.b = bytearray()
+        self.last = 0
+        self.stack = []
+
+    def _varint(self, v: int) -> None:
+        b = self.b
+        while v > 0x7F:
+            b.append((v & 0x7F) | 0x80)
+            v >>= 7
+        b.append(v)
+
+    def _field(self, fid: int, t: int) -> None:
+        d = fid - self.last
+        if 0 < d <= 15:
+            self.b.append((d << 4) | t)
+        else:
+            self.b.append(t)
+            self._varint((fid << 1) ^ (fid >> 15))
+        self.last = fid
+
+    def i32(self, fid: int, v: int) -> "_Thrift":
+        self._field(fid, _T_I32)
+        self._varint(((v << 1) ^ (v >> 31)) & 0xFFFFFFFF)
+        return self
+
+    def i64(self, fid: int, v: int) -> "_Thrift":
+        self._field(fid, _T_I64)
+        self._varint(((v << 1) ^ (v >> 63)) & 0xFFFFFFFFFFFFFFFF)
+        return self
+
+    def i16(self, fid: int, v: int) -> "_Thrift":
+        self._field(fid, _T_I16)
+        self._varint(((v << 1) ^ (v >> 15)) & 0xFFFF)
+        return self
+
+    def i8(self, fid: int, v: int) -> "_Thrift":
+        self._field(fid, _T_I8)
+        self.b.append(v & 0xFF)
+        return self
+
+    def bool(self, fid: int, v: bool) -> "_Thrift":
+        self._field(fid, _T_TRUE if v else _T_FALSE)
+        return self
+
+    def binary(self, fid: int, v: bytes) -> "_Thrift":
+        self._field(fid, _T_BIN)
+        self._varint(len(v))
+        self.b += v
+        return self
+
+    def begin(self, fid: int | None = None) -> "_Thrift":
+        """A struct: a field ``fid``, or (None) a list element."""
+        if fid is not None:
+            self._field(fid, _T_STRUCT)
+        self.stack.append(self.last)
+        self.last = 0
+        return self
+
+    def end(self) -> "_Thrift":
+        self.b.append(0)
+        self.last = self.stack.pop()
+        return self
+
+    def list(self, fid: int, etype: int, n: int) -> "_Thrift":
+        self._field(fid, _T_LIST)
+        if n < 15:
+            self.b.append((n << 4) | etype)
+        else:
+            self.b.append(0xF0 | etype)
+            self._varint(n)
+        return self
+
+    def list_i32(self, fid: int, values) -> "_Thrift":
+        self.list(fid, _T_I32, len(values))
+        for v in values:
+            self._varint(((v << 1) ^ (v >> 31)) & 0xFFFFFFFF)
+        return self
+
+    def list_i64(self, fid: int, values) -> "_Thrift":
+        self.list(fid, _T_I64, len(values))
+        for v in values:
+            self._varint(((v << 1) ^ (v >> 63)) & 0xFFFFFFFFFFFFFFFF)
+        return self
+
+    def list_bin(self, fid: int, values) -> "_Thrift":
+        self.list(fid, _T_BIN, len(values))
+        for v in values:
+            self._varint(len(v))
+            self.b += v
+        return self
+
+    def list_bool(self, fid: int, values) -> "_Thrift":
+        self.list(fid, _T_TRUE, len(values))
+        self.b += bytes(1 if v else 2 for v in values)
+        return self
+
+
+# -- encoders (numba) -------------------------------------------------------------------------
+_U7F = np.uint64(0x7F)
+_U80 = np.uint64(0x80)
+_UFF = np.uint64(0xFF)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@numba.njit(cache=True, nogil=True)
+def _uleb(out, p, v):
+    v = np.uint64(v)
+    while v > _U7F:
+        out[p] = np.uint8((v & _U7F) | _U80)
+        v >>= np.uint64(7)
+        p += 1
+    out[p] = np.uint8(v)
+    return p + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _zigzag(x):
+    x = np.int64(x)
+    return np.uint64((x << np.int64(1)) ^ (x >> np.int64(63)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _width(x):
+    """Bits needed for the unsigned ``x``."""
+    w = 0
+    x = np.uint64(x)
+    while x:
+        w += 1
+        x >>= np.uint64(1)
+    return w
+
+
+@numba.njit(cache=True, nogil=True)
+def _pack(vals, start, count, w, out, p):
+    """``count`` unsigned values of ``w`` bits (each below 2**w), packed LSB first at ``p``."""
+    if w == 0:
+        return p
+    acc = np.uint64(0)
+    nb = 0
+    for k in range(start, start + count):
+        x = np.uint64(vals[k])
+        acc |= x << np.uint64(nb)
+        nb += w
+        if nb >= 64:
+            for b in range(8):
+                out[p + b] = np.uint8((acc >> np.uint64(8 * b)) & _UFF)
+            p += 8
+            nb -= 64
+            acc = (x >> np.uint64(w - nb)) if nb > 0 else np.uint64(0)
+    for b in range((nb + 7) // 8):
+        out[p + b] = np.uint8((acc >> np.uint64(8 * b)) & _UFF)
+    return p + (nb + 7) // 8
+
+
+@numba.njit(cache=True, nogil=True)
+def _delta(v, out):
+    """``v`` (int64) as DELTA_BINARY_PACKED into ``out`` (at least ``delta_bound(n)`` bytes);
+    returns the bytes written. Deltas wrap as int64 (uint64 columns are viewed as int64)."""
+    n = v.shape[0]
+    p = _uleb(out, 0, 128)
+    p = _uleb(out, p, 4)
+    p = _uleb(out, p, n)
+    p = _uleb(out, p, _zigzag(v[0] if n else 0))
+    deltas = np.empty(128, np.int64)
+    packed = np.zeros(128, np.uint64)
+    i = 1
+    while i < n:
+        m = min(128, n - i)
+        mn = v[i] - v[i - 1]
+        for k in range(m):
+            d = v[i + k] - v[i + k - 1]
+            deltas[k] = d
+            if d < mn:
+                mn = d
+        p = _uleb(out, p, _zigzag(mn))
+        wpos = p
+        p += 4
+        for mb in range(4):
+            lo = mb * 32
+            if lo >= m:
+                out[wpos + mb] = 0
+                continue
+            hi = min(lo + 32, m)
+            bits = np.uint64(0)
+            for k in range(lo, hi):
+                u = np.uint64(deltas[k] - mn)
+                packed[k] = u
+                bits |= u
+            for k in range(hi, lo + 32):
+                packed[k] = 0
+            w = _width(bits)
+            out[wpos + mb] = w
+            p = _pack(packed, lo, 32, w, out, p)
+        i += m
+    return p
+
+
+def delta_bound(n: int) -> int:
+    """Bytes :func:`_delta` may write for ``n`` values: 8 a value, 14 a block of 128, the last
+    miniblock padded to 32 values, the header."""
+    return 8 * n + 14 * (n // 128 + 2) + 8 * 32 + 48
+
+
+@numba.njit(cache=True, nogil=True)
+def _hybrid(v, w, out, p):
+    """``v`` (int32, each below 2**w) in the RLE/bit-packed hybrid at ``p``: runs of 8 or more
+    equal values as RLE runs, the rest in bit-packed groups of 8 (the last padded with 0s)."""
+    n = v.shape[0]
+    vb = (w + 7) // 8
+    scratch = np.zeros(63 * 8, np.uint64)
+    i = 0
+    while i < n:
+        j = i + 1
+        while j < n and v[j] == v[i]:
+            j += 1
+        if j - i >= 8:
+            p = _uleb(out, p, np.uint64(j - i) << np.uint64(1))
+            x = np.uint64(v[i])
+            for b in range(vb):
+                out[p + b] = np.uint8((x >> np.uint64(8 * b)) & _UFF)
+            p += vb
+            i = j
+            continue
+        start = i
+        g = 0
+        while i < n and g < 63:
+            if g > 0:                                   # a run of 8 at a group's start ends it
+                j = i + 1
+                while j < n and j - i < 8 and v[j] == v[i]:
+                    j += 1
+                if j - i >= 8:
+                    break
+            i += 8
+            g += 1
+        end = min(i, n)
+        for k in range(g * 8):
+            scratch[k] = np.uint64(v[start + k]) if start + k < end else np.uint64(0)
+        p = _uleb(out, p, np.uint64((g << 1) | 1))
+        p = _pack(scratch, 0, g * 8, w, out, p)
+        i = end
+    return p
+
+
+def hybrid_bound(n: int, w: int) -> int:
+    return (n // 8 + 2) * (max(w, 9) + 2) + 16
+
+
+@numba.njit(cache=True, nogil=True)
+def _dict_hash(v, limit):
+    """Dictionary of ``v`` (int64 or uint32) in first-seen order: (values, indices, count);
+    count -1 when there are more than ``limit`` distinct values."""
+    n = v.shape[0]
+    cap = min(limit, n) + 1
+    bits = 4
+    while (1 << bits) < 2 * cap:
+        bits += 1
+    mask = (1 << bits) - 1
+    shift = np.uint64(64 - bits)
+    table = np.full(1 << bits, -1, np.int32)
+    keys = np.empty(cap, v.dtype)
+    idx = np.empty(n, np.int32)
+    k = 0
+    prev = -1
+    for i in range(n):
+        x = v[i]
+        if prev >= 0 and keys[prev] == x:
+            idx[i] = prev
+            continue
+        h = np.int64((np.uint64(x) * _GOLDEN) >> shift)
+        while True:
+            s = table[h]
+            if s < 0:
+                if k >= limit:
+                    return keys[:0], idx[:0], -1
+                table[h] = k
+                keys[k] = x
+                s = k
+                k += 1
+                break
+            if keys[s] == x:
+                break
+            h = (h + 1) & mask
+        idx[i] = s
+        prev = s
+    return keys[:k], idx, k
+
+
+@numba.njit(cache=True, nogil=True)
+def _dict_direct(v, size):
+    """Dictionary of ``v`` (uint8 or uint16, each below ``size``) in first-seen order."""
+    n = v.shape[0]
+    table = np.full(size, -1, np.int32)
+    keys = np.empty(min(size, n), v.dtype)
+    idx = np.empty(n, np.int32)
+    k = 0
+    for i in range(n):
+        x = v[i]
+        s = table[x]
+        if s < 0:
+            table[x] = k
+            keys[k] = x
+            s = k
+            k += 1
+        idx[i] = s
+    return keys[:k], idx, k
+
+
+@numba.njit(cache=True, nogil=True)
+def _split(b, k, out):
+    """BYTE_STREAM_SPLIT of ``b`` (n values of ``k`` bytes, as uint8)."""
+    n = b.shape[0] // k
+    for i in range(n):
+        for j in range(k):
+            out[j * n + i] = b[i * k + j]
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every encoder, on a few values."""
+    v = np.arange(40, dtype=np.int64)
+    out = np.empty(delta_bound(40), np.uint8)
+    _delta(v, out)
+    idx = (v % 3).astype(np.int32)
+    _hybrid(idx, 2, np.empty(hybrid_bound(40, 2), np.uint8), 0)
+    _dict_hash(v, 16)
+    _dict_hash(v.astype(np.uint32), 16)
+    _dict_direct(v.astype(np.uint8), 256)
+    _dict_direct(v.astype(np.uint16), 1 << 16)
+    _split(v.view(np.uint8), 8, np.empty(320, np.uint8))
+
+
+# -- columns ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Column:
+    """How one Arrow field is stored: Parquet physical type, annotations, numpy value dtype."""
+
+    name: str
+    physical: int
+    nullable: bool
+    dtype: np.dtype                  # the values as the encoders see them
+    type_length: int = 0             # FIXED_LEN_BYTE_ARRAY
+    converted: int | None = None
+    logical: tuple | None = None     # ("int", bits, signed) or ("timestamp_ns_utc",)
+    unsigned: bool = False           # statistics compare unsigned (UINT_*, binary)
+    plain_dtype: np.dtype | None = None   # PLAIN's bytes (int32 for the narrow integers)
+
+
+def column_of(f: pa.Field) -> Column:
+    t = f.type
+    ints = {pa.uint8(): (INT32, UINT_8, 8, False, np.uint8), pa.uint16(): (INT32, UINT_16, 16, False, np.uint16),
+            pa.uint32(): (INT32, UINT_32, 32, False, np.uint32),
+            pa.uint64(): (INT64, UINT_64, 64, False, np.uint64),
+            pa.int8(): (INT32, INT_8, 8, True, np.int8), pa.int16(): (INT32, INT_16, 16, True, np.int16),
+            pa.int32(): (INT32, INT_32, 32, True, np.int32), pa.int64(): (INT64, INT_64, 64, True, np.int64)}
+    if t in ints:
+        phys, conv, bits, signed, dt = ints[t]
+        return Column(f.name, phys, f.nullable, np.dtype(dt), converted=conv,
+                      logical=("int", bits, signed), unsigned=not signed,
+                      plain_dtype=np.dtype(np.int32 if phys == INT32 else np.int64))
+    if t == pa.float64():
+        return Column(f.name, DOUBLE, f.nullable, np.dtype(np.float64),
+                      plain_dtype=np.dtype(np.float64))
+    if pa.types.is_timestamp(t) and t.unit == "ns" and t.tz is not None:
+        return Column(f.name, INT64, f.nullable, np.dtype(np.int64), logical=("timestamp_ns_utc",),
+                      plain_dtype=np.dtype(np.int64))
+    if pa.types.is_fixed_size_binary(t) and t.byte_width in (1, 2, 4, 8):
+        dt = np.dtype(f"<u{t.byte_width}")
+        return Column(f.name, FIXED_LEN_BYTE_ARRAY, f.nullable, dt, type_length=t.byte_width,
+                      unsigned=True, plain_dtype=dt)
+    raise TypeError(f"The Parquet writer does not store `{f.name}` of type {t}.")
+
+
+def arrow_values(arr: pa.Array | pa.ChunkedArray, col: Column) -> tuple[np.ndarray, np.ndarray | None]:
+    """An Arrow column as (values in ``col.dtype``, validity or None when nothing is null); the
+    values of null slots are 0."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    valid = None
+    if arr.null_count:
+        valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    if col.physical == FIXED_LEN_BYTE_ARRAY:
+        k = col.type_length
+        buf = arr.buffers()[1]
+        vals = np.frombuffer(buf, np.uint8)[arr.offset * k:(arr.offset + len(arr)) * k].view(col.dtype)
+    else:
+        vals = np.frombuffer(arr.buffers()[1], col.dtype)[arr.offset:arr.offset + len(arr)]
+    if valid is not None:
+        vals = np.where(valid, vals, 0).astype(col.dtype, copy=False)
+    return vals, valid
+
+
+# -- one column chunk -------------------------------------------------------------------------
+_local = threading.local()
+
+
+def _zstd(level: int) -> zstandard.ZstdCompressor:
+    c = getattr(_local, "zstd", None)
+    if c is None or _local.level != level:
+        c = _local.zstd = zstandard.ZstdCompressor(level=level)
+        _local.level = level
+    return c
+
+
+def _stat_bytes(col: Column, x) -> bytes:
+    if col.physical == FIXED_LEN_BYTE_ARRAY:
+        return np.asarray(x, col.dtype).tobytes()
+    return np.asarray(x).astype(col.plain_dtype).tobytes()
+
+
+def _min_max(col: Column, v: np.ndarray):
+    """(min, max) of ``v`` in the column's order (None, None when there is none), as values
+    comparable in Python, and the count of NaN values for doubles."""
+    if v.size == 0:
+        return None, None, 0
+    if col.physical == DOUBLE:
+        nan = int(np.count_nonzero(np.isnan(v)))
+        if nan == v.size:
+            return None, None, nan
+        lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
+        return (-0.0 if lo == 0 else lo), (0.0 if hi == 0 else hi), nan
+    if col.physical == FIXED_LEN_BYTE_ARRAY and col.type_length > 1:
+        s = v.byteswap()                               # byte-wise order is big-endian order
+        return s.min().byteswap(), s.max().byteswap(), 0
+    return v.min(), v.max(), 0
+
+
+def _order_key(col: Column, x):
+    if col.physical == FIXED_LEN_BYTE_ARRAY and col.type_length > 1:
+        return int(np.asarray(x, col.dtype).byteswap())
+    return x
+
+
+@dataclass
+class _Page:
+    header: bytes
+    body: bytes | memoryview
+    rows: int
+    first_row: int
+    uncompressed: int
+    lo: object = None
+    hi: object = None
+    nulls: int = 0
+    dictionary: bool = False
+
+
+@dataclass
+class _Chunk:
+    """One column chunk, encoded; offsets relative to the chunk's start."""
+
+    col: Column
+    pages: list
+    encodings: list
+    codec: int
+    rows: int
+    lo: object
+    hi: object
+    nulls: int
+    nan: int | None
+
+    @property
+    def size(self) -> int:
+        return sum(len(p.header) + len(p.body) for p in self.pages)
+
+    @property
+    def uncompressed(self) -> int:
+        return sum(len(p.header) + p.uncompressed for p in self.pages)
+
+
+def _page_header(kind: int, uncompressed: int, body, num_values: int, encoding: int,
+                 stats: tuple | None) -> bytes:
+    crc = zlib.crc32(body)
+    t = _Thrift()
+    t.i32(1, kind).i32(2, uncompressed).i32(3, len(body)).i32(4, crc - (crc >> 31 << 32))
+    if kind == DICTIONARY_PAGE:
+        t.begin(7).i32(1, num_values).i32(2, PLAIN).end()
+    else:
+        t.begin(5).i32(1, num_values).i32(2, encoding).i32(3, RLE).i32(4, RLE)
+        if stats is not None:
+            _statistics(t, 5, *stats)
+        t.end()
+    t.b.append(0)
+    return bytes(t.b)
+
+
+def _statistics(t: _Thrift, fid: int, lo: bytes | None, hi: bytes | None, nulls: int,
+                nan: int | None) -> None:
+    t.begin(fid).i64(3, nulls)
+    if hi is not None:
+        t.binary(5, hi).binary(6, lo)
+    if nan is not None:
+        t.i64(9, nan)
+    t.end()
+
+
+def encode_chunk(col: Column, values: np.ndarray, valid: np.ndarray | None, encoding: str,
+                 compress: bool, level: int, page_rows: int) -> _Chunk:
+    """One column chunk of ``values`` (``col.dtype``; ``valid`` for a nullable column with nulls)
+    in pages of ``page_rows`` rows: ``encoding`` (a name of :data:`ENCODINGS`; RLE_DICTIONARY
+    falls back to PLAIN past :data:`DICT_LIMIT` values), zstd at ``level`` when ``compress``."""
+    n = values.shape[0]
+    nonnull = values if valid is None else values[valid]
+    lo, hi, nan = _min_max(col, nonnull)
+    nulls = 0 if valid is None else n - int(np.count_nonzero(valid))
+    enc = ENCODINGS[encoding]
+    if nonnull.size == 0:
+        enc = PLAIN
+    if enc == DELTA_BINARY_PACKED and col.physical != INT64:
+        enc = PLAIN
+    if enc == BYTE_STREAM_SPLIT and col.physical == FIXED_LEN_BYTE_ARRAY:
+        enc = PLAIN                                   # DuckDB 1.4 reads it for numbers only
+    zs = _zstd(level) if compress else None
+    pages: list[_Page] = []
+    dict_idx = None
+    if enc == RLE_DICTIONARY:
+        if col.dtype.itemsize <= 2:
+            keys, dict_idx, k = _dict_direct(nonnull, 1 << (8 * col.dtype.itemsize))
+        else:
+            key_view = nonnull.view(np.int64) if col.dtype.itemsize == 8 else nonnull.view(np.uint32)
+            keys, dict_idx, k = _dict_hash(key_view, DICT_LIMIT)
+            keys = keys.view(col.dtype)
+        if k < 0:
+            enc = PLAIN
+        else:
+            raw = keys.astype(col.plain_dtype, copy=False).tobytes()
+            body = zs.compress(raw) if zs else raw
+            pages.append(_Page(_page_header(DICTIONARY_PAGE, len(raw), body, k, PLAIN, None), body,
+                               0, 0, len(raw), dictionary=True))
+            width = max(1, _width(k - 1))
+    # map rows to non-null positions for paging
+    pos = None if valid is None else np.concatenate([[0], np.cumsum(valid)])
+    for start in range(0, n, page_rows):
+        stop = min(start + page_rows, n)
+        a, b = (start, stop) if pos is None else (int(pos[start]), int(pos[stop]))
+        parts = []
+        if col.nullable:
+            lv = (np.ones(stop - start, np.int32) if valid is None
+                  else valid[start:stop].astype(np.int32))
+            buf = np.empty(hybrid_bound(stop - start, 1) + 4, np.uint8)
+            e = _hybrid(lv, 1, buf, 4)
+            buf[:4] = np.frombuffer(np.uint32(e - 4).tobytes(), np.uint8)
+            parts.append(buf[:e])
+        pv = nonnull[a:b]
+        if enc == RLE_DICTIONARY:
+            ix = dict_idx[a:b]
+            buf = np.empty(hybrid_bound(b - a, width) + 1, np.uint8)
+            buf[0] = width
+            parts.append(buf[:_hybrid(ix, width, buf, 1)])
+        elif enc == DELTA_BINARY_PACKED:
+            buf = np.empty(delta_bound(b - a), np.uint8)
+            parts.append(buf[:_delta(np.ascontiguousarray(pv).view(np.int64), buf)])
+        elif enc == BYTE_STREAM_SPLIT:
+            raw = np.ascontiguousarray(pv.astype(col.plain_dtype, copy=False)).view(np.uint8)
+            buf = np.empty(raw.size, np.uint8)
+            _split(raw, col.plain_dtype.itemsize, buf)
+            parts.append(buf)
+        else:
+            parts.append(np.ascontiguousarray(pv.astype(col.plain_dtype, copy=False)).view(np.uint8))
+        raw = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        body = zs.compress(raw) if zs else raw.tobytes()
+        plo, phi, pnan = _min_max(col, pv) if stop - start < n else (lo, hi, nan)
+        pn = 0 if valid is None else (stop - start) - (b - a)
+        st = (None if phi is None else _stat_bytes(col, plo), None if phi is None else _stat_bytes(col, phi),
+              pn, pnan if col.physical == DOUBLE else None)
+        pages.append(_Page(_page_header(DATA_PAGE, raw.size, body, stop - start, enc, st), body,
+                           stop - start, start, raw.size, plo, phi, pn))
+    encs = [PLAIN, RLE_DICTIONARY] if enc == RLE_DICTIONARY else [enc]
+    if col.nullable:
+        encs.append(RLE)
+    return _Chunk(col, pages, encs, ZSTD if compress else UNCOMPRESSED, n, lo, hi, nulls,
+                  nan if col.physical == DOUBLE else None)
+
+
+# -- files ------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=64)
+def _arrow_metadata(schema: pa.Schema) -> tuple:
+    """The key-value metadata pyarrow writes for ``schema`` (``ARROW:schema`` and the schema's
+    own), so pyarrow reads back the exact Arrow types."""
+    buf = io.BytesIO()
+    pq.write_table(schema.empty_table(), buf)
+    buf.seek(0)
+    md = pq.read_metadata(buf).metadata or {}
+    return tuple(sorted(md.items()))
+
+
+@dataclass
+class _RowGroup:
+    chunks: list
+    rows: int
+
+
+@dataclass
+class FileWriter:
+    """A Parquet file of ``schema`` written row group by row group to the open binary file
+    ``f``. ``policy`` maps a column name to (encoding name, compress); ``sorting`` names the
+    columns the rows are sorted by (ascending). Keeps the CRC-32 of everything written."""
+
+    f: object
+    schema: pa.Schema
+    policy: dict
+    level: int = 3
+    page_rows: int = 1 << 20
+    sorting: tuple = ()
+    columns: list = field(init=False)
+    groups: list = field(init=False, default_factory=list)
+    offset: int = field(init=False, default=0)
+    crc: int = field(init=False, default=0)
+
+    def __post_init__(self):
+        self.columns = [column_of(f) for f in self.schema]
+        self._write(MAGIC)
+
+    def _write(self, b) -> None:
+        self.f.write(b)
+        self.crc = zlib.crc32(b, self.crc)
+        self.offset += len(b)
+
+    def encode(self, table: pa.Table | dict) -> list[_Chunk]:
+        """A row group's chunks (thread-safe; nothing written). ``table``: a pyarrow Table or
+        ``{name: (values, valid)}``."""
+        out = []
+        for col in self.columns:
+            if isinstance(table, dict):
+                values, valid = table[col.name]
+            else:
+                values, valid = arrow_values(table.column(col.name), col)
+            enc, comp = self.policy.get(col.name, ("RLE_DICTIONARY", True))
+            out.append(encode_chunk(col, values, valid, enc, comp, self.level, self.page_rows))
+        return out
+
+    def write(self, chunks: list[_Chunk]) -> None:
+        """Append an encoded row group."""
+        placed = []
+        for ch in chunks:
+            start = self.offset
+            locs = []
+            for p in ch.pages:
+                locs.append(self.offset)
+                self._write(p.header)
+                self._write(p.body)
+            placed.append((start, locs))
+        self.groups.append((_RowGroup(chunks, chunks[0].rows), placed))
+
+    def close(self) -> int:
+        """Write the page index and the footer; returns the file's size."""
+        index = []
+        for g, placed in self.groups:
+            ci = []
+            for ch, (start, locs) in zip(g.chunks, placed):
+                data = [(p, o) for p, o in zip(ch.pages, locs) if not p.dictionary]
+                t = _Thrift()
+                t.list_bool(1, [p.hi is None for p, _ in data])
+                t.list_bin(2, [b"" if p.hi is None else _stat_bytes(ch.col, p.lo) for p, _ in data])
+                t.list_bin(3, [b"" if p.hi is None else _stat_bytes(ch.col, p.hi) for p, _ in data])
+                keys = [(_order_key(ch.col, p.lo), _order_key(ch.col, p.hi)) for p, _ in data
+                        if p.hi is not None]
+                asc = all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(keys, keys[1:]))
+                t.i32(4, ASCENDING if asc else UNORDERED)
+                t.list_i64(5, [p.nulls for p, _ in data])
+                t.b.append(0)
+                ci.append(bytes(t.b))
+            index.append(ci)
+        ci_at = []
+        for ci in index:
+            ci_at.append([])
+            for b in ci:
+                ci_at[-1].append((self.offset, len(b)))
+                self._write(b)
+        oi_at = []
+        for g, placed in self.groups:
+            oi_at.append([])
+            for ch, (start, locs) in zip(g.chunks, placed):
+                t = _Thrift()
+                data = [(p, o) for p, o in zip(ch.pages, locs) if not p.dictionary]
+                t.list(1, _T_STRUCT, len(data))
+                for p, o in data:
+                    t.begin().i64(1, o).i32(2, len(p.header) + len(p.body)).i64(3, p.first_row).end()
+                t.b.append(0)
+                oi_at[-1].append((self.offset, len(t.b)))
+                self._write(bytes(t.b))
+        self._write(self._footer(ci_at, oi_at))
+        return self.offset
+
+    def _footer(self, ci_at, oi_at) -> bytes:
+        t = _Thrift()
+        t.i32(1, 2)
+        t.list(2, _T_STRUCT, len(self.columns) + 1)
+        t.begin().binary(4, b"schema").i32(5, len(self.columns)).end()
+        for c in self.columns:
+            t.begin().i32(1, c.physical)
+            if c.type_length:
+                t.i32(2, c.type_length)
+            t.i32(3, OPTIONAL if c.nullable else REQUIRED).binary(4, c.name.encode())
+            if c.converted is not None:
+                t.i32(6, c.converted)
+            if c.logical is not None:
+                t.begin(10)
+                if c.logical[0] == "int":
+                    t.begin(10).i8(1, c.logical[1]).bool(2, c.logical[2]).end()
+                else:
+                    t.begin(8).bool(1, True).begin(2).begin(3).end().end().end()
+                t.end()
+            t.end()
+        t.i64(3, sum(g.rows for g, _ in self.groups))
+        t.list(4, _T_STRUCT, len(self.groups))
+        names = [c.name for c in self.columns]
+        for gi, (g, placed) in enumerate(self.groups):
+            t.begin()
+            t.list(1, _T_STRUCT, len(g.chunks))
+            total = 0
+            comp = 0
+            for ci, (ch, (start, locs)) in enumerate(zip(g.chunks, placed)):
+                first_data = next(o for p, o in zip(ch.pages, locs) if not p.dictionary)
+                t.begin().i64(2, 0)
+                t.begin(3).i32(1, ch.col.physical).list_i32(2, ch.encodings)
+                t.list_bin(3, [ch.col.name.encode()]).i32(4, ch.codec).i64(5, ch.rows)
+                t.i64(6, ch.uncompressed).i64(7, ch.size).i64(9, first_data)
+                if ch.pages[0].dictionary:
+                    t.i64(11, start)
+                _statistics(t, 12, None if ch.hi is None else _stat_bytes(ch.col, ch.lo),
+                            None if ch.hi is None else _stat_bytes(ch.col, ch.hi), ch.nulls, ch.nan)
+                t.end()
+                t.i64(4, oi_at[gi][ci][0]).i32(5, oi_at[gi][ci][1])
+                t.i64(6, ci_at[gi][ci][0]).i32(7, ci_at[gi][ci][1])
+                t.end()
+                total += ch.uncompressed
+                comp += ch.size
+            t.i64(2, total).i64(3, g.rows)
+            if self.sorting:
+                t.list(4, _T_STRUCT, len(self.sorting))
+                for name in self.sorting:
+                    t.begin().i32(1, names.index(name)).bool(2, False).bool(3, False).end()
+            t.i64(5, placed[0][0]).i64(6, comp).i16(7, gi)
+            t.end()
+        md = _arrow_metadata(self.schema)
+        t.list(5, _T_STRUCT, len(md))
+        for k, v in md:
+            t.begin().binary(1, k).binary(2, v).end()
+        t.binary(6, CREATED_BY.encode())
+        t.list(7, _T_STRUCT, len(self.columns))
+        for _ in self.columns:
+            t.begin().begin(1).end().end()
+        t.b.append(0)
+        body = bytes(t.b)
+        return body + len(body).to_bytes(4, "little") + MAGIC
