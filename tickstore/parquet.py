@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import io
+import struct
 import threading
 import zlib
 from dataclasses import dataclass, field
@@ -67,6 +68,9 @@ class _Thrift:
 
     def _varint(self, v: int) -> None:
         b = self.b
+        if v < 0x80:
+            b.append(v)
+            return
         while v > 0x7F:
             b.append((v & 0x7F) | 0x80)
             v >>= 7
@@ -109,6 +113,21 @@ class _Thrift:
         self._field(fid, _T_BIN)
         self._varint(len(v))
         self.b += v
+        return self
+
+    def struct(self, fid: int, body: bytes) -> "_Thrift":
+        """A struct field whose fields (and stop byte) are encoded already."""
+        self._field(fid, _T_STRUCT)
+        self.b += body
+        return self
+
+    def raw(self, b: bytes, last: int, opened: tuple = ()) -> "_Thrift":
+        """Bytes encoded by a fresh :class:`_Thrift` (so from field id 0) in the struct now open,
+        after which the last field id is ``last`` and the structs ``opened`` (field ids of the
+        enclosing structs' last fields, outermost first) are left open."""
+        self.b += b
+        self.stack.extend(opened)
+        self.last = last
         return self
 
     def begin(self, fid: int | None = None) -> "_Thrift":
@@ -386,6 +405,8 @@ def warm_up() -> None:
     _hybrid(idx, 2, np.empty(hybrid_bound(40, 2), np.uint8), 0)
     _dict_hash(v, 16)
     _dict_hash(v.astype(np.uint32), 16)
+    for dt in (np.uint8, np.uint16, np.uint32, np.uint64, np.int64):
+        _range(v.astype(dt))
     _dict_direct(v.astype(np.uint8), 256)
     _dict_direct(v.astype(np.uint16), 1 << 16)
     _split(v.view(np.uint8), 8, np.empty(320, np.uint8))
@@ -407,7 +428,9 @@ class Column:
     plain_dtype: np.dtype | None = None   # PLAIN's bytes (int32 for the narrow integers)
 
 
+@functools.lru_cache(maxsize=256)
 def column_of(f: pa.Field) -> Column:
+    """How ``f`` is stored (a TypeError for a type the writer does not store)."""
     t = f.type
     ints = {pa.uint8(): (INT32, UINT_8, 8, False, np.uint8), pa.uint16(): (INT32, UINT_16, 16, False, np.uint16),
             pa.uint32(): (INT32, UINT_32, 32, False, np.uint32),
@@ -464,9 +487,26 @@ def _zstd(level: int) -> zstandard.ZstdCompressor:
 
 
 def _stat_bytes(col: Column, x) -> bytes:
-    if col.physical == FIXED_LEN_BYTE_ARRAY:
-        return np.asarray(x, col.dtype).tobytes()
-    return np.asarray(x).astype(col.plain_dtype).tobytes()
+    """A statistic's bytes: the value as PLAIN encodes it."""
+    if col.physical in (INT32, INT64):
+        return int(x).to_bytes(4 if col.physical == INT32 else 8, "little",
+                               signed=not col.unsigned)
+    if col.physical == DOUBLE:
+        return struct.pack("<d", x)
+    return np.asarray(x, col.dtype).tobytes()
+
+
+@numba.njit(cache=True, nogil=True)
+def _range(v):
+    lo = v[0]
+    hi = v[0]
+    for i in range(1, v.shape[0]):
+        x = v[i]
+        if x < lo:
+            lo = x
+        elif x > hi:
+            hi = x
+    return lo, hi
 
 
 def _min_max(col: Column, v: np.ndarray):
@@ -483,13 +523,90 @@ def _min_max(col: Column, v: np.ndarray):
     if col.physical == FIXED_LEN_BYTE_ARRAY and col.type_length > 1:
         s = v.byteswap()                               # byte-wise order is big-endian order
         return s.min().byteswap(), s.max().byteswap(), 0
-    return v.min(), v.max(), 0
+    lo, hi = _range(v)
+    return int(lo), int(hi), 0
 
 
 def _order_key(col: Column, x):
     if col.physical == FIXED_LEN_BYTE_ARRAY and col.type_length > 1:
         return int(np.asarray(x, col.dtype).byteswap())
     return x
+
+
+_UV = [bytes([i]) for i in range(128)]
+
+
+def _uv(v: int) -> bytes:
+    """ULEB128 of the non-negative ``v``."""
+    if v < 0x80:
+        return _UV[v]
+    out = bytearray()
+    while v > 0x7F:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def _zz32(v: int) -> bytes:
+    return _uv(((v << 1) ^ (v >> 31)) & 0xFFFFFFFF)
+
+
+def _zz64(v: int) -> bytes:
+    return _uv(((v << 1) ^ (v >> 63)) & 0xFFFFFFFFFFFFFFFF)
+
+
+def _stats_body(lo: bytes | None, hi: bytes | None, nulls: int, nan: int | None) -> bytes:
+    """A Statistics struct's fields and stop byte: null_count (3), max_value (5), min_value
+    (6), nan_count (9)."""
+    b = bytearray(b"\x36")                                # field 3, i64
+    b += _zz64(nulls)
+    last = 3
+    if hi is not None:
+        b.append(0x28)                                     # field 5, binary
+        b += _uv(len(hi)) + hi
+        b.append(0x18)                                     # field 6, binary
+        b += _uv(len(lo)) + lo
+        last = 6
+    if nan is not None:
+        b.append(((9 - last) << 4) | _T_I64)
+        b += _zz64(nan)
+    b.append(0)
+    return bytes(b)
+
+
+def _page_header(kind: int, uncompressed: int, body, num_values: int, encoding: int,
+                 stats: bytes | None) -> bytes:
+    """A PageHeader (fields 1-4: type, sizes, CRC-32 of the body as written; then the
+    dictionary (7) or data page v1 (5) header), encoded directly: a page's header is the
+    writer's most frequent Thrift struct."""
+    crc = zlib.crc32(body)
+    b = bytearray(b"\x15")
+    b += _zz32(kind)
+    b.append(0x15)
+    b += _zz32(uncompressed)
+    b.append(0x15)
+    b += _zz32(len(body))
+    b.append(0x15)
+    b += _zz32(crc - (crc >> 31 << 32))
+    if kind == DICTIONARY_PAGE:
+        b.append(0x3C)                                     # field 7, struct
+        b.append(0x15)
+        b += _zz32(num_values)
+        b += b"\x15\x00\x00"                                # encoding PLAIN, stop
+    else:
+        b.append(0x1C)                                     # field 5, struct
+        b.append(0x15)
+        b += _zz32(num_values)
+        b.append(0x15)
+        b += _zz32(encoding)
+        b += b"\x15\x06\x15\x06"                            # levels: RLE, RLE
+        if stats is not None:
+            b.append(0x1C)                                 # field 5, struct
+            b += stats
+        b.append(0)
+    b.append(0)
+    return bytes(b)
 
 
 @dataclass
@@ -499,8 +616,9 @@ class _Page:
     rows: int
     first_row: int
     uncompressed: int
-    lo: object = None
-    hi: object = None
+    lo: bytes | None = None          # statistics, encoded (None: no non-null value)
+    hi: bytes | None = None
+    keys: tuple | None = None        # (min, max) in the column's order, for the boundary order
     nulls: int = 0
     dictionary: bool = False
 
@@ -511,70 +629,58 @@ class _Chunk:
 
     col: Column
     pages: list
-    encodings: list
+    encodings: tuple
     codec: int
     rows: int
-    lo: object
-    hi: object
-    nulls: int
-    nan: int | None
+    stats: bytes                     # the Statistics struct's body
+    size: int = 0
+    uncompressed: int = 0
 
-    @property
-    def size(self) -> int:
-        return sum(len(p.header) + len(p.body) for p in self.pages)
-
-    @property
-    def uncompressed(self) -> int:
-        return sum(len(p.header) + p.uncompressed for p in self.pages)
+    def __post_init__(self):
+        self.size = sum(len(p.header) + len(p.body) for p in self.pages)
+        self.uncompressed = sum(len(p.header) + p.uncompressed for p in self.pages)
 
 
-def _page_header(kind: int, uncompressed: int, body, num_values: int, encoding: int,
-                 stats: tuple | None) -> bytes:
-    crc = zlib.crc32(body)
-    t = _Thrift()
-    t.i32(1, kind).i32(2, uncompressed).i32(3, len(body)).i32(4, crc - (crc >> 31 << 32))
-    if kind == DICTIONARY_PAGE:
-        t.begin(7).i32(1, num_values).i32(2, PLAIN).end()
-    else:
-        t.begin(5).i32(1, num_values).i32(2, encoding).i32(3, RLE).i32(4, RLE)
-        if stats is not None:
-            _statistics(t, 5, *stats)
-        t.end()
-    t.b.append(0)
-    return bytes(t.b)
-
-
-def _statistics(t: _Thrift, fid: int, lo: bytes | None, hi: bytes | None, nulls: int,
-                nan: int | None) -> None:
-    t.begin(fid).i64(3, nulls)
-    if hi is not None:
-        t.binary(5, hi).binary(6, lo)
-    if nan is not None:
-        t.i64(9, nan)
-    t.end()
+def _one_run(value: int, n: int, width_bytes: int) -> bytes:
+    """The RLE/bit-packed hybrid of ``n`` copies of ``value``: one RLE run."""
+    return _uv(n << 1) + value.to_bytes(width_bytes, "little")
 
 
 def encode_chunk(col: Column, values: np.ndarray, valid: np.ndarray | None, encoding: str,
                  compress: bool, level: int, page_rows: int) -> _Chunk:
     """One column chunk of ``values`` (``col.dtype``; ``valid`` for a nullable column with nulls)
     in pages of ``page_rows`` rows: ``encoding`` (a name of :data:`ENCODINGS`; RLE_DICTIONARY
-    falls back to PLAIN past :data:`DICT_LIMIT` values), zstd at ``level`` when ``compress``."""
+    falls back to PLAIN past :data:`DICT_LIMIT` values), zstd at ``level`` when ``compress``. A
+    chunk of one value (a constant column, or none but nulls) is a one-entry dictionary and a
+    single RLE run, not compressed, whatever the policy."""
     n = values.shape[0]
+    if valid is not None and valid.all():
+        valid = None
     nonnull = values if valid is None else values[valid]
     lo, hi, nan = _min_max(col, nonnull)
-    nulls = 0 if valid is None else n - int(np.count_nonzero(valid))
+    nulls = n - nonnull.size
+    nan = nan if col.physical == DOUBLE else None
     enc = ENCODINGS[encoding]
+    constant = hi is not None and lo == hi and nan in (None, 0)
     if nonnull.size == 0:
-        enc = PLAIN
+        enc, compress = PLAIN, False
+    elif constant:
+        enc, compress = RLE_DICTIONARY, False
     if enc == DELTA_BINARY_PACKED and col.physical != INT64:
         enc = PLAIN
     if enc == BYTE_STREAM_SPLIT and col.physical == FIXED_LEN_BYTE_ARRAY:
         enc = PLAIN                                   # DuckDB 1.4 reads it for numbers only
     zs = _zstd(level) if compress else None
+    lo_b = None if hi is None else _stat_bytes(col, lo)
+    hi_b = None if hi is None else _stat_bytes(col, hi)
+    stats = _stats_body(lo_b, hi_b, nulls, nan)
     pages: list[_Page] = []
     dict_idx = None
+    width = 1
     if enc == RLE_DICTIONARY:
-        if col.dtype.itemsize <= 2:
+        if constant:
+            keys, k = nonnull[:1], 1
+        elif col.dtype.itemsize <= 2:
             keys, dict_idx, k = _dict_direct(nonnull, 1 << (8 * col.dtype.itemsize))
         else:
             key_view = nonnull.view(np.int64) if col.dtype.itemsize == 8 else nonnull.view(np.uint32)
@@ -588,21 +694,25 @@ def encode_chunk(col: Column, values: np.ndarray, valid: np.ndarray | None, enco
             pages.append(_Page(_page_header(DICTIONARY_PAGE, len(raw), body, k, PLAIN, None), body,
                                0, 0, len(raw), dictionary=True))
             width = max(1, _width(k - 1))
-    # map rows to non-null positions for paging
     pos = None if valid is None else np.concatenate([[0], np.cumsum(valid)])
+    single = n <= page_rows
     for start in range(0, n, page_rows):
         stop = min(start + page_rows, n)
         a, b = (start, stop) if pos is None else (int(pos[start]), int(pos[stop]))
         parts = []
-        if col.nullable:
-            lv = (np.ones(stop - start, np.int32) if valid is None
-                  else valid[start:stop].astype(np.int32))
-            buf = np.empty(hybrid_bound(stop - start, 1) + 4, np.uint8)
-            e = _hybrid(lv, 1, buf, 4)
-            buf[:4] = np.frombuffer(np.uint32(e - 4).tobytes(), np.uint8)
-            parts.append(buf[:e])
+        if col.nullable:                              # definition levels, length first
+            if valid is None or a == b:
+                lv = _one_run(int(a != b), stop - start, 1)
+            else:
+                buf = np.empty(hybrid_bound(stop - start, 1), np.uint8)
+                lv = buf[:_hybrid(valid[start:stop].astype(np.int32), 1, buf, 0)].tobytes()
+            parts.append(len(lv).to_bytes(4, "little") + lv)
         pv = nonnull[a:b]
-        if enc == RLE_DICTIONARY:
+        if b == a:
+            pass
+        elif enc == RLE_DICTIONARY and constant:
+            parts.append(bytes([width]) + _one_run(0, b - a, 1))
+        elif enc == RLE_DICTIONARY:
             ix = dict_idx[a:b]
             buf = np.empty(hybrid_bound(b - a, width) + 1, np.uint8)
             buf[0] = width
@@ -617,22 +727,111 @@ def encode_chunk(col: Column, values: np.ndarray, valid: np.ndarray | None, enco
             parts.append(buf)
         else:
             parts.append(np.ascontiguousarray(pv.astype(col.plain_dtype, copy=False)).view(np.uint8))
-        raw = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        body = zs.compress(raw) if zs else raw.tobytes()
-        plo, phi, pnan = _min_max(col, pv) if stop - start < n else (lo, hi, nan)
-        pn = 0 if valid is None else (stop - start) - (b - a)
-        st = (None if phi is None else _stat_bytes(col, plo), None if phi is None else _stat_bytes(col, phi),
-              pn, pnan if col.physical == DOUBLE else None)
-        pages.append(_Page(_page_header(DATA_PAGE, raw.size, body, stop - start, enc, st), body,
-                           stop - start, start, raw.size, plo, phi, pn))
-    encs = [PLAIN, RLE_DICTIONARY] if enc == RLE_DICTIONARY else [enc]
+        raw = parts[0] if len(parts) == 1 else b"".join(
+            p if isinstance(p, bytes) else p.tobytes() for p in parts)
+        body = zs.compress(raw) if zs else (raw if isinstance(raw, bytes) else raw.tobytes())
+        usize = len(raw) if isinstance(raw, bytes) else raw.size
+        if single:
+            plo, phi, pst = lo_b, hi_b, stats
+            pkeys = None if hi is None else (_order_key(col, lo), _order_key(col, hi))
+        else:
+            qlo, qhi, qnan = _min_max(col, pv)
+            plo = None if qhi is None else _stat_bytes(col, qlo)
+            phi = None if qhi is None else _stat_bytes(col, qhi)
+            pkeys = None if qhi is None else (_order_key(col, qlo), _order_key(col, qhi))
+            pst = _stats_body(plo, phi, (stop - start) - (b - a),
+                              qnan if col.physical == DOUBLE else None)
+        pages.append(_Page(_page_header(DATA_PAGE, usize, body, stop - start, enc, pst), body,
+                           stop - start, start, usize, plo, phi, pkeys, (stop - start) - (b - a)))
+    encs = (PLAIN, RLE_DICTIONARY) if enc == RLE_DICTIONARY else (enc,)
     if col.nullable:
-        encs.append(RLE)
-    return _Chunk(col, pages, encs, ZSTD if compress else UNCOMPRESSED, n, lo, hi, nulls,
-                  nan if col.physical == DOUBLE else None)
+        encs += (RLE,)
+    return _Chunk(col, pages, encs, ZSTD if compress else UNCOMPRESSED, n, stats)
 
 
 # -- files ------------------------------------------------------------------------------------
+def _list_header(n: int, etype: int) -> bytes:
+    return bytes([(n << 4) | etype]) if n < 15 else bytes([0xF0 | etype]) + _uv(n)
+
+
+def _column_index(pages: list) -> bytes:
+    """A ColumnIndex: null_pages (1), min_values (2), max_values (3), boundary_order (4),
+    null_counts (5)."""
+    n = len(pages)
+    b = bytearray(b"\x19")
+    b += _list_header(n, _T_TRUE)
+    b += bytes(1 if p.hi is None else 2 for p in pages)
+    for which in ("lo", "hi"):
+        b.append(0x19)
+        b += _list_header(n, _T_BIN)
+        for p in pages:
+            v = getattr(p, which) or b""
+            b += _uv(len(v))
+            b += v
+    keys = [p.keys for p in pages if p.keys is not None]
+    asc = all(x[0] <= y[0] and x[1] <= y[1] for x, y in zip(keys, keys[1:]))
+    b.append(0x15)
+    b += _zz32(ASCENDING if asc else UNORDERED)
+    b.append(0x19)
+    b += _list_header(n, _T_I64)
+    for p in pages:
+        b += _zz64(p.nulls)
+    b.append(0)
+    return bytes(b)
+
+
+def _offset_index(pages: list) -> bytes:
+    """An OffsetIndex: page_locations (1), each (offset, compressed size with its header, first
+    row)."""
+    b = bytearray(b"\x19")
+    b += _list_header(len(pages), _T_STRUCT)
+    for p, o in pages:
+        b.append(0x16)
+        b += _zz64(o)
+        b.append(0x15)
+        b += _zz32(len(p.header) + len(p.body))
+        b.append(0x16)
+        b += _zz64(p.first_row)
+        b.append(0)
+    b.append(0)
+    return bytes(b)
+
+
+def _column_chunk(prefix: bytes, ch: _Chunk, start: int, locs: list, oi: tuple,
+                  ci: tuple) -> bytes:
+    """A ColumnChunk list element: ``prefix`` (file_offset and ColumnMetaData fields 1-4), then
+    num_values (5), the sizes (6, 7), data_page_offset (9), dictionary_page_offset (11),
+    statistics (12); then the offset index (4, 5) and column index (6, 7) positions."""
+    dictionary = ch.pages[0].dictionary
+    b = bytearray(prefix)
+    b.append(0x16)
+    b += _zz64(ch.rows)
+    b.append(0x16)
+    b += _zz64(ch.uncompressed)
+    b.append(0x16)
+    b += _zz64(ch.size)
+    b.append(0x26)                                         # field 9
+    b += _zz64(locs[1] if dictionary else locs[0])
+    if dictionary:
+        b.append(0x26)                                     # field 11
+        b += _zz64(start)
+        b.append(0x1C)                                     # field 12, struct
+    else:
+        b.append(0x3C)
+    b += ch.stats
+    b.append(0)                                            # end of ColumnMetaData
+    b.append(0x16)                                         # field 4 (after 3)
+    b += _zz64(oi[0])
+    b.append(0x15)
+    b += _zz32(oi[1])
+    b.append(0x16)
+    b += _zz64(ci[0])
+    b.append(0x15)
+    b += _zz32(ci[1])
+    b.append(0)
+    return bytes(b)
+
+
 @functools.lru_cache(maxsize=64)
 def _arrow_metadata(schema: pa.Schema) -> tuple:
     """The key-value metadata pyarrow writes for ``schema`` (``ARROW:schema`` and the schema's
@@ -666,6 +865,7 @@ class FileWriter:
     groups: list = field(init=False, default_factory=list)
     offset: int = field(init=False, default=0)
     crc: int = field(init=False, default=0)
+    _prefixes: dict = field(init=False, default_factory=dict)
 
     def __post_init__(self):
         self.columns = [column_of(f) for f in self.schema]
@@ -704,43 +904,35 @@ class FileWriter:
 
     def close(self) -> int:
         """Write the page index and the footer; returns the file's size."""
-        index = []
-        for g, placed in self.groups:
-            ci = []
-            for ch, (start, locs) in zip(g.chunks, placed):
-                data = [(p, o) for p, o in zip(ch.pages, locs) if not p.dictionary]
-                t = _Thrift()
-                t.list_bool(1, [p.hi is None for p, _ in data])
-                t.list_bin(2, [b"" if p.hi is None else _stat_bytes(ch.col, p.lo) for p, _ in data])
-                t.list_bin(3, [b"" if p.hi is None else _stat_bytes(ch.col, p.hi) for p, _ in data])
-                keys = [(_order_key(ch.col, p.lo), _order_key(ch.col, p.hi)) for p, _ in data
-                        if p.hi is not None]
-                asc = all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(keys, keys[1:]))
-                t.i32(4, ASCENDING if asc else UNORDERED)
-                t.list_i64(5, [p.nulls for p, _ in data])
-                t.b.append(0)
-                ci.append(bytes(t.b))
-            index.append(ci)
-        ci_at = []
-        for ci in index:
+        ci_at, oi_at = [], []
+        out = bytearray()
+        for g, placed in self.groups:                  # column indexes, then offset indexes
             ci_at.append([])
-            for b in ci:
-                ci_at[-1].append((self.offset, len(b)))
-                self._write(b)
-        oi_at = []
+            for ch in g.chunks:
+                b = _column_index([p for p in ch.pages if not p.dictionary])
+                ci_at[-1].append((self.offset + len(out), len(b)))
+                out += b
         for g, placed in self.groups:
             oi_at.append([])
             for ch, (start, locs) in zip(g.chunks, placed):
-                t = _Thrift()
-                data = [(p, o) for p, o in zip(ch.pages, locs) if not p.dictionary]
-                t.list(1, _T_STRUCT, len(data))
-                for p, o in data:
-                    t.begin().i64(1, o).i32(2, len(p.header) + len(p.body)).i64(3, p.first_row).end()
-                t.b.append(0)
-                oi_at[-1].append((self.offset, len(t.b)))
-                self._write(bytes(t.b))
+                b = _offset_index([(p, o) for p, o in zip(ch.pages, locs) if not p.dictionary])
+                oi_at[-1].append((self.offset + len(out), len(b)))
+                out += b
+        self._write(bytes(out))
         self._write(self._footer(ci_at, oi_at))
         return self.offset
+
+    def _prefix(self, ch: _Chunk) -> bytes:
+        """A ColumnChunk's constant start: file_offset (2) 0, then in its ColumnMetaData (3):
+        type, encodings, path and codec (fields 1-4)."""
+        key = (ch.col.name, ch.encodings, ch.codec)
+        pre = self._prefixes.get(key)
+        if pre is None:
+            t = _Thrift()
+            t.i64(2, 0).begin(3).i32(1, ch.col.physical).list_i32(2, list(ch.encodings))
+            t.list_bin(3, [ch.col.name.encode()]).i32(4, ch.codec)
+            pre = self._prefixes[key] = bytes(t.b)
+        return pre
 
     def _footer(self, ci_at, oi_at) -> bytes:
         t = _Thrift()
@@ -768,22 +960,10 @@ class FileWriter:
         for gi, (g, placed) in enumerate(self.groups):
             t.begin()
             t.list(1, _T_STRUCT, len(g.chunks))
-            total = 0
-            comp = 0
+            total = comp = 0
             for ci, (ch, (start, locs)) in enumerate(zip(g.chunks, placed)):
-                first_data = next(o for p, o in zip(ch.pages, locs) if not p.dictionary)
-                t.begin().i64(2, 0)
-                t.begin(3).i32(1, ch.col.physical).list_i32(2, ch.encodings)
-                t.list_bin(3, [ch.col.name.encode()]).i32(4, ch.codec).i64(5, ch.rows)
-                t.i64(6, ch.uncompressed).i64(7, ch.size).i64(9, first_data)
-                if ch.pages[0].dictionary:
-                    t.i64(11, start)
-                _statistics(t, 12, None if ch.hi is None else _stat_bytes(ch.col, ch.lo),
-                            None if ch.hi is None else _stat_bytes(ch.col, ch.hi), ch.nulls, ch.nan)
-                t.end()
-                t.i64(4, oi_at[gi][ci][0]).i32(5, oi_at[gi][ci][1])
-                t.i64(6, ci_at[gi][ci][0]).i32(7, ci_at[gi][ci][1])
-                t.end()
+                t.b += _column_chunk(self._prefix(ch), ch, start, locs, oi_at[gi][ci],
+                                     ci_at[gi][ci])
                 total += ch.uncompressed
                 comp += ch.size
             t.i64(2, total).i64(3, g.rows)

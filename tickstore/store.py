@@ -353,30 +353,39 @@ def _merge_sorted(streams: list[Iterator[pa.RecordBatch]]) -> Iterator[pa.Table]
         yield t
 
 
-PLAIN_PRICES_BELOW = 400      # rows an instrument in a file: below, prices pay no dictionary
+SHORT_RUNS = 400        # rows an instrument in a file, below which prices pay no dictionary
 PLAIN_SMALL = ("instrument_id", "channel", "tracking", "cross_type")
 
 
 def _policy(schema: pa.Schema, rows_per_instrument: float = np.inf) -> dict[str, tuple]:
     """Each column's (encoding, zstd or not), as measured on 10 M simulated ``mbo`` rows, one
-    column at a time (bench/RESULTS.md, 2026-12-02): delta for the times and sequence numbers,
-    which rise within an instrument, uncompressed (zstd finds under 3% in bit-packed deltas
-    and would cost more than the encoding); byte-stream split for order references; plain for
-    the mostly-zero match and new-order references, for the columns that hold long runs of one
-    value (zstd packs a run faster than a dictionary), and for prices when the file holds few
-    rows an instrument (one-minute files: 1.74 against 2.08 B/row; a day's file: 1.20 against
-    1.08 for the dictionary). Every other column: dictionary (plain past
-    :data:`tickstore.parquet.DICT_LIMIT` distinct values a chunk), then zstd."""
+    column at a time, zstd level 1 (bench/RESULTS.md, 2026-12-02):
+
+    - the times and sequence numbers, which rise within an instrument: delta, uncompressed
+      (zstd finds under 3% in the bit-packed deltas, for more time than the encoding takes);
+    - order references: delta in files with many rows an instrument (a day's: 2.76 B/row at 4
+      ns/row, against 2.58 B/row at 17 ns/row for byte-stream split + zstd); byte-stream split
+      + zstd in short slots' files (one minute: 2.42 against 2.76 B/row);
+    - the mostly-zero match and new-order references, and columns of long runs of one value:
+      plain + zstd (zstd packs a run faster than a dictionary);
+    - prices: plain + zstd in short slots' files (1.74 against 2.08 B/row for the dictionary),
+      else a dictionary + zstd (1.06 against 1.20);
+    - every other column: dictionary (plain past :data:`tickstore.parquet.DICT_LIMIT`
+      distinct values a chunk) + zstd.
+
+    A chunk that holds one value is a one-entry dictionary whatever this says
+    (:func:`tickstore.parquet.encode_chunk`)."""
+    short = rows_per_instrument < SHORT_RUNS
     pol = {}
     for f in schema:
         n = f.name
-        if n.startswith("ts_") or n in ("sequence", "order_id"):
+        if n.startswith("ts_") or n == "sequence" or (n == "order_id" and not short):
             pol[n] = ("DELTA_BINARY_PACKED", False)
-        elif n in ("match_id", "new_order_id") or n in PLAIN_SMALL:
+        elif n == "order_id":
+            pol[n] = ("BYTE_STREAM_SPLIT", True)
+        elif n in ("match_id", "new_order_id") or n in PLAIN_SMALL or f.type == pa.float64():
             pol[n] = ("PLAIN", True)
-        elif n == "price" and rows_per_instrument < PLAIN_PRICES_BELOW:
-            pol[n] = ("PLAIN", True)
-        elif f.type == pa.float64():
+        elif n == "price" and short:
             pol[n] = ("PLAIN", True)
         else:
             pol[n] = ("RLE_DICTIONARY", True)
@@ -407,78 +416,98 @@ def _slice(cols: dict, lo: int, hi: int) -> dict:
 
 class _PartWriter:
     """One slot's sorted rows (``rows`` of them, about), written in row groups to a temporary
-    file; ``commit`` fsyncs and renames it and returns its (not yet committed) catalog entry.
-    ``threads`` > 1 encodes the row groups of one ``add`` on that many threads (for a file
-    written alone: a day's file, or a single slot)."""
+    file, which is opened at the first write; ``commit`` fsyncs and renames it and returns its
+    (not yet committed) catalog entry. Rows come as tables (:meth:`add`, a compaction's stream)
+    or as row groups encoded already (:meth:`add_encoded`, an append's)."""
 
     def __init__(self, store: "TickStore", schema: str, slot: int, first_ts: int, rows: int,
-                 instruments: int, threads: int = 1):
+                 instruments: int):
         day = slot // NS_PER_DAY
         self.store, self.schema, self.date, self.slot = store, schema, _date(day), slot
         self.rg = _row_group(rows, store.row_group_rows)
-        self.threads = threads
         self.part = store.root / schema / f"date={self.date}"
-        self.part.mkdir(parents=True, exist_ok=True)
         self.name = f"part-{first_ts:019d}-{uuid.uuid4().hex[:12]}.parquet"
         self.tmp = self.part / f".tmp-{self.name}"
-        want = arrow_schema(schema)
-        self.file = open(self.tmp, "wb")
-        self.writer = parquet.FileWriter(
-            self.file, want, _policy(want, rows / max(instruments, 1)), level=store.zstd_level,
-            page_rows=self.rg, sorting=("instrument_id", "ts_event"))
+        self.arrow = arrow_schema(schema)
+        self.columns = [parquet.column_of(f) for f in self.arrow]
+        self.policy = _policy(self.arrow, rows / max(instruments, 1))
+        self.file = self.writer = None
         self.pending: list[dict] = []
         self.pending_rows = 0
         self.rows = 0
         self.inst = [np.iinfo(np.int64).max, -1]
         self.ts = [np.iinfo(np.int64).max, -1]
 
+    def _open(self) -> parquet.FileWriter:
+        if self.writer is None:
+            self.part.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.tmp, "wb")
+            self.writer = parquet.FileWriter(self.file, self.arrow, self.policy,
+                                             level=self.store.zstd_level, page_rows=self.rg,
+                                             sorting=("instrument_id", "ts_event"))
+        return self.writer
+
+    def encode_chunk(self, col: parquet.Column, values: np.ndarray, valid) -> parquet._Chunk:
+        enc, comp = self.policy[col.name]
+        return parquet.encode_chunk(col, values, valid, enc, comp, self.store.zstd_level,
+                                    self.rg)
+
+    def _note(self, inst: np.ndarray, ts: np.ndarray) -> None:
+        self.rows += inst.size
+        self.inst = [min(self.inst[0], int(inst[0])), max(self.inst[1], int(inst[-1]))]
+        self.ts = [min(self.ts[0], int(ts.min())), max(self.ts[1], int(ts.max()))]
+
+    def add_encoded(self, groups: list[list], inst: np.ndarray, ts: np.ndarray) -> None:
+        """Row groups encoded by :meth:`encode_chunk` (each a chunk per column), whose rows'
+        instrument ids and ``ts_event`` values are ``inst`` and ``ts``."""
+        self._note(inst, ts)
+        w = self._open()
+        for chunks in groups:
+            w.write(chunks)
+
     def add(self, cols: pa.Table | dict, inst: np.ndarray, ts: np.ndarray) -> None:
         """Rows (a table, or ``{name: (values, validity or None)}``) with their instrument ids
         and ``ts_event`` values, sorted by them and after the rows added before."""
-        n = inst.size
-        if not n:
+        if not inst.size:
             return
         if isinstance(cols, pa.Table):
-            cols = _columns_of(cols, self.writer.columns)
-        self.rows += n
-        self.inst = [min(self.inst[0], int(inst[0])), max(self.inst[1], int(inst[-1]))]
-        self.ts = [min(self.ts[0], int(ts.min())), max(self.ts[1], int(ts.max()))]
+            cols = _columns_of(cols, self.columns)
+        self._note(inst, ts)
         self.pending.append(cols)
-        self.pending_rows += n
+        self.pending_rows += inst.size
         if self.pending_rows >= self.rg:
             whole = _concat(self.pending)
             full = (self.pending_rows // self.rg) * self.rg
-            self._write([_slice(whole, lo, lo + self.rg) for lo in range(0, full, self.rg)])
+            for lo in range(0, full, self.rg):
+                self._write(_slice(whole, lo, lo + self.rg))
             rest = self.pending_rows - full
             self.pending = [_slice(whole, full, self.pending_rows)] if rest else []
             self.pending_rows = rest
 
-    def _write(self, groups: list[dict]) -> None:
-        if self.threads > 1 and len(groups) > 1:
-            from concurrent.futures import ThreadPoolExecutor
-            with ThreadPoolExecutor(min(self.threads, len(groups))) as ex:
-                for chunks in ex.map(self.writer.encode, groups):
-                    self.writer.write(chunks)
-        else:
-            for g in groups:
-                self.writer.write(self.writer.encode(g))
+    def _write(self, cols: dict) -> None:
+        self._open().write([self.encode_chunk(c, *cols[c.name]) for c in self.columns])
 
-    def commit(self) -> FileEntry:
+    def commit(self, sync_dir: bool = True) -> FileEntry:
+        """Finish the file: footer, fsync, rename to its final name, and (unless the caller
+        fsyncs the partition once for all its files, before the commit) the directory's fsync."""
         if self.pending:
-            self._write([_concat(self.pending)])
-        size = self.writer.close()
+            self._write(_concat(self.pending))
+        size = self._open().close()
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
         final = self.part / self.name
         os.replace(self.tmp, final)
-        fsync_dir(self.part)
+        if sync_dir:
+            fsync_dir(self.part)
         return FileEntry(path=final.relative_to(self.store.root).as_posix(), schema=self.schema,
                          date=self.date, rows=self.rows, instrument_min=self.inst[0],
                          instrument_max=self.inst[1], ts_min=self.ts[0], ts_max=self.ts[1],
                          bytes=size, crc32=self.writer.crc, slot=self.slot)
 
     def abort(self) -> None:
+        if self.file is None:
+            return
         with contextlib.suppress(Exception):
             self.file.close()
         with contextlib.suppress(FileNotFoundError):
@@ -490,7 +519,7 @@ class TickStore:
     takes the store's writer lock and cleans what a killed writer left."""
 
     def __init__(self, root, *, writer: bool = True, slot: str | None = None,
-                 zstd_level: int = 3, row_group_rows: int = ROW_GROUP, threads: int | None = None):
+                 zstd_level: int = 1, row_group_rows: int = ROW_GROUP, threads: int | None = None):
         self.root = Path(root)
         self.zstd_level = int(zstd_level)
         self.row_group_rows = int(row_group_rows)
@@ -687,27 +716,39 @@ class TickStore:
         slot_ns = self._slot_of[schema]
         kind, perm, cuts = _sort_order(ts, inst, slot_ns)
         ts, inst = _arrange(ts, kind, perm), _arrange(inst, kind, perm)
-        src = _columns_of(table, self._parquet_columns(schema))      # columns moved on threads
-        cols = dict(zip(src, self._map(lambda vm: (_arrange(vm[0], kind, perm),
-                                                   _arrange(vm[1], kind, perm)), src.values())))
         pieces = [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
-        threads = self.threads if len(pieces) == 1 else 1
+        writers = []
+        for a, b in pieces:                      # a file a slot
+            first = int(ts[a:b].min())
+            writers.append(_PartWriter(self, schema, first // slot_ns * slot_ns, first, b - a,
+                                       1 + int(np.count_nonzero(inst[a + 1:b] != inst[a:b - 1]))))
+        groups = [(k, lo, min(lo + w.rg, b)) for k, ((a, b), w) in enumerate(zip(pieces, writers))
+                  for lo in range(a, b, w.rg)]
+        by_file = [[] for _ in pieces]
+        for g, (k, _, _) in enumerate(groups):
+            by_file[k].append(g)
+        src = _columns_of(table, writers[0].columns)
 
-        def write(piece):                          # one slot: encode, fsync, rename
-            lo, hi = piece
-            pi, pt = inst[lo:hi], ts[lo:hi]
-            part = _slice(cols, lo, hi)
-            first = int(pt.min())
-            w = _PartWriter(self, schema, first // slot_ns * slot_ns, first, hi - lo,
-                            1 + int(np.count_nonzero(pi[1:] != pi[:-1])), threads)
-            try:
-                w.add(part, pi, pt)
-                return w.commit()
-            except BaseException:
+        def encode(col):       # a column: to the sorted order, then its chunk of each row group
+            v, m = (_arrange(x, kind, perm) for x in src[col.name])
+            return [writers[k].encode_chunk(col, v[lo:hi], None if m is None else m[lo:hi])
+                    for k, lo, hi in groups]
+
+        def finish(k):         # a file: its row groups, fsync, rename
+            a, b = pieces[k]
+            writers[k].add_encoded([[chunks[g] for chunks in by_column] for g in by_file[k]],
+                                   inst[a:b], ts[a:b])
+            return writers[k].commit(sync_dir=False)
+
+        try:
+            by_column = self._map(encode, writers[0].columns)
+            entries = self._map(finish, range(len(pieces)))
+            for part in {w.part for w in writers}:          # the renames, durable: then commit
+                fsync_dir(part)
+        except BaseException:
+            for w in writers:
                 w.abort()
-                raise
-
-        entries = self._map(write, pieces)
+            raise
         self._commit(schema, entries)             # the commit: one line, all the files
         return entries
 
