@@ -515,10 +515,12 @@ def _min_max(col: Column, v: np.ndarray):
     if v.size == 0:
         return None, None, 0
     if col.physical == DOUBLE:
-        nan = int(np.count_nonzero(np.isnan(v)))
+        isnan = np.isnan(v)                  # quiet and signalling (np.nanmin skips only quiet)
+        nan = int(np.count_nonzero(isnan))
         if nan == v.size:
             return None, None, nan
-        lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
+        num = v[~isnan] if nan else v
+        lo, hi = float(num.min()), float(num.max())
         return (-0.0 if lo == 0 else lo), (0.0 if hi == 0 else hi), nan
     if col.physical == FIXED_LEN_BYTE_ARRAY and col.type_length > 1:
         s = v.byteswap()                               # byte-wise order is big-endian order
@@ -662,6 +664,9 @@ def encode_chunk(col: Column, values: np.ndarray, valid: np.ndarray | None, enco
     nan = nan if col.physical == DOUBLE else None
     enc = ENCODINGS[encoding]
     constant = hi is not None and lo == hi and nan in (None, 0)
+    if constant and col.physical == DOUBLE:           # 0.0 and -0.0 are equal, not the same
+        bits = nonnull.view(np.int64)
+        constant = bool((bits == bits[0]).all())
     if nonnull.size == 0:
         enc, compress = PLAIN, False
     elif constant:
@@ -707,11 +712,9 @@ def encode_chunk(col: Column, values: np.ndarray, valid: np.ndarray | None, enco
                 buf = np.empty(hybrid_bound(stop - start, 1), np.uint8)
                 lv = buf[:_hybrid(valid[start:stop].astype(np.int32), 1, buf, 0)].tobytes()
             parts.append(len(lv).to_bytes(4, "little") + lv)
-        pv = nonnull[a:b]
-        if b == a:
-            pass
-        elif enc == RLE_DICTIONARY and constant:
-            parts.append(bytes([width]) + _one_run(0, b - a, 1))
+        pv = nonnull[a:b]                             # (none, for a page of nulls only)
+        if enc == RLE_DICTIONARY and constant:
+            parts.append(bytes([width]) + (_one_run(0, b - a, 1) if b > a else b""))
         elif enc == RLE_DICTIONARY:
             ix = dict_idx[a:b]
             buf = np.empty(hybrid_bound(b - a, width) + 1, np.uint8)
@@ -798,7 +801,7 @@ def _offset_index(pages: list) -> bytes:
 
 
 def _column_chunk(prefix: bytes, ch: _Chunk, start: int, locs: list, oi: tuple,
-                  ci: tuple) -> bytes:
+                  ci: tuple | None) -> bytes:
     """A ColumnChunk list element: ``prefix`` (file_offset and ColumnMetaData fields 1-4), then
     num_values (5), the sizes (6, 7), data_page_offset (9), dictionary_page_offset (11),
     statistics (12); then the offset index (4, 5) and column index (6, 7) positions."""
@@ -824,10 +827,11 @@ def _column_chunk(prefix: bytes, ch: _Chunk, start: int, locs: list, oi: tuple,
     b += _zz64(oi[0])
     b.append(0x15)
     b += _zz32(oi[1])
-    b.append(0x16)
-    b += _zz64(ci[0])
-    b.append(0x15)
-    b += _zz32(ci[1])
+    if ci is not None:
+        b.append(0x16)
+        b += _zz64(ci[0])
+        b.append(0x15)
+        b += _zz32(ci[1])
     b.append(0)
     return bytes(b)
 
@@ -890,7 +894,9 @@ class FileWriter:
         return out
 
     def write(self, chunks: list[_Chunk]) -> None:
-        """Append an encoded row group."""
+        """Append an encoded row group (one of no rows is left out)."""
+        if not chunks or not chunks[0].rows:
+            return
         placed = []
         for ch in chunks:
             start = self.offset
@@ -909,7 +915,11 @@ class FileWriter:
         for g, placed in self.groups:                  # column indexes, then offset indexes
             ci_at.append([])
             for ch in g.chunks:
-                b = _column_index([p for p in ch.pages if not p.dictionary])
+                data = [p for p in ch.pages if not p.dictionary]
+                if any(p.hi is None and p.nulls < p.rows for p in data):
+                    ci_at[-1].append(None)             # a page of NaN only: Parquet wants no
+                    continue                           # column index for its chunk
+                b = _column_index(data)
                 ci_at[-1].append((self.offset + len(out), len(b)))
                 out += b
         for g, placed in self.groups:
