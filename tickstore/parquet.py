@@ -837,6 +837,46 @@ def _column_chunk(prefix: bytes, ch: _Chunk, start: int, locs: list, oi: tuple,
 
 
 @functools.lru_cache(maxsize=64)
+def _footer_ends(schema: pa.Schema) -> tuple[bytes, bytes]:
+    """The FileMetaData's fields that depend on the schema only: its start (version 2, the
+    schema elements) and its end after the row groups (key-value metadata, created_by, column
+    orders, the stop byte)."""
+    columns = [column_of(f) for f in schema]
+    t = _Thrift()
+    t.i32(1, 2)
+    t.list(2, _T_STRUCT, len(columns) + 1)
+    t.begin().binary(4, b"schema").i32(5, len(columns)).end()
+    for c in columns:
+        t.begin().i32(1, c.physical)
+        if c.type_length:
+            t.i32(2, c.type_length)
+        t.i32(3, OPTIONAL if c.nullable else REQUIRED).binary(4, c.name.encode())
+        if c.converted is not None:
+            t.i32(6, c.converted)
+        if c.logical is not None:
+            t.begin(10)
+            if c.logical[0] == "int":
+                t.begin(10).i8(1, c.logical[1]).bool(2, c.logical[2]).end()
+            else:
+                t.begin(8).bool(1, True).begin(2).begin(3).end().end().end()
+            t.end()
+        t.end()
+    head = bytes(t.b)
+    t = _Thrift()
+    t.last = 4                                   # after the row groups (field 4)
+    md = _arrow_metadata(schema)
+    t.list(5, _T_STRUCT, len(md))
+    for k, v in md:
+        t.begin().binary(1, k).binary(2, v).end()
+    t.binary(6, CREATED_BY.encode())
+    t.list(7, _T_STRUCT, len(columns))
+    for _ in columns:
+        t.begin().begin(1).end().end()
+    t.b.append(0)
+    return head, bytes(t.b)
+
+
+@functools.lru_cache(maxsize=64)
 def _arrow_metadata(schema: pa.Schema) -> tuple:
     """The key-value metadata pyarrow writes for ``schema`` (``ARROW:schema`` and the schema's
     own), so pyarrow reads back the exact Arrow types."""
@@ -945,25 +985,9 @@ class FileWriter:
         return pre
 
     def _footer(self, ci_at, oi_at) -> bytes:
+        head, tail = _footer_ends(self.schema)
         t = _Thrift()
-        t.i32(1, 2)
-        t.list(2, _T_STRUCT, len(self.columns) + 1)
-        t.begin().binary(4, b"schema").i32(5, len(self.columns)).end()
-        for c in self.columns:
-            t.begin().i32(1, c.physical)
-            if c.type_length:
-                t.i32(2, c.type_length)
-            t.i32(3, OPTIONAL if c.nullable else REQUIRED).binary(4, c.name.encode())
-            if c.converted is not None:
-                t.i32(6, c.converted)
-            if c.logical is not None:
-                t.begin(10)
-                if c.logical[0] == "int":
-                    t.begin(10).i8(1, c.logical[1]).bool(2, c.logical[2]).end()
-                else:
-                    t.begin(8).bool(1, True).begin(2).begin(3).end().end().end()
-                t.end()
-            t.end()
+        t.raw(head, 2)
         t.i64(3, sum(g.rows for g, _ in self.groups))
         t.list(4, _T_STRUCT, len(self.groups))
         names = [c.name for c in self.columns]
@@ -983,14 +1007,6 @@ class FileWriter:
                     t.begin().i32(1, names.index(name)).bool(2, False).bool(3, False).end()
             t.i64(5, placed[0][0]).i64(6, comp).i16(7, gi)
             t.end()
-        md = _arrow_metadata(self.schema)
-        t.list(5, _T_STRUCT, len(md))
-        for k, v in md:
-            t.begin().binary(1, k).binary(2, v).end()
-        t.binary(6, CREATED_BY.encode())
-        t.list(7, _T_STRUCT, len(self.columns))
-        for _ in self.columns:
-            t.begin().begin(1).end().end()
-        t.b.append(0)
+        t.b += tail
         body = bytes(t.b)
         return body + len(body).to_bytes(4, "little") + MAGIC
