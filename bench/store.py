@@ -6,7 +6,7 @@ Arrow IPC file keyed by rows, instruments and seed. Both engines get exactly tho
 simulator's order flow fills about 13:30-15:42 UTC, whatever the size, then the closing crosses
 at 20:00: the hour and the minute below lie inside the flow.)
 
-Layouts. tickpipe: ``TickStore.append("mbo", table)``, one file per day sorted by
+Layouts. tickpipe: ``TickStore(root, slot=--slot).append("mbo", table)``, a file per slot sorted by
 (instrument_id, ts_event), zstd. ArcticDB, layout (a): one symbol holding the day in time order
 (a pandas DataFrame indexed by ``ts_event``, the DatetimeIndex ArcticDB needs; ``mpid``'s four
 bytes as a ``uint32``, since ArcticDB stores no fixed-size binary; default library options:

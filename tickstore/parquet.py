@@ -3,8 +3,8 @@
 pyarrow's writer encodes about 5 M ``mbo`` rows a second a core here (bench/RESULTS.md), half
 what the store needs to keep up with ArcticDB. This writer does the same job for the types the
 store holds (unsigned and signed integers, ``float64``, nanosecond UTC timestamps, which may be
-null, and fixed-size binary) with the encoding loops compiled by numba (``nogil``, so a file's
-row groups or a day's slots encode on threads) and writes standard Parquet that pyarrow, DuckDB
+null, and fixed-size binary) with the encoding loops compiled by numba (``nogil``, so the columns
+of an append encode on threads) and writes standard Parquet that pyarrow, DuckDB
 and polars read: format 2.6 logical types, data pages v1, column chunk statistics, the page index
 (column and offset indexes), page CRC-32s, the Arrow schema under ``ARROW:schema`` and the sort
 order of the rows (``sorting_columns``).
@@ -17,8 +17,9 @@ same hybrid, prefixed by their length (data page v1). Each column chunk is zstd-
 not (``ColumnMetaData.codec``), as its policy says: a column whose encoding leaves nothing for
 zstd to find is not compressed, and no time is spent trying.
 
-The footer is Thrift's compact protocol (``parquet.thrift`` of apache/parquet-format: field ids
-and types as there), written by :class:`_Thrift` below.
+The footer and page headers are Thrift's compact protocol (``parquet.thrift`` of
+apache/parquet-format: field ids and types as there): :class:`_Thrift` below, and direct byte
+builders for the structs written for every page and column chunk.
 """
 
 from __future__ import annotations
@@ -432,11 +433,14 @@ class Column:
 def column_of(f: pa.Field) -> Column:
     """How ``f`` is stored (a TypeError for a type the writer does not store)."""
     t = f.type
-    ints = {pa.uint8(): (INT32, UINT_8, 8, False, np.uint8), pa.uint16(): (INT32, UINT_16, 16, False, np.uint16),
+    ints = {pa.uint8(): (INT32, UINT_8, 8, False, np.uint8),
+            pa.uint16(): (INT32, UINT_16, 16, False, np.uint16),
             pa.uint32(): (INT32, UINT_32, 32, False, np.uint32),
             pa.uint64(): (INT64, UINT_64, 64, False, np.uint64),
-            pa.int8(): (INT32, INT_8, 8, True, np.int8), pa.int16(): (INT32, INT_16, 16, True, np.int16),
-            pa.int32(): (INT32, INT_32, 32, True, np.int32), pa.int64(): (INT64, INT_64, 64, True, np.int64)}
+            pa.int8(): (INT32, INT_8, 8, True, np.int8),
+            pa.int16(): (INT32, INT_16, 16, True, np.int16),
+            pa.int32(): (INT32, INT_32, 32, True, np.int32),
+            pa.int64(): (INT64, INT_64, 64, True, np.int64)}
     if t in ints:
         phys, conv, bits, signed, dt = ints[t]
         return Column(f.name, phys, f.nullable, np.dtype(dt), converted=conv,
@@ -455,7 +459,8 @@ def column_of(f: pa.Field) -> Column:
     raise TypeError(f"The Parquet writer does not store `{f.name}` of type {t}.")
 
 
-def arrow_values(arr: pa.Array | pa.ChunkedArray, col: Column) -> tuple[np.ndarray, np.ndarray | None]:
+def arrow_values(arr: pa.Array | pa.ChunkedArray,
+                 col: Column) -> tuple[np.ndarray, np.ndarray | None]:
     """An Arrow column as (values in ``col.dtype``, validity or None when nothing is null); the
     values of null slots are 0."""
     if isinstance(arr, pa.ChunkedArray):
@@ -466,7 +471,8 @@ def arrow_values(arr: pa.Array | pa.ChunkedArray, col: Column) -> tuple[np.ndarr
     if col.physical == FIXED_LEN_BYTE_ARRAY:
         k = col.type_length
         buf = arr.buffers()[1]
-        vals = np.frombuffer(buf, np.uint8)[arr.offset * k:(arr.offset + len(arr)) * k].view(col.dtype)
+        b = np.frombuffer(buf, np.uint8)
+        vals = b[arr.offset * k:(arr.offset + len(arr)) * k].view(col.dtype)
     else:
         vals = np.frombuffer(arr.buffers()[1], col.dtype)[arr.offset:arr.offset + len(arr)]
     if valid is not None:
@@ -688,8 +694,8 @@ def encode_chunk(col: Column, values: np.ndarray, valid: np.ndarray | None, enco
         elif col.dtype.itemsize <= 2:
             keys, dict_idx, k = _dict_direct(nonnull, 1 << (8 * col.dtype.itemsize))
         else:
-            key_view = nonnull.view(np.int64) if col.dtype.itemsize == 8 else nonnull.view(np.uint32)
-            keys, dict_idx, k = _dict_hash(key_view, DICT_LIMIT)
+            keys, dict_idx, k = _dict_hash(
+                nonnull.view(np.int64 if col.dtype.itemsize == 8 else np.uint32), DICT_LIMIT)
             keys = keys.view(col.dtype)
         if k < 0:
             enc = PLAIN
@@ -729,7 +735,8 @@ def encode_chunk(col: Column, values: np.ndarray, valid: np.ndarray | None, enco
             _split(raw, col.plain_dtype.itemsize, buf)
             parts.append(buf)
         else:
-            parts.append(np.ascontiguousarray(pv.astype(col.plain_dtype, copy=False)).view(np.uint8))
+            plain = pv.astype(col.plain_dtype, copy=False)
+            parts.append(np.ascontiguousarray(plain).view(np.uint8))
         raw = parts[0] if len(parts) == 1 else b"".join(
             p if isinstance(p, bytes) else p.tobytes() for p in parts)
         body = zs.compress(raw) if zs else (raw if isinstance(raw, bytes) else raw.tobytes())
