@@ -764,10 +764,6 @@ class TickStore:
             futs = [ex.submit(fn, x) for x in items]
         return [f.result() for f in futs]
 
-    @staticmethod
-    def _parquet_columns(schema: str) -> list:
-        return [parquet.column_of(f) for f in arrow_schema(schema)]
-
     def _conform(self, schema: str, data) -> pa.Table:
         _check_schema(schema)
         want = arrow_schema(schema)
