@@ -13,7 +13,8 @@ ts_event)``. Its catalog entry records its rows, instrument and time ranges, siz
 queries choose files without opening them.
 
 **Commit protocol.** An append writes each slot's rows to ``.tmp-*`` in the partition, fsyncs
-it, renames it to its final name and fsyncs the directory; then it appends one catalog line
+it and renames it to its final name, fsyncs the partitions' directories once all are renamed,
+then appends one catalog line
 listing all of the append's files (with the line's own CRC-32 at its end) and fsyncs the
 catalog. The append is committed exactly when its line is complete, all its files or none, and
 only committed files are visible. A compaction commits the same way: one line that adds the
