@@ -14,9 +14,8 @@ queries choose files without opening them.
 
 **Commit protocol.** An append writes each slot's rows to ``.tmp-*`` in the partition, fsyncs
 it and renames it to its final name, fsyncs the partitions' directories once all are renamed,
-then appends one catalog line
-listing all of the append's files (with the line's own CRC-32 at its end) and fsyncs the
-catalog. The append is committed exactly when its line is complete, all its files or none, and
+then appends one catalog line listing all of the append's files (with the line's own CRC-32 at
+its end) and fsyncs the catalog. The append is committed exactly when its line is complete, all its files or none, and
 only committed files are visible. A compaction commits the same way: one line that adds the
 merged file and removes the files it replaces, so a reader sees the old files or the new one,
 never both or neither. A writer killed at any point leaves at most a temporary file, a renamed
