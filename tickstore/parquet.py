@@ -57,6 +57,33 @@ _T_TRUE, _T_FALSE, _T_I8, _T_I16, _T_I32, _T_I64, _T_BIN, _T_LIST, _T_STRUCT = (
     1, 2, 3, 4, 5, 6, 8, 9, 12)
 
 
+_UV = [bytes([i]) for i in range(128)]
+
+
+def _uv(v: int) -> bytes:
+    """ULEB128 of the non-negative ``v``."""
+    if v < 0x80:
+        return _UV[v]
+    out = bytearray()
+    while v > 0x7F:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def _zz32(v: int) -> bytes:
+    return _uv(((v << 1) ^ (v >> 31)) & 0xFFFFFFFF)
+
+
+def _zz64(v: int) -> bytes:
+    return _uv(((v << 1) ^ (v >> 63)) & 0xFFFFFFFFFFFFFFFF)
+
+
+def _list_header(n: int, etype: int) -> bytes:
+    return bytes([(n << 4) | etype]) if n < 15 else bytes([0xF0 | etype]) + _uv(n)
+
+
 class _Thrift:
     """Thrift compact protocol, writing only: structs, lists, integers, bools and binaries."""
 
@@ -67,38 +94,28 @@ class _Thrift:
         self.last = 0
         self.stack = []
 
-    def _varint(self, v: int) -> None:
-        b = self.b
-        if v < 0x80:
-            b.append(v)
-            return
-        while v > 0x7F:
-            b.append((v & 0x7F) | 0x80)
-            v >>= 7
-        b.append(v)
-
     def _field(self, fid: int, t: int) -> None:
         d = fid - self.last
         if 0 < d <= 15:
             self.b.append((d << 4) | t)
         else:
             self.b.append(t)
-            self._varint((fid << 1) ^ (fid >> 15))
+            self.b += _zz32(fid)
         self.last = fid
 
     def i32(self, fid: int, v: int) -> "_Thrift":
         self._field(fid, _T_I32)
-        self._varint(((v << 1) ^ (v >> 31)) & 0xFFFFFFFF)
+        self.b += _zz32(v)
         return self
 
     def i64(self, fid: int, v: int) -> "_Thrift":
         self._field(fid, _T_I64)
-        self._varint(((v << 1) ^ (v >> 63)) & 0xFFFFFFFFFFFFFFFF)
+        self.b += _zz64(v)
         return self
 
     def i16(self, fid: int, v: int) -> "_Thrift":
         self._field(fid, _T_I16)
-        self._varint(((v << 1) ^ (v >> 15)) & 0xFFFF)
+        self.b += _zz32(v)                       # the same zigzag varint for a 16-bit value
         return self
 
     def i8(self, fid: int, v: int) -> "_Thrift":
@@ -112,22 +129,14 @@ class _Thrift:
 
     def binary(self, fid: int, v: bytes) -> "_Thrift":
         self._field(fid, _T_BIN)
-        self._varint(len(v))
+        self.b += _uv(len(v))
         self.b += v
         return self
 
-    def struct(self, fid: int, body: bytes) -> "_Thrift":
-        """A struct field whose fields (and stop byte) are encoded already."""
-        self._field(fid, _T_STRUCT)
-        self.b += body
-        return self
-
-    def raw(self, b: bytes, last: int, opened: tuple = ()) -> "_Thrift":
-        """Bytes encoded by a fresh :class:`_Thrift` (so from field id 0) in the struct now open,
-        after which the last field id is ``last`` and the structs ``opened`` (field ids of the
-        enclosing structs' last fields, outermost first) are left open."""
+    def raw(self, b: bytes, last: int) -> "_Thrift":
+        """Fields encoded by a fresh :class:`_Thrift` (so from field id 0) in the struct now
+        open, the last of them ``last``."""
         self.b += b
-        self.stack.extend(opened)
         self.last = last
         return self
 
@@ -146,35 +155,20 @@ class _Thrift:
 
     def list(self, fid: int, etype: int, n: int) -> "_Thrift":
         self._field(fid, _T_LIST)
-        if n < 15:
-            self.b.append((n << 4) | etype)
-        else:
-            self.b.append(0xF0 | etype)
-            self._varint(n)
+        self.b += _list_header(n, etype)
         return self
 
     def list_i32(self, fid: int, values) -> "_Thrift":
         self.list(fid, _T_I32, len(values))
         for v in values:
-            self._varint(((v << 1) ^ (v >> 31)) & 0xFFFFFFFF)
-        return self
-
-    def list_i64(self, fid: int, values) -> "_Thrift":
-        self.list(fid, _T_I64, len(values))
-        for v in values:
-            self._varint(((v << 1) ^ (v >> 63)) & 0xFFFFFFFFFFFFFFFF)
+            self.b += _zz32(v)
         return self
 
     def list_bin(self, fid: int, values) -> "_Thrift":
         self.list(fid, _T_BIN, len(values))
         for v in values:
-            self._varint(len(v))
+            self.b += _uv(len(v))
             self.b += v
-        return self
-
-    def list_bool(self, fid: int, values) -> "_Thrift":
-        self.list(fid, _T_TRUE, len(values))
-        self.b += bytes(1 if v else 2 for v in values)
         return self
 
 
@@ -541,29 +535,6 @@ def _order_key(col: Column, x):
     return x
 
 
-_UV = [bytes([i]) for i in range(128)]
-
-
-def _uv(v: int) -> bytes:
-    """ULEB128 of the non-negative ``v``."""
-    if v < 0x80:
-        return _UV[v]
-    out = bytearray()
-    while v > 0x7F:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
-def _zz32(v: int) -> bytes:
-    return _uv(((v << 1) ^ (v >> 31)) & 0xFFFFFFFF)
-
-
-def _zz64(v: int) -> bytes:
-    return _uv(((v << 1) ^ (v >> 63)) & 0xFFFFFFFFFFFFFFFF)
-
-
 def _stats_body(lo: bytes | None, hi: bytes | None, nulls: int, nan: int | None) -> bytes:
     """A Statistics struct's fields and stop byte: null_count (3), max_value (5), min_value
     (6), nan_count (9)."""
@@ -760,10 +731,6 @@ def encode_chunk(col: Column, values: np.ndarray, valid: np.ndarray | None, enco
 
 
 # -- files ------------------------------------------------------------------------------------
-def _list_header(n: int, etype: int) -> bytes:
-    return bytes([(n << 4) | etype]) if n < 15 else bytes([0xF0 | etype]) + _uv(n)
-
-
 def _column_index(pages: list) -> bytes:
     """A ColumnIndex: null_pages (1), min_values (2), max_values (3), boundary_order (4),
     null_counts (5)."""
@@ -895,12 +862,6 @@ def _arrow_metadata(schema: pa.Schema) -> tuple:
 
 
 @dataclass
-class _RowGroup:
-    chunks: list
-    rows: int
-
-
-@dataclass
 class FileWriter:
     """A Parquet file of ``schema`` written row group by row group to the open binary file
     ``f``. ``policy`` maps a column name to (encoding name, compress); ``sorting`` names the
@@ -953,15 +914,15 @@ class FileWriter:
                 self._write(p.header)
                 self._write(p.body)
             placed.append((start, locs))
-        self.groups.append((_RowGroup(chunks, chunks[0].rows), placed))
+        self.groups.append((chunks, placed))
 
     def close(self) -> int:
         """Write the page index and the footer; returns the file's size."""
         ci_at, oi_at = [], []
         out = bytearray()
-        for g, placed in self.groups:                  # column indexes, then offset indexes
+        for chunks, placed in self.groups:             # column indexes, then offset indexes
             ci_at.append([])
-            for ch in g.chunks:
+            for ch in chunks:
                 data = [p for p in ch.pages if not p.dictionary]
                 if any(p.hi is None and p.nulls < p.rows for p in data):
                     ci_at[-1].append(None)             # a page of NaN only: Parquet wants no
@@ -969,9 +930,9 @@ class FileWriter:
                 b = _column_index(data)
                 ci_at[-1].append((self.offset + len(out), len(b)))
                 out += b
-        for g, placed in self.groups:
+        for chunks, placed in self.groups:
             oi_at.append([])
-            for ch, (start, locs) in zip(g.chunks, placed):
+            for ch, (start, locs) in zip(chunks, placed):
                 b = _offset_index([(p, o) for p, o in zip(ch.pages, locs) if not p.dictionary])
                 oi_at[-1].append((self.offset + len(out), len(b)))
                 out += b
@@ -995,19 +956,19 @@ class FileWriter:
         head, tail = _footer_ends(self.schema)
         t = _Thrift()
         t.raw(head, 2)
-        t.i64(3, sum(g.rows for g, _ in self.groups))
+        t.i64(3, sum(chunks[0].rows for chunks, _ in self.groups))
         t.list(4, _T_STRUCT, len(self.groups))
         names = [c.name for c in self.columns]
-        for gi, (g, placed) in enumerate(self.groups):
+        for gi, (chunks, placed) in enumerate(self.groups):
             t.begin()
-            t.list(1, _T_STRUCT, len(g.chunks))
+            t.list(1, _T_STRUCT, len(chunks))
             total = comp = 0
-            for ci, (ch, (start, locs)) in enumerate(zip(g.chunks, placed)):
+            for ci, (ch, (start, locs)) in enumerate(zip(chunks, placed)):
                 t.b += _column_chunk(self._prefix(ch), ch, start, locs, oi_at[gi][ci],
                                      ci_at[gi][ci])
                 total += ch.uncompressed
                 comp += ch.size
-            t.i64(2, total).i64(3, g.rows)
+            t.i64(2, total).i64(3, chunks[0].rows)
             if self.sorting:
                 t.list(4, _T_STRUCT, len(self.sorting))
                 for name in self.sorting:

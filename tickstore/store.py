@@ -485,7 +485,8 @@ class _PartWriter:
             self.pending_rows = rest
 
     def _write(self, cols: dict) -> None:
-        self._open().write([self.encode_chunk(c, *cols[c.name]) for c in self.columns])
+        w = self._open()
+        w.write(w.encode(cols))
 
     def commit(self, sync_dir: bool = True) -> FileEntry:
         """Finish the file: footer, fsync, rename to its final name, and (unless the caller
