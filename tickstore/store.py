@@ -57,6 +57,8 @@ from tickpipe.errors import TickpipeError
 NS_PER_DAY = 86_400 * 1_000_000_000
 ROW_GROUP = 128 * 1024
 BATCH_ROWS = 64 * 1024
+HEAVY = 8                # an instrument with a row group's 1/HEAVY has row groups of its own,
+HEAVY_ROWS = 2048        # ... and this many rows at least (a row group's footprint: ~2 KB)
 PART_NAME = re.compile(r"^(\.tmp-)?part-\d{19}-[0-9a-f]{12}\.parquet$")
 _FORMAT = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(
     page_checksum_verification=True))
@@ -201,9 +203,61 @@ def _slot_ns(slot) -> int:
 
 
 def _row_group(rows: int, cap: int) -> int:
-    """Row groups for a file of ``rows``: about four a file, 16,384 to ``cap`` rows each, so
-    that an instrument's rows can be found without reading the whole file."""
+    """The row groups' size for a file of ``rows``: about four a file, 16,384 to ``cap`` rows
+    each, so that an instrument's rows can be found without reading the whole file (cut at
+    instruments' bounds by :func:`_group_bounds`)."""
     return int(min(cap, max(16_384, -(-rows // 4))))
+
+
+@numba.njit(cache=True, nogil=True)
+def _group_bounds(runs, target):
+    """The row groups of a slot's sorted rows, whose instruments have ``runs`` rows each (in
+    order): their bounds, from 0 to the rows' count. An instrument's rows are not split
+    between row groups when they fit in one (``target`` rows). A busy instrument, with
+    ``target // HEAVY`` rows and :data:`HEAVY_ROWS` or more (or more than ``target``), has row
+    groups of its own (pieces of ``target``), so that a query for it reads its rows and few
+    others'. The other instruments fill row groups of up to ``target`` rows."""
+    heavy = min(max(target // HEAVY, HEAVY_ROWS), target)
+    total = 0
+    for r in runs:
+        total += r
+    bounds = np.empty(2 * runs.size + total // max(target, 1) + 2, np.int64)
+    k = 1
+    bounds[0] = 0
+    size = 0
+    alone = False                     # the open group holds a heavy instrument's rows
+    i = 0
+    for r in runs:
+        if r >= heavy:
+            if i > bounds[k - 1]:
+                bounds[k] = i
+                k += 1
+            c = i + target
+            while c < i + r:
+                bounds[k] = c
+                k += 1
+                c += target
+            alone = True
+        else:
+            if (alone or size + r > target) and i > bounds[k - 1]:
+                bounds[k] = i
+                k += 1
+                size = 0
+            alone = False
+            size += r
+        i += r
+    if total > bounds[k - 1] or total == 0:
+        bounds[k] = total
+        k += 1
+    return bounds[:k]
+
+
+def _runs(inst: np.ndarray) -> np.ndarray:
+    """The lengths of the runs of equal values of ``inst`` (sorted), in order."""
+    if inst.size == 0:
+        return np.zeros(0, np.int64)
+    change = np.flatnonzero(inst[1:] != inst[:-1]) + 1
+    return np.diff(np.r_[0, change, inst.size]).astype(np.int64)
 
 
 def _date(day: int) -> str:
@@ -434,6 +488,8 @@ class _PartWriter:
         self.file = self.writer = None
         self.pending: list[dict] = []
         self.pending_rows = 0
+        self.bounds = ()                 # the row groups' bounds, for rows given by add()
+        self.grouped = 0                 # rows written in row groups by add()
         self.rows = 0
         self.inst = [np.iinfo(np.int64).max, -1]
         self.ts = [np.iinfo(np.int64).max, -1]
@@ -467,7 +523,8 @@ class _PartWriter:
 
     def add(self, cols: pa.Table | dict, inst: np.ndarray, ts: np.ndarray) -> None:
         """Rows (a table, or ``{name: (values, validity or None)}``) with their instrument ids
-        and ``ts_event`` values, sorted by them and after the rows added before."""
+        and ``ts_event`` values, sorted by them and after the rows added before; written in
+        the row groups of ``bounds`` (:func:`_group_bounds`, set before the first call)."""
         if not inst.size:
             return
         if isinstance(cols, pa.Table):
@@ -475,14 +532,17 @@ class _PartWriter:
         self._note(inst, ts)
         self.pending.append(cols)
         self.pending_rows += inst.size
-        if self.pending_rows >= self.rg:
-            whole = _concat(self.pending)
-            full = (self.pending_rows // self.rg) * self.rg
-            for lo in range(0, full, self.rg):
-                self._write(_slice(whole, lo, lo + self.rg))
-            rest = self.pending_rows - full
-            self.pending = [_slice(whole, full, self.pending_rows)] if rest else []
+        ends = [int(x) - self.grouped for x in self.bounds
+                if self.grouped < x <= self.grouped + self.pending_rows]
+        if ends:
+            whole, lo = _concat(self.pending), 0
+            for hi in ends:
+                self._write(_slice(whole, lo, hi))
+                lo = hi
+            rest = self.pending_rows - lo
+            self.pending = [_slice(whole, lo, self.pending_rows)] if rest else []
             self.pending_rows = rest
+            self.grouped += lo
 
     def _write(self, cols: dict) -> None:
         w = self._open()
@@ -723,8 +783,10 @@ class TickStore:
             first = int(ts[a:b].min())
             writers.append(_PartWriter(self, schema, first // slot_ns * slot_ns, first, b - a,
                                        1 + int(np.count_nonzero(inst[a + 1:b] != inst[a:b - 1]))))
-        groups = [(k, lo, min(lo + w.rg, b)) for k, ((a, b), w) in enumerate(zip(pieces, writers))
-                  for lo in range(a, b, w.rg)]
+        groups = []
+        for k, ((a, b), w) in enumerate(zip(pieces, writers)):
+            bounds = _group_bounds(_runs(inst[a:b]), w.rg) + a
+            groups += [(k, int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
         by_file = [[] for _ in pieces]
         for g, (k, _, _) in enumerate(groups):
             by_file[k].append(g)
@@ -831,6 +893,7 @@ class TickStore:
         w = _PartWriter(self, schema, entries[0].slot, min(e.ts_min for e in entries),
                         sum(e.rows for e in entries), span + 1)
         try:
+            w.bounds = _group_bounds(self._slot_runs(entries), w.rg)
             for t in self._slot_stream(entries, cols, None, BATCH_ROWS):
                 w.add(t, *_keys(t))
             new = w.commit()
@@ -843,6 +906,22 @@ class TickStore:
         with self._commit_lock:
             self._commit(schema, [new], [e.path for e in entries])
         return new
+
+    def _slot_runs(self, entries: list[FileEntry]) -> np.ndarray:
+        """The rows of each instrument in the files of ``entries`` together, in instrument
+        order: the runs of a merge of the files (their instrument ids read batch by batch)."""
+        ids, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        for e in entries:
+            try:
+                f = pq.ParquetFile(self.root / e.path)
+                for b in f.iter_batches(BATCH_ROWS, columns=["instrument_id"]):
+                    u, c = np.unique(b.column(0).to_numpy(), return_counts=True)
+                    ids, back = np.unique(np.r_[ids, u.astype(np.int64)], return_inverse=True)
+                    counts = np.bincount(back, np.r_[counts, c], ids.size).astype(np.int64)
+            except (OSError, pa.ArrowInvalid) as err:
+                raise StoreError(f"The committed file {self.root / e.path} cannot be "
+                                 f"read: {err}") from err
+        return counts
 
     # -- reads --------------------------------------------------------------------------------
 

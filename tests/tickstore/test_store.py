@@ -307,6 +307,58 @@ def test_compaction_merges_a_day_in_one_commit_and_deletes_old_files_when_no_one
         assert rep.ok and rep.files == 2 and rep.rows == 3500 and not rep.pending_deletion
 
 
+def busy_day(n_light=30, seed=0):
+    """A day of mbo rows: instrument 1 with 9,000 rows and 2 with 3,000 (busy against a
+    16,384-row group), 3..n_light+2 with 500 each, in time order."""
+    rng = np.random.default_rng(seed)
+    sizes = {1: 9000, 2: 3000, **{k: 500 for k in range(3, n_light + 3)}}
+    t = mbo(sum(sizes.values()), seed=seed)
+    inst = np.concatenate([np.full(n, k, np.uint32) for k, n in sizes.items()])
+    rng.shuffle(inst)
+    k = t.schema.get_field_index("instrument_id")
+    t = t.set_column(k, t.schema.field(k), pa.array(inst, pa.uint32()))
+    return t.sort_by([("ts_event", "ascending")])
+
+
+def row_groups(path) -> list[tuple[int, int, int]]:
+    """(rows, first instrument, last instrument) of each row group of a file."""
+    md = pq.read_metadata(path)
+    k = md.schema.names.index("instrument_id")
+    return [(md.row_group(i).num_rows, md.row_group(i).column(k).statistics.min,
+             md.row_group(i).column(k).statistics.max) for i in range(md.num_row_groups)]
+
+
+def test_row_groups_keep_an_instrument_whole_and_give_busy_ones_their_own(tmp_path):
+    """A query for one instrument reads its own rows and few others': no instrument's rows are
+    split between row groups (unless they fill more than one), and an instrument with an
+    eighth of a row group or more has row groups of its own."""
+    t = busy_day()
+    with TickStore(tmp_path, slot="1D", row_group_rows=16_384) as s:
+        (e,) = s.append("mbo", t)
+        assert s.read("mbo").equals(as_sorted(t))
+    groups = row_groups(tmp_path / e.path)
+    assert sum(g[0] for g in groups) == t.num_rows and max(g[0] for g in groups) <= 16_384
+    assert (9000, 1, 1) in groups and (3000, 2, 2) in groups
+    light = [g for g in groups if g[1] > 2]
+    for (_, _, last), (_, first, _) in zip(light, light[1:]):
+        assert last < first                     # an instrument in one row group only
+    assert sum(g[0] for g in light) == 30 * 500 and len(light) == 1
+
+
+def test_a_compacted_slot_has_the_row_groups_of_one_append_of_its_rows(tmp_path):
+    t = busy_day(n_light=60, seed=3)
+    with TickStore(tmp_path / "one", slot="1D", row_group_rows=16_384) as s:
+        (whole,) = s.append("mbo", t)
+    with TickStore(tmp_path / "many", slot="1D", row_group_rows=16_384) as s:
+        for lo in range(0, t.num_rows, 7000):    # appends that cut instruments' runs
+            s.append("mbo", t.slice(lo, 7000))
+        (merged,) = s.compact("mbo")
+        assert s.read("mbo").equals(as_sorted(t))
+    groups = row_groups(tmp_path / "one" / whole.path)
+    assert row_groups(tmp_path / "many" / merged.path) == groups
+    assert [g[0] for g in groups if g[1] == 1] == [9000] and len(groups) > 3
+
+
 def test_scan_streams_in_bounded_batches_with_filters(tmp_path):
     with TickStore(tmp_path, slot="1D", row_group_rows=256) as s:
         for k in range(3):
