@@ -36,8 +36,10 @@ import fcntl
 import json
 import os
 import re
+import threading
 import uuid
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -47,6 +49,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from normalize.records import RECORD_TYPES, arrow_schema
@@ -60,6 +63,8 @@ BATCH_ROWS = 64 * 1024
 HEAVY = 8                # an instrument with a row group's 1/HEAVY has row groups of its own,
 HEAVY_ROWS = 2048        # ... and this many rows at least (a row group's footprint: ~2 KB)
 PART_NAME = re.compile(r"^(\.tmp-)?part-\d{19}-[0-9a-f]{12}\.parquet$")
+FOOTERS = 1024           # parsed footers a store keeps (a day of one-minute files, and more)
+_LOCAL = pafs.LocalFileSystem()
 _FORMAT = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(
     page_checksum_verification=True))
 
@@ -586,9 +591,11 @@ class TickStore:
         self.row_group_rows = int(row_group_rows)
         self.threads = int(threads or min(os.cpu_count() or 1, 8))
         self._lock_fd = None
-        self._commit_lock = __import__("threading").Lock()
+        self._commit_lock = threading.Lock()
         self._duck = None                         # (catalog key, DuckDB connection) for sql()
-        self._sql_lock = __import__("threading").Lock()
+        self._footers: OrderedDict[str, ds.ParquetFileFragment] = OrderedDict()
+        self._footer_lock = threading.Lock()
+        self._sql_lock = threading.Lock()
         if writer:
             (self.root / "_catalog").mkdir(parents=True, exist_ok=True)
             self._lock()
@@ -1000,12 +1007,30 @@ class TickStore:
         want = arrow_schema(schema)
         return pa.Table.from_batches([], schema=pa.schema([want.field(c) for c in cols]))
 
-    def _open(self, e: FileEntry) -> ds.Dataset:
-        path = self.root / e.path
+    def _fragment(self, e: FileEntry) -> ds.ParquetFileFragment:
+        """The committed file of ``e`` as a dataset fragment, its footer read and parsed once
+        and kept (the :data:`FOOTERS` used last): committed files never change, and a query
+        prunes row groups by the statistics in hand, reading no footer."""
+        path = str(self.root / e.path)
+        with self._footer_lock:
+            frag = self._footers.get(path)
+            if frag is not None:
+                self._footers.move_to_end(path)
+                return frag
         try:
-            return ds.dataset(path, format=_FORMAT)
+            frag = _FORMAT.make_fragment(path, _LOCAL)
+            frag.ensure_complete_metadata()
         except (OSError, pa.ArrowInvalid) as err:
             raise StoreError(f"The committed file {path} cannot be read: {err}") from err
+        with self._footer_lock:
+            self._footers[path] = frag
+            while len(self._footers) > FOOTERS:
+                self._footers.popitem(last=False)
+        return frag
+
+    def _dataset(self, schema: str, entries: list[FileEntry]) -> ds.Dataset:
+        return ds.FileSystemDataset([self._fragment(e) for e in entries], arrow_schema(schema),
+                                    _FORMAT, _LOCAL)
 
     def read(self, schema: str, *, symbols=None, instruments=None, start=None, end=None,
              columns=None, filter=None) -> pa.Table:
@@ -1025,7 +1050,6 @@ class TickStore:
         are put in order by a stable sort, so rows equal in (instrument, time) keep the order
         of their commits."""
         need = list(dict.fromkeys(cols + ["instrument_id", "ts_event"]))
-        want = arrow_schema(schema)
         by_date: dict[str, list] = {}
         for e, inst in plan:                      # catalog order: the order of the commits
             by_date.setdefault(e.date, []).append((e, inst))
@@ -1035,8 +1059,7 @@ class TickStore:
             entries = [e for e, _ in items]
             flt = self._filter(items[0][1], lo, hi, extra)   # one id set a date (symbols)
             try:
-                t = ds.dataset([str(self.root / e.path) for e in entries], schema=want,
-                               format=_FORMAT).to_table(columns=need, filter=flt)
+                t = self._dataset(schema, entries).to_table(columns=need, filter=flt)
             except (OSError, pa.ArrowInvalid) as err:
                 self._name_bad_file(entries, need, flt, err)
                 raise
@@ -1053,7 +1076,7 @@ class TickStore:
         """Raise a StoreError naming the first of ``entries`` that cannot be read."""
         for e in entries:
             try:
-                self._open(e).to_table(columns=need, filter=flt)
+                self._fragment(e).to_table(columns=need, filter=flt)
             except (OSError, pa.ArrowInvalid) as bad:
                 raise StoreError(f"The committed file {self.root / e.path} cannot be read: "
                                  f"{bad}") from bad
@@ -1080,7 +1103,7 @@ class TickStore:
         """One file's rows in file order, a row group at a time (pruned by statistics)."""
         path = self.root / e.path
         try:
-            frag = next(iter(self._open(e).get_fragments()))
+            frag = self._fragment(e)
             groups = frag.split_by_row_group(filter=flt) if flt is not None else \
                 frag.split_by_row_group()
             for g in groups:
