@@ -10,8 +10,8 @@ Layouts. tickpipe: ``TickStore(root, slot=--slot).append("mbo", table)``, a file
 (instrument_id, ts_event), zstd. ArcticDB, layout (a): one symbol holding the day in time order
 (a pandas DataFrame indexed by ``ts_event``, the DatetimeIndex ArcticDB needs; ``mpid``'s four
 bytes as a ``uint32``, since ArcticDB stores no fixed-size binary; default library options:
-100,000 rows per segment, LZ4). Layout (b), for the one-instrument query only: one symbol per
-instrument (``write_batch``).
+100,000 rows per segment, LZ4). Layout (b): one symbol per instrument (``write_batch``), for the
+range queries too, so that each layout of ArcticDB is compared on both.
 
 What is timed (in-process; each the median of several runs after a warm-up, page cache warm):
 
@@ -30,7 +30,8 @@ What is timed (in-process; each the median of several runs after a warm-up, page
   ``QueryBuilder`` filter on ``instrument_id`` (a), and against a ``date_range`` read of that
   instrument's own symbol (b);
 - all instruments over 14:30-14:31 UTC: ``store.read`` with a time range against a
-  ``date_range`` read (ArcticDB's range is closed, so its end is the store's end minus 1 ns);
+  ``date_range`` read (ArcticDB's range is closed, so its end is the store's end minus 1 ns),
+  and against one ``read_batch`` of every instrument's symbol with that range (b);
 - VWAP per instrument-minute, over the store's own files: DuckDB SQL, through ``store.sql``
   (when the store has a working one: a view per schema, a new connection each call) and through
   one held connection's ``read_parquet`` of the files, against ``polars.scan_parquet`` of the
@@ -420,9 +421,23 @@ def run(rows: int, instruments: int, seed: int, repeats: int, write_repeats: int
             raise SystemExit(f"error: instrument_hour (b): {r_b.num_rows:,} rows, tickpipe "
                              f"{res['instrument_hour']['rows']:,}")
         res["instrument_hour"]["arcticdb_per_instrument_s"] = t_b.median
+    minute_adb = (_utc(MINUTE[0]), _utc(MINUTE[1], minus_ns=1))
     both("all_minute", lambda: store.read("mbo", start=MINUTE[0], end=MINUTE[1]),
-         lambda: lib.read("mbo", date_range=(_utc(MINUTE[0]), _utc(MINUTE[1], minus_ns=1)),
-                          output_format="pyarrow").data)
+         lambda: lib.read("mbo", date_range=minute_adb, output_format="pyarrow").data)
+    if lib_b is not None:                       # (b): every instrument's symbol, one batch
+        from arcticdb import ReadRequest
+        reqs = [ReadRequest(sym, date_range=minute_adb) for sym in lib_b.list_symbols()]
+
+        def minute_b():
+            return pa.concat_tables([v.data for v in lib_b.read_batch(reqs,
+                                                                      output_format="pyarrow")])
+        t_b, r_b = measure(minute_b, repeats)
+        if r_b.num_rows != res["all_minute"]["rows"]:
+            raise SystemExit(f"error: all_minute (b): {r_b.num_rows:,} rows, tickpipe "
+                             f"{res['all_minute']['rows']:,}")
+        res["all_minute"]["arcticdb_per_instrument_s"] = t_b.median
+        log(f"  all_minute (b): ArcticDB read_batch of {len(reqs)} symbols "
+            f"{t_b.median * 1e3:.1f} ms")
 
     # -- VWAP per instrument-minute: DuckDB SQL vs polars over the same files -------------
     ways, why = _vwap_duckdb(store, files)
@@ -508,6 +523,12 @@ def table(out: dict) -> list[str]:
             f"{pb * 1e3:.1f}", _speed(pb, ih["tickpipe_s"]),
             f"<=1x: {met(ih['tickpipe_s'] <= pb)}", "(b) the instrument's symbol, date_range")
     lat("all_minute", "all instruments, one minute, ms", note=f"{r['all_minute']['rows']:,} rows")
+    am = r["all_minute"]
+    if "arcticdb_per_instrument_s" in am:
+        pb = am["arcticdb_per_instrument_s"]
+        row("all instruments, one minute, ArcticDB (b), ms", f"{am['tickpipe_s'] * 1e3:.1f}",
+            f"{pb * 1e3:.1f}", _speed(pb, am["tickpipe_s"]),
+            f"<=1x: {met(am['tickpipe_s'] <= pb)}", "(b) read_batch, a symbol per instrument")
     v = r["vwap"]
     lines.append("")
     lines.append(f"{'VWAP per instrument-minute, same files':<44}{'DuckDB':>12}{'polars':>12}"
