@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import struct
 import threading
 import zlib
@@ -61,9 +62,16 @@ _UV = [bytes([i]) for i in range(128)]
 
 
 def _uv(v: int) -> bytes:
-    """ULEB128 of the non-negative ``v``."""
+    """ULEB128 of the non-negative ``v`` (the sizes and offsets of a file: mostly 2-4 bytes,
+    written without a loop)."""
     if v < 0x80:
         return _UV[v]
+    if v < 0x4000:
+        return bytes((v & 0x7F | 0x80, v >> 7))
+    if v < 0x200000:
+        return bytes((v & 0x7F | 0x80, v >> 7 & 0x7F | 0x80, v >> 14))
+    if v < 0x10000000:
+        return bytes((v & 0x7F | 0x80, v >> 7 & 0x7F | 0x80, v >> 14 & 0x7F | 0x80, v >> 21))
     out = bytearray()
     while v > 0x7F:
         out.append((v & 0x7F) | 0x80)
@@ -73,11 +81,11 @@ def _uv(v: int) -> bytes:
 
 
 def _zz32(v: int) -> bytes:
-    return _uv(((v << 1) ^ (v >> 31)) & 0xFFFFFFFF)
+    return _uv(v << 1) if 0 <= v < 0x80000000 else _uv(((v << 1) ^ (v >> 31)) & 0xFFFFFFFF)
 
 
 def _zz64(v: int) -> bytes:
-    return _uv(((v << 1) ^ (v >> 63)) & 0xFFFFFFFFFFFFFFFF)
+    return _uv(v << 1) if v >= 0 else _uv(((v << 1) ^ (v >> 63)) & 0xFFFFFFFFFFFFFFFF)
 
 
 def _list_header(n: int, etype: int) -> bytes:
@@ -735,6 +743,12 @@ def _column_index(pages: list) -> bytes:
     """A ColumnIndex: null_pages (1), min_values (2), max_values (3), boundary_order (4),
     null_counts (5)."""
     n = len(pages)
+    if n == 1:                                 # a chunk of one data page: the store's files'
+        p = pages[0]
+        lo, hi = p.lo or b"", p.hi or b""
+        return b"".join((b"\x19\x11", b"\x01" if p.hi is None else b"\x02", b"\x19\x18",
+                         _uv(len(lo)), lo, b"\x19\x18", _uv(len(hi)), hi,
+                         b"\x15\x02\x19\x16", _zz64(p.nulls), b"\x00"))
     b = bytearray(b"\x19")
     b += _list_header(n, _T_TRUE)
     b += bytes(1 if p.hi is None else 2 for p in pages)
@@ -760,6 +774,10 @@ def _column_index(pages: list) -> bytes:
 def _offset_index(pages: list) -> bytes:
     """An OffsetIndex: page_locations (1), each (offset, compressed size with its header, first
     row)."""
+    if len(pages) == 1:
+        p, o = pages[0]
+        return b"".join((b"\x19\x1c\x16", _zz64(o), b"\x15", _zz32(len(p.header) + len(p.body)),
+                         b"\x16", _zz64(p.first_row), b"\x00\x00"))
     b = bytearray(b"\x19")
     b += _list_header(len(pages), _T_STRUCT)
     for p, o in pages:
@@ -780,34 +798,17 @@ def _column_chunk(prefix: bytes, ch: _Chunk, start: int, locs: list, oi: tuple,
     num_values (5), the sizes (6, 7), data_page_offset (9), dictionary_page_offset (11),
     statistics (12); then the offset index (4, 5) and column index (6, 7) positions."""
     dictionary = ch.pages[0].dictionary
-    b = bytearray(prefix)
-    b.append(0x16)
-    b += _zz64(ch.rows)
-    b.append(0x16)
-    b += _zz64(ch.uncompressed)
-    b.append(0x16)
-    b += _zz64(ch.size)
-    b.append(0x26)                                         # field 9
-    b += _zz64(locs[1] if dictionary else locs[0])
+    parts = [prefix, b"\x16", _zz64(ch.rows), b"\x16", _zz64(ch.uncompressed), b"\x16",
+             _zz64(ch.size), b"\x26", _zz64(locs[1] if dictionary else locs[0])]   # 5-7, 9
     if dictionary:
-        b.append(0x26)                                     # field 11
-        b += _zz64(start)
-        b.append(0x1C)                                     # field 12, struct
+        parts += (b"\x26", _zz64(start), b"\x1c")      # field 11, then 12 (a struct)
     else:
-        b.append(0x3C)
-    b += ch.stats
-    b.append(0)                                            # end of ColumnMetaData
-    b.append(0x16)                                         # field 4 (after 3)
-    b += _zz64(oi[0])
-    b.append(0x15)
-    b += _zz32(oi[1])
+        parts.append(b"\x3c")                           # field 12
+    parts += (ch.stats, b"\x00\x16", _zz64(oi[0]), b"\x15", _zz32(oi[1]))  # 4, 5 (after 3)
     if ci is not None:
-        b.append(0x16)
-        b += _zz64(ci[0])
-        b.append(0x15)
-        b += _zz32(ci[1])
-    b.append(0)
-    return bytes(b)
+        parts += (b"\x16", _zz64(ci[0]), b"\x15", _zz32(ci[1]))
+    parts.append(b"\x00")
+    return b"".join(parts)
 
 
 @functools.lru_cache(maxsize=64)
@@ -861,6 +862,23 @@ def _arrow_metadata(schema: pa.Schema) -> tuple:
     return tuple(sorted(md.items()))
 
 
+FLUSH_BYTES = 4 << 20           # a writer's queued pages written out past this many bytes
+_IOV_MAX = 1024
+
+
+def _writev(fd: int, bufs: list) -> None:
+    """Write ``bufs`` (bytes-like) to ``fd`` in order, whole: ``writev`` calls of up to
+    ``IOV_MAX`` buffers, what a short write left resent."""
+    i = 0
+    while i < len(bufs):
+        n = os.writev(fd, bufs[i:i + _IOV_MAX])
+        while i < len(bufs) and n >= len(bufs[i]):
+            n -= len(bufs[i])
+            i += 1
+        if n:
+            bufs[i] = memoryview(bufs[i])[n:]
+
+
 @dataclass
 class FileWriter:
     """A Parquet file of ``schema`` written row group by row group to the open binary file
@@ -879,14 +897,33 @@ class FileWriter:
     crc: int = field(init=False, default=0)
     _prefixes: dict = field(init=False, default_factory=dict)
 
+    _out: list = field(init=False, default_factory=list)
+    _out_bytes: int = field(init=False, default=0)
+
     def __post_init__(self):
         self.columns = [column_of(f) for f in self.schema]
         self._write(MAGIC)
 
     def _write(self, b) -> None:
-        self.f.write(b)
+        """Queue ``b`` (a page's header or body, bytes): written by :meth:`_flush`, in one
+        ``writev`` for many pages."""
+        self._out.append(b)
         self.crc = zlib.crc32(b, self.crc)
         self.offset += len(b)
+        self._out_bytes += len(b)
+        if self._out_bytes >= FLUSH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        bufs, self._out, self._out_bytes = self._out, [], 0
+        try:
+            fd = self.f.fileno()
+        except (AttributeError, OSError):        # io.UnsupportedOperation: a BytesIO
+            for b in bufs:
+                self.f.write(b)
+            return
+        self.f.flush()
+        _writev(fd, bufs)
 
     def encode(self, table: pa.Table | dict) -> list[_Chunk]:
         """A row group's chunks (thread-safe; nothing written). ``table``: a pyarrow Table or
@@ -938,6 +975,7 @@ class FileWriter:
                 out += b
         self._write(bytes(out))
         self._write(self._footer(ci_at, oi_at))
+        self._flush()
         return self.offset
 
     def _prefix(self, ch: _Chunk) -> bytes:
