@@ -546,20 +546,13 @@ def _order_key(col: Column, x):
 def _stats_body(lo: bytes | None, hi: bytes | None, nulls: int, nan: int | None) -> bytes:
     """A Statistics struct's fields and stop byte: null_count (3), max_value (5), min_value
     (6), nan_count (9)."""
-    b = bytearray(b"\x36")                                # field 3, i64
-    b += _zz64(nulls)
-    last = 3
-    if hi is not None:
-        b.append(0x28)                                     # field 5, binary
-        b += _uv(len(hi)) + hi
-        b.append(0x18)                                     # field 6, binary
-        b += _uv(len(lo)) + lo
-        last = 6
-    if nan is not None:
-        b.append(((9 - last) << 4) | _T_I64)
-        b += _zz64(nan)
-    b.append(0)
-    return bytes(b)
+    parts = [b"\x36", _zz64(nulls)]                       # field 3, i64
+    if hi is not None:                                     # fields 5 and 6, binary
+        parts += (b"\x28", _uv(len(hi)), hi, b"\x18", _uv(len(lo)), lo)
+    if nan is not None:                                    # field 9, i64
+        parts += (b"\x36" if hi is not None else b"\x66", _zz64(nan))
+    parts.append(b"\x00")
+    return b"".join(parts)
 
 
 def _page_header(kind: int, uncompressed: int, body, num_values: int, encoding: int,
@@ -568,32 +561,14 @@ def _page_header(kind: int, uncompressed: int, body, num_values: int, encoding: 
     dictionary (7) or data page v1 (5) header), encoded directly: a page's header is the
     writer's most frequent Thrift struct."""
     crc = zlib.crc32(body)
-    b = bytearray(b"\x15")
-    b += _zz32(kind)
-    b.append(0x15)
-    b += _zz32(uncompressed)
-    b.append(0x15)
-    b += _zz32(len(body))
-    b.append(0x15)
-    b += _zz32(crc - (crc >> 31 << 32))
-    if kind == DICTIONARY_PAGE:
-        b.append(0x3C)                                     # field 7, struct
-        b.append(0x15)
-        b += _zz32(num_values)
-        b += b"\x15\x00\x00"                                # encoding PLAIN, stop
-    else:
-        b.append(0x1C)                                     # field 5, struct
-        b.append(0x15)
-        b += _zz32(num_values)
-        b.append(0x15)
-        b += _zz32(encoding)
-        b += b"\x15\x06\x15\x06"                            # levels: RLE, RLE
-        if stats is not None:
-            b.append(0x1C)                                 # field 5, struct
-            b += stats
-        b.append(0)
-    b.append(0)
-    return bytes(b)
+    head = (b"\x15", _zz32(kind), b"\x15", _zz32(uncompressed), b"\x15", _zz32(len(body)),
+            b"\x15", _zz32(crc - (crc >> 31 << 32)))
+    if kind == DICTIONARY_PAGE:                           # field 7: num_values, PLAIN, stop
+        return b"".join((*head, b"\x3c\x15", _zz32(num_values), b"\x15\x00\x00\x00"))
+    # field 5: num_values, encoding, levels RLE and RLE, statistics (5), stop
+    return b"".join((*head, b"\x1c\x15", _zz32(num_values), b"\x15", _zz32(encoding),
+                     b"\x15\x06\x15\x06", b"" if stats is None else b"\x1c" + stats,
+                     b"\x00\x00"))
 
 
 @dataclass
