@@ -52,6 +52,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from normalize import records as R
+from tickpipe.durations import duration_value
 
 DEVICES = ("auto", "cpu", "gpu")
 L5 = 5                               # levels summed by the L5 depth imbalance
@@ -107,7 +108,7 @@ def parse_bar(bar) -> tuple[str, int]:
                              f"('volume:N'), was {bar!r}.")
         return "volume", n
     try:
-        td = pd.Timedelta(bar)
+        td = duration_value(bar)
     except (ValueError, TypeError):
         td = None
     if td is None or td is pd.NaT or td.value <= 0:
@@ -753,7 +754,7 @@ def compute(mbo: pa.Table, *, book: pa.Table | None = None, bar: str = "1s", dev
     _check_device(device)
     kind, param = parse_bar(bar)
     try:
-        horizon = int(pd.Timedelta(realized_horizon).value) if isinstance(realized_horizon, str) \
+        horizon = int(duration_value(realized_horizon).value) if isinstance(realized_horizon, str) \
             else int(round(float(realized_horizon) * _NS))
     except (ValueError, TypeError):
         horizon = -1

@@ -38,6 +38,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from tickpipe.durations import duration_value
+
 OK, TOO_FEW, NO_PRICES = 0, 1, 2
 #: Per-window status codes of :func:`realized` (``status`` column, uint8).
 STATUS = {OK: "ok", TOO_FEW: "fewer than 2 returns (bv, jump_share NaN; with none, all NaN)",
@@ -51,7 +53,7 @@ def duration_ns(name: str, value) -> int:
     """A positive pandas frequency (``"5min"``, ``"1D"``, a Timedelta) in nanoseconds;
     ValueError naming ``name`` otherwise."""
     try:
-        td = pd.Timedelta(value) if not isinstance(value, bool) else None
+        td = duration_value(value) if not isinstance(value, bool) else None
     except (ValueError, TypeError):
         td = None
     if isinstance(value, (int, float, np.number)) and not isinstance(value, np.timedelta64):
@@ -167,7 +169,7 @@ def _bar_length(bars: pa.Table) -> int | None:
     if bar.startswith("volume:"):
         raise ValueError(f"The `bars` must be time bars; these are {bar!r} (a volume bar has no "
                          f"fixed place on the k-minute grid).")
-    return int(pd.Timedelta(bar).value)
+    return int(duration_value(bar).value)
 
 
 def realized(bars, *, interval="5min", window="1D") -> pa.Table:

@@ -14,9 +14,9 @@ def _ns_tolerance(tolerance) -> int | None:
     if isinstance(tolerance, (int, np.integer)):
         ns = int(tolerance)
     else:
-        import pandas as pd
+        from tickpipe.durations import duration_value
         try:
-            ns = int(pd.Timedelta(tolerance).value)
+            ns = int(duration_value(tolerance).value)
         except (ValueError, TypeError) as e:
             raise StoreError(f"The `tolerance` must be a duration (ns, a Timedelta or a string "
                              f"like '100ms'), was {tolerance!r}.") from e

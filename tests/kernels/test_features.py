@@ -16,6 +16,7 @@ import normalize
 from kernels import features as F
 from kernels.book import book_schema, reconstruct
 from normalize import records as R
+from tickpipe.durations import duration_value
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "lobster"
 SCALE = float(R.PRICE_SCALE)
@@ -111,7 +112,7 @@ def ref_bars(mbo: pa.Table, book: pa.Table, bar: str, horizon_ns=5 * 10**9, buck
                 acc += q
             df.loc[g.index, "key"] = out
     else:
-        f = pd.Timedelta(bar).value
+        f = duration_value(bar).value
         df["key"] = df.ts // f * f
     keys = ["inst", "key"]
     grp = df.groupby(keys, sort=True)

@@ -20,6 +20,7 @@ from kernels import har as H
 from kernels import liquidity as L
 from normalize import records as R
 from goog_day import goog_mbo_and_book
+from tickpipe.durations import duration_value
 
 CHILD = Path(__file__).with_name("forecast_gpu_child.py")
 TSZ = pa.timestamp("ns", tz="UTC")
@@ -44,7 +45,7 @@ def goog():
 # -- references ------------------------------------------------------------------------------------
 
 def ref_quote_bars(book: pa.Table, bar: str) -> pd.DataFrame:
-    b = pd.Timedelta(bar).value
+    b = duration_value(bar).value
     bid = book.column("bid_px_0").to_numpy()
     ask = book.column("ask_px_0").to_numpy()
     df = pd.DataFrame({"inst": book.column("instrument_id").to_numpy().astype(np.int64),

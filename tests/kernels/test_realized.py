@@ -21,6 +21,7 @@ import normalize
 from kernels import features as F
 from kernels import realized as Rz
 from goog_day import goog_mbo_and_book
+from tickpipe.durations import duration_value
 
 MIN = 60 * 10**9
 TSZ = pa.timestamp("ns", tz="UTC")
@@ -104,7 +105,7 @@ def bars_table(inst, minutes, mids, meta_bar: str | None = "1min") -> pa.Table:
 @pytest.mark.parametrize(("interval", "window"), [("5min", "1D"), ("1min", "1h"), ("30s", "10min")])
 def test_realized_on_a_generated_session_matches_the_pandas_reference(generated_bars, interval, window):
     got = Rz.realized(generated_bars, interval=interval, window=window)
-    want = reference(generated_bars, pd.Timedelta(interval).value, pd.Timedelta(window).value)
+    want = reference(generated_bars, duration_value(interval).value, duration_value(window).value)
     assert (want.status == Rz.OK).sum() >= 3 and len(np.unique(want.instrument_id)) >= 4
     assert_matches_reference(got, want)
 
@@ -120,10 +121,10 @@ def test_realized_on_a_generated_session_has_short_windows_with_status_not_error
 @pytest.mark.parametrize("interval", ["5min", "1min"])
 def test_realized_on_the_lobster_goog_day_matches_the_pandas_reference(goog_bars, interval):
     got = Rz.realized(goog_bars, interval=interval)
-    want = reference(goog_bars, pd.Timedelta(interval).value, pd.Timedelta("1D").value)
+    want = reference(goog_bars, duration_value(interval).value, duration_value("1D").value)
     assert_matches_reference(got, want)
     # 09:30 - 16:00 New York is 6.5 hours: 390 / k intervals with a price, one return fewer
-    k = pd.Timedelta(interval).value // MIN
+    k = duration_value(interval).value // MIN
     assert got.column("n_returns").to_pylist() == [390 // k - 1]
     assert got.column("status").to_pylist() == [Rz.OK]
     row = got.to_pylist()[0]

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import normalize
 from ingest.simulator import generate_session
 from normalize.records import PRICE_SCALE
+from tickpipe.durations import duration_value
 from tickstore import StoreError, TickStore, asof_join
 
 DATES = ("2024-03-14", "2024-03-15")
@@ -159,7 +160,7 @@ def test_asof_join_on_stored_trades_and_book_quotes(store, sessions):
         ["instrument_id", "ts_event", "price", "side"])
     got = store.asof_join(trades, quotes, tolerance="1s", quote_columns=["ts_event", "price"])
     want = pandas_asof(trades.select(["instrument_id", "ts_event"]), quotes.select(
-        ["instrument_id", "ts_event", "price"]), pd.Timedelta("1s"))
+        ["instrument_id", "ts_event", "price"]), duration_value("1s"))
     assert got.num_rows == trades.num_rows > 0
     g = got.column("quote_price").to_pandas()
     w = want.price_q.reset_index(drop=True) if "price_q" in want else want.price.reset_index(drop=True)
