@@ -916,19 +916,26 @@ class TickStore:
 
     def _slot_runs(self, entries: list[FileEntry]) -> np.ndarray:
         """The rows of each instrument in the files of ``entries`` together, in instrument
-        order: the runs of a merge of the files (their instrument ids read batch by batch)."""
-        ids, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        order: the runs of a merge of the files. Their ``instrument_id`` columns are read
+        batch by batch; each file is sorted by instrument, so a batch's runs are where the
+        id changes."""
+        ids, counts = [], []
         for e in entries:
             try:
-                f = pq.ParquetFile(self.root / e.path)
-                for b in f.iter_batches(BATCH_ROWS, columns=["instrument_id"]):
-                    u, c = np.unique(b.column(0).to_numpy(), return_counts=True)
-                    ids, back = np.unique(np.r_[ids, u.astype(np.int64)], return_inverse=True)
-                    counts = np.bincount(back, np.r_[counts, c], ids.size).astype(np.int64)
+                for b in self._fragment(e).to_batches(columns=["instrument_id"],
+                                                      batch_size=BATCH_ROWS):
+                    v = b.column(0).to_numpy()
+                    if v.size:
+                        cut = np.flatnonzero(v[1:] != v[:-1]) + 1
+                        ids.append(v[np.r_[0, cut]].astype(np.int64))
+                        counts.append(np.diff(np.r_[0, cut, v.size]))
             except (OSError, pa.ArrowInvalid) as err:
                 raise StoreError(f"The committed file {self.root / e.path} cannot be "
                                  f"read: {err}") from err
-        return counts
+        if not ids:
+            return np.zeros(0, np.int64)
+        u, back = np.unique(np.concatenate(ids), return_inverse=True)
+        return np.bincount(back, np.concatenate(counts), u.size).astype(np.int64)
 
     # -- reads --------------------------------------------------------------------------------
 
