@@ -63,7 +63,8 @@ BATCH_ROWS = 64 * 1024
 HEAVY = 8                # an instrument with a row group's 1/HEAVY has row groups of its own,
 HEAVY_ROWS = 2048        # ... and this many rows at least (a row group's footprint: ~2 KB)
 PART_NAME = re.compile(r"^(\.tmp-)?part-\d{19}-[0-9a-f]{12}\.parquet$")
-FOOTERS = 1024           # parsed footers a store keeps (a day of one-minute files, and more)
+FOOTER_MEMORY = 64 << 20  # parsed footers a store keeps, by their memory (a one-minute
+FOOTER_SCALE = 16        # file's: ~100 KiB, 16 times its footer's bytes; a day's files fit)
 _LOCAL = pafs.LocalFileSystem()
 _FORMAT = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(
     page_checksum_verification=True))
@@ -251,7 +252,7 @@ def _group_bounds(runs, target):
             alone = False
             size += r
         i += r
-    if total > bounds[k - 1] or total == 0:
+    if total > bounds[k - 1]:
         bounds[k] = total
         k += 1
     return bounds[:k]
@@ -593,7 +594,8 @@ class TickStore:
         self._lock_fd = None
         self._commit_lock = threading.Lock()
         self._duck = None                         # (catalog key, DuckDB connection) for sql()
-        self._footers: OrderedDict[str, ds.ParquetFileFragment] = OrderedDict()
+        self._footers: OrderedDict[str, tuple] = OrderedDict()    # path: (fragment, bytes)
+        self._footer_bytes = 0
         self._footer_lock = threading.Lock()
         self._sql_lock = threading.Lock()
         if writer:
@@ -1016,23 +1018,26 @@ class TickStore:
 
     def _fragment(self, e: FileEntry) -> ds.ParquetFileFragment:
         """The committed file of ``e`` as a dataset fragment, its footer read and parsed once
-        and kept (the :data:`FOOTERS` used last): committed files never change, and a query
-        prunes row groups by the statistics in hand, reading no footer."""
+        and kept (those used last, up to :data:`FOOTER_MEMORY`): committed files never change,
+        and a query prunes row groups by the statistics in hand, reading no footer."""
         path = str(self.root / e.path)
         with self._footer_lock:
-            frag = self._footers.get(path)
-            if frag is not None:
+            hit = self._footers.get(path)
+            if hit is not None:
                 self._footers.move_to_end(path)
-                return frag
+                return hit[0]
         try:
             frag = _FORMAT.make_fragment(path, _LOCAL)
             frag.ensure_complete_metadata()
         except (OSError, pa.ArrowInvalid) as err:
             raise StoreError(f"The committed file {path} cannot be read: {err}") from err
+        size = FOOTER_SCALE * frag.metadata.serialized_size
         with self._footer_lock:
-            self._footers[path] = frag
-            while len(self._footers) > FOOTERS:
-                self._footers.popitem(last=False)
+            if path not in self._footers:
+                self._footers[path] = (frag, size)
+                self._footer_bytes += size
+            while self._footer_bytes > FOOTER_MEMORY and len(self._footers) > 1:
+                self._footer_bytes -= self._footers.popitem(last=False)[1][1]
         return frag
 
     def _dataset(self, schema: str, entries: list[FileEntry]) -> ds.Dataset:

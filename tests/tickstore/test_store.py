@@ -328,6 +328,25 @@ def row_groups(path) -> list[tuple[int, int, int]]:
              md.row_group(i).column(k).statistics.max) for i in range(md.num_row_groups)]
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(1, 40_000), max_size=40), st.integers(1, 50_000))
+def test_row_group_bounds_split_only_busy_instruments(runs, target):
+    """_group_bounds over any instruments' run lengths: row groups from the first row to the
+    last, none over ``target`` rows; a busy instrument's rows alone in theirs, cut every
+    ``target`` rows; any other instrument's rows in one row group."""
+    from tickstore.store import HEAVY, HEAVY_ROWS, _group_bounds
+    b = _group_bounds(np.array(runs, np.int64), target).tolist()
+    starts = np.r_[0, np.cumsum(runs)].tolist()
+    assert b[0] == 0 and b[-1] == starts[-1]
+    assert all(0 < hi - lo <= target for lo, hi in zip(b, b[1:]))
+    heavy = min(max(target // HEAVY, HEAVY_ROWS), target)
+    for r, lo, hi in zip(runs, starts, starts[1:]):
+        inside = [x for x in b if lo < x < hi]
+        if r >= heavy:
+            assert lo in b and hi in b and inside == list(range(lo + target, hi, target))
+        else:
+            assert inside == []
+
 def test_row_groups_keep_an_instrument_whole_and_give_busy_ones_their_own(tmp_path):
     """A query for one instrument reads its own rows and few others': no instrument's rows are
     split between row groups (unless they fill more than one), and an instrument with an
@@ -357,6 +376,19 @@ def test_a_compacted_slot_has_the_row_groups_of_one_append_of_its_rows(tmp_path)
     groups = row_groups(tmp_path / "one" / whole.path)
     assert row_groups(tmp_path / "many" / merged.path) == groups
     assert [g[0] for g in groups if g[1] == 1] == [9000] and len(groups) > 3
+
+
+def test_the_footers_kept_for_reads_stay_within_their_memory(tmp_path, monkeypatch):
+    import tickstore.store as S
+    t = mbo(3000, days=3)
+    with TickStore(tmp_path, slot="1h") as s:
+        s.append("mbo", t)
+        files = s.files("mbo")
+        one = S.FOOTER_SCALE * pq.read_metadata(tmp_path / files[0].path).serialized_size
+        monkeypatch.setattr(S, "FOOTER_MEMORY", 3 * one)
+        assert len(files) > 10 and s.read("mbo").equals(as_sorted(t, 3600 * 10**9))
+        assert len(s._footers) <= 4 and s._footer_bytes == sum(b for _, b in s._footers.values())
+        assert s.read("mbo", start=files[-1].ts_min).num_rows == files[-1].rows   # from memory
 
 
 def test_scan_streams_in_bounded_batches_with_filters(tmp_path):
