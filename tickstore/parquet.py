@@ -413,6 +413,7 @@ def warm_up() -> None:
     _dict_direct(v.astype(np.uint8), 256)
     _dict_direct(v.astype(np.uint16), 1 << 16)
     _split(v.view(np.uint8), 8, np.empty(320, np.uint8))
+    _crc_combine(1, 2, 100, _CRC_ZEROS)
 
 
 # -- columns ----------------------------------------------------------------------------------
@@ -556,19 +557,19 @@ def _stats_body(lo: bytes | None, hi: bytes | None, nulls: int, nan: int | None)
 
 
 def _page_header(kind: int, uncompressed: int, body, num_values: int, encoding: int,
-                 stats: bytes | None) -> bytes:
+                 stats: bytes | None) -> tuple[bytes, int]:
     """A PageHeader (fields 1-4: type, sizes, CRC-32 of the body as written; then the
     dictionary (7) or data page v1 (5) header), encoded directly: a page's header is the
-    writer's most frequent Thrift struct."""
+    writer's most frequent Thrift struct. Returns it and the body's CRC-32."""
     crc = zlib.crc32(body)
     head = (b"\x15", _zz32(kind), b"\x15", _zz32(uncompressed), b"\x15", _zz32(len(body)),
             b"\x15", _zz32(crc - (crc >> 31 << 32)))
     if kind == DICTIONARY_PAGE:                           # field 7: num_values, PLAIN, stop
-        return b"".join((*head, b"\x3c\x15", _zz32(num_values), b"\x15\x00\x00\x00"))
+        return b"".join((*head, b"\x3c\x15", _zz32(num_values), b"\x15\x00\x00\x00")), crc
     # field 5: num_values, encoding, levels RLE and RLE, statistics (5), stop
     return b"".join((*head, b"\x1c\x15", _zz32(num_values), b"\x15", _zz32(encoding),
                      b"\x15\x06\x15\x06", b"" if stats is None else b"\x1c" + stats,
-                     b"\x00\x00"))
+                     b"\x00\x00")), crc
 
 
 @dataclass
@@ -583,6 +584,7 @@ class _Page:
     keys: tuple | None = None        # (min, max) in the column's order, for the boundary order
     nulls: int = 0
     dictionary: bool = False
+    crc: int = 0                     # the body's CRC-32
 
 
 @dataclass
@@ -656,8 +658,8 @@ def encode_chunk(col: Column, values: np.ndarray, valid: np.ndarray | None, enco
         else:
             raw = keys.astype(col.plain_dtype, copy=False).tobytes()
             body = zs.compress(raw) if zs else raw
-            pages.append(_Page(_page_header(DICTIONARY_PAGE, len(raw), body, k, PLAIN, None), body,
-                               0, 0, len(raw), dictionary=True))
+            head, crc = _page_header(DICTIONARY_PAGE, len(raw), body, k, PLAIN, None)
+            pages.append(_Page(head, body, 0, 0, len(raw), dictionary=True, crc=crc))
             width = max(1, _width(k - 1))
     pos = None if valid is None else np.concatenate([[0], np.cumsum(valid)])
     single = n <= page_rows
@@ -705,8 +707,9 @@ def encode_chunk(col: Column, values: np.ndarray, valid: np.ndarray | None, enco
             pkeys = None if qhi is None else (_order_key(col, qlo), _order_key(col, qhi))
             pst = _stats_body(plo, phi, (stop - start) - (b - a),
                               qnan if col.physical == DOUBLE else None)
-        pages.append(_Page(_page_header(DATA_PAGE, usize, body, stop - start, enc, pst), body,
-                           stop - start, start, usize, plo, phi, pkeys, (stop - start) - (b - a)))
+        head, crc = _page_header(DATA_PAGE, usize, body, stop - start, enc, pst)
+        pages.append(_Page(head, body, stop - start, start, usize, plo, phi, pkeys,
+                           (stop - start) - (b - a), crc=crc))
     encs = (PLAIN, RLE_DICTIONARY) if enc == RLE_DICTIONARY else (enc,)
     if col.nullable:
         encs += (RLE,)
@@ -837,6 +840,53 @@ def _arrow_metadata(schema: pa.Schema) -> tuple:
     return tuple(sorted(md.items()))
 
 
+def _gf2_times(m, v: int) -> int:
+    s, i = 0, 0
+    while v:
+        if v & 1:
+            s ^= int(m[i])
+        v >>= 1
+        i += 1
+    return s
+
+
+def _crc_zeros() -> np.ndarray:
+    """``[k]``: the GF(2) matrix (32 columns) that takes a CRC-32 (reflected, polynomial
+    0xEDB88320) over 2**k more zero bytes, for k below 64."""
+    m = [0xEDB88320] + [1 << (n - 1) for n in range(1, 32)]       # one zero bit
+    out = []
+    for k in range(3 + 64):                                       # 8 bits, then doubling
+        if k >= 3:
+            out.append(m)
+        m = [_gf2_times(m, m[n]) for n in range(32)]
+    return np.array(out, np.uint32)
+
+
+_CRC_ZEROS = _crc_zeros()
+
+
+@numba.njit(cache=True, nogil=True)
+def _crc_combine(crc1, crc2, n, zeros):
+    """The CRC-32 of ``A + B`` from ``crc1`` of A, ``crc2`` of B and B's length ``n``: A's CRC
+    taken over n zero bytes (the matrices ``zeros`` of :func:`_crc_zeros`), plus B's (CRC-32 is
+    linear over GF(2); this is what zlib's crc32_combine computes)."""
+    k = 0
+    while n:
+        if n & 1:
+            s = 0
+            v = crc1
+            i = 0
+            while v:
+                if v & 1:
+                    s ^= zeros[k, i]
+                v >>= 1
+                i += 1
+            crc1 = s
+        n >>= 1
+        k += 1
+    return crc1 ^ crc2
+
+
 FLUSH_BYTES = 4 << 20           # a writer's queued pages written out past this many bytes
 _IOV_MAX = 1024
 
@@ -879,11 +929,12 @@ class FileWriter:
         self.columns = [column_of(f) for f in self.schema]
         self._write(MAGIC)
 
-    def _write(self, b) -> None:
-        """Queue ``b`` (a page's header or body, bytes): written by :meth:`_flush`, in one
-        ``writev`` for many pages."""
+    def _write(self, b, crc: int | None = None) -> None:
+        """Queue ``b`` (a page's header or body, bytes; ``crc``: its CRC-32, when known):
+        written by :meth:`_flush`, in one ``writev`` for many pages."""
         self._out.append(b)
-        self.crc = zlib.crc32(b, self.crc)
+        self.crc = zlib.crc32(b, self.crc) if crc is None else _crc_combine(
+            self.crc, crc, len(b), _CRC_ZEROS)
         self.offset += len(b)
         self._out_bytes += len(b)
         if self._out_bytes >= FLUSH_BYTES:
@@ -924,7 +975,7 @@ class FileWriter:
             for p in ch.pages:
                 locs.append(self.offset)
                 self._write(p.header)
-                self._write(p.body)
+                self._write(p.body, p.crc)
             placed.append((start, locs))
         self.groups.append((chunks, placed))
 

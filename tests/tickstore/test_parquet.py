@@ -900,3 +900,11 @@ def test_dict_direct_gives_the_first_seen_keys_and_indices(dt_size, n, seed):
     want = first_seen(v.tolist())
     assert k == len(want) and keys.tolist() == want
     assert (keys[idx] == v).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.binary(max_size=5000))
+def test_crc_combine_equals_the_crc_of_the_concatenation(a, b):
+    """A file's CRC-32 is put together from its pages' (computed once, for their headers)."""
+    from tickstore.parquet import _CRC_ZEROS, _crc_combine
+    assert _crc_combine(zlib.crc32(a), zlib.crc32(b), len(b), _CRC_ZEROS) == zlib.crc32(a + b)
