@@ -921,7 +921,6 @@ class FileWriter:
     offset: int = field(init=False, default=0)
     crc: int = field(init=False, default=0)
     _prefixes: dict = field(init=False, default_factory=dict)
-
     _out: list = field(init=False, default_factory=list)
     _out_bytes: int = field(init=False, default=0)
 

@@ -443,9 +443,8 @@ def _policy(schema: pa.Schema, rows_per_instrument: float = np.inf) -> dict[str,
             pol[n] = ("DELTA_BINARY_PACKED", False)
         elif n == "order_id":
             pol[n] = ("BYTE_STREAM_SPLIT", True)
-        elif n in ("match_id", "new_order_id") or n in PLAIN_SMALL or f.type == pa.float64():
-            pol[n] = ("PLAIN", True)
-        elif n == "price" and short:
+        elif (n in ("match_id", "new_order_id") or n in PLAIN_SMALL or f.type == pa.float64()
+              or (n == "price" and short)):
             pol[n] = ("PLAIN", True)
         else:
             pol[n] = ("RLE_DICTIONARY", True)
@@ -787,15 +786,13 @@ class TickStore:
         kind, perm, cuts = _sort_order(ts, inst, slot_ns)
         ts, inst = _arrange(ts, kind, perm), _arrange(inst, kind, perm)
         pieces = [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
-        writers = []
-        for a, b in pieces:                      # a file a slot
-            first = int(ts[a:b].min())
-            writers.append(_PartWriter(self, schema, first // slot_ns * slot_ns, first, b - a,
-                                       1 + int(np.count_nonzero(inst[a + 1:b] != inst[a:b - 1]))))
-        groups = []
-        for k, ((a, b), w) in enumerate(zip(pieces, writers)):
-            bounds = _group_bounds(_runs(inst[a:b]), w.rg) + a
+        writers, groups = [], []
+        for k, (a, b) in enumerate(pieces):      # a file a slot
+            first, runs = int(ts[a:b].min()), _runs(inst[a:b])
+            w = _PartWriter(self, schema, first // slot_ns * slot_ns, first, b - a, runs.size)
+            bounds = _group_bounds(runs, w.rg) + a
             groups += [(k, int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+            writers.append(w)
         by_file = [[] for _ in pieces]
         for g, (k, _, _) in enumerate(groups):
             by_file[k].append(g)
@@ -927,10 +924,9 @@ class TickStore:
                 for b in self._fragment(e).to_batches(columns=["instrument_id"],
                                                       batch_size=BATCH_ROWS):
                     v = b.column(0).to_numpy()
-                    if v.size:
-                        cut = np.flatnonzero(v[1:] != v[:-1]) + 1
-                        ids.append(v[np.r_[0, cut]].astype(np.int64))
-                        counts.append(np.diff(np.r_[0, cut, v.size]))
+                    runs = _runs(v)
+                    ids.append(v[np.cumsum(runs) - runs].astype(np.int64))
+                    counts.append(runs)
             except (OSError, pa.ArrowInvalid) as err:
                 raise StoreError(f"The committed file {self.root / e.path} cannot be "
                                  f"read: {err}") from err
