@@ -509,12 +509,10 @@ def _stat_bytes(col: Column, x) -> bytes:
 def _range(v):
     lo = v[0]
     hi = v[0]
-    for i in range(1, v.shape[0]):
+    for i in range(1, v.shape[0]):        # min and max, not branches: LLVM vectorizes these
         x = v[i]
-        if x < lo:
-            lo = x
-        elif x > hi:
-            hi = x
+        lo = min(lo, x)
+        hi = max(hi, x)
     return lo, hi
 
 
