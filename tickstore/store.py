@@ -266,6 +266,21 @@ def _runs(inst: np.ndarray) -> np.ndarray:
     return np.diff(np.r_[0, change, inst.size]).astype(np.int64)
 
 
+def _group_keys(md) -> np.ndarray:
+    """Each row group's (first and last instrument id, first and last ``ts_event``) from a
+    file's metadata; a group without statistics spans every value."""
+    names = md.schema.names
+    ci, ct = names.index("instrument_id"), names.index("ts_event")
+    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    out = np.empty((md.num_row_groups, 4), np.int64)
+    for g in range(md.num_row_groups):
+        rg = md.row_group(g)
+        si, st = rg.column(ci).statistics, rg.column(ct).statistics
+        out[g, :2] = (si.min, si.max) if si is not None and si.has_min_max else (lo, hi)
+        out[g, 2:] = (st.min_raw, st.max_raw) if st is not None and st.has_min_max else (lo, hi)
+    return out
+
+
 def _date(day: int) -> str:
     return str(np.datetime64(day, "D"))
 
@@ -593,7 +608,7 @@ class TickStore:
         self._lock_fd = None
         self._commit_lock = threading.Lock()
         self._duck = None                         # (catalog key, DuckDB connection) for sql()
-        self._footers: OrderedDict[str, tuple] = OrderedDict()    # path: (fragment, bytes)
+        self._footers: OrderedDict[str, tuple] = OrderedDict()  # path: (fragment, groups, bytes)
         self._footer_bytes = 0
         self._footer_lock = threading.Lock()
         self._sql_lock = threading.Lock()
@@ -1016,29 +1031,58 @@ class TickStore:
         """The committed file of ``e`` as a dataset fragment, its footer read and parsed once
         and kept (those used last, up to :data:`FOOTER_MEMORY`): committed files never change,
         and a query prunes row groups by the statistics in hand, reading no footer."""
+        return self._footer(e)[0]
+
+    def _groups(self, e: FileEntry) -> np.ndarray:
+        """Each row group of ``e``'s file: (first and last instrument id, first and last
+        ``ts_event``), from the statistics of the kept footer."""
+        return self._footer(e)[1]
+
+    def _footer(self, e: FileEntry) -> tuple[ds.ParquetFileFragment, np.ndarray]:
         path = str(self.root / e.path)
         with self._footer_lock:
             hit = self._footers.get(path)
             if hit is not None:
                 self._footers.move_to_end(path)
-                return hit[0]
+                return hit[0], hit[1]
         try:
             frag = _FORMAT.make_fragment(path, _LOCAL)
             frag.ensure_complete_metadata()
+            groups = _group_keys(frag.metadata)
         except (OSError, pa.ArrowInvalid) as err:
             raise StoreError(f"The committed file {path} cannot be read: {err}") from err
         size = FOOTER_SCALE * frag.metadata.serialized_size
         with self._footer_lock:
             if path not in self._footers:
-                self._footers[path] = (frag, size)
+                self._footers[path] = (frag, groups, size)
                 self._footer_bytes += size
             while self._footer_bytes > FOOTER_MEMORY and len(self._footers) > 1:
-                self._footer_bytes -= self._footers.popitem(last=False)[1][1]
-        return frag
+                self._footer_bytes -= self._footers.popitem(last=False)[1][2]
+        return frag, groups
 
-    def _dataset(self, schema: str, entries: list[FileEntry]) -> ds.Dataset:
-        return ds.FileSystemDataset([self._fragment(e) for e in entries], arrow_schema(schema),
-                                    _FORMAT, _LOCAL)
+    def _pruned(self, e: FileEntry, inst, lo, hi) -> tuple[ds.ParquetFileFragment | None, bool]:
+        """``e``'s fragment cut to the row groups that can hold rows of ``inst`` (None: all)
+        in ``[lo, hi)`` (None: open), by the kept statistics, and whether some of them hold
+        other rows too (the rows then need the filter). None when no row group can."""
+        frag, g = self._footer(e)
+        keep = np.ones(len(g), bool)
+        exact = keep.copy()
+        if lo is not None:
+            keep &= g[:, 3] >= lo
+            exact &= g[:, 2] >= lo
+        if hi is not None:
+            keep &= g[:, 2] < hi
+            exact &= g[:, 3] < hi
+        if inst is not None:                 # wanted ids in each group's id range
+            n = np.searchsorted(inst, g[:, 1], "right") - np.searchsorted(inst, g[:, 0], "left")
+            keep &= n > 0
+            exact &= n == g[:, 1] - g[:, 0] + 1          # every id of the range is wanted
+        if not keep.any():
+            return None, False
+        need = bool((keep & ~exact).any())
+        if keep.all():
+            return frag, need
+        return frag.subset(row_group_ids=[int(i) for i in np.flatnonzero(keep)]), need
 
     def read(self, schema: str, *, symbols=None, instruments=None, start=None, end=None,
              columns=None, filter=None) -> pa.Table:
@@ -1065,14 +1109,25 @@ class TickStore:
         for date in sorted(by_date):
             items = sorted(by_date[date], key=lambda x: x[0].slot)     # stable
             entries = [e for e, _ in items]
-            flt = self._filter(items[0][1], lo, hi, extra)   # one id set a date (symbols)
+            frags, cut = [], False
+            for e, inst in items:
+                f, c = self._pruned(e, inst, lo, hi)
+                if f is not None:
+                    frags.append(f)
+                    cut |= c
+            if not frags:
+                continue
             try:
-                t = self._dataset(schema, entries).to_table(columns=need, filter=flt)
+                t = ds.FileSystemDataset(frags, arrow_schema(schema), _FORMAT, _LOCAL).to_table(
+                    columns=need, filter=extra)
             except (OSError, pa.ArrowInvalid) as err:
-                self._name_bad_file(entries, need, flt, err)
+                self._name_bad_file(entries, need, self._filter(items[0][1], lo, hi, extra),
+                                    err)
                 raise
+            if cut:             # the rows of groups kept that are not all wanted: one id set
+                t = t.filter(self._filter(items[0][1], lo, hi, None))      # a date (symbols)
             slots = [e.slot for e in entries]
-            if len(set(slots)) < len(slots):
+            if len(set(slots)) < len(slots) and t.num_rows:
                 inst, ts = _keys(t)
                 t = t.take(pa.array(np.lexsort((ts, inst, ts // self._slot_of[schema]))))
             parts.append(t.select(cols))

@@ -364,6 +364,33 @@ def test_row_groups_keep_an_instrument_whole_and_give_busy_ones_their_own(tmp_pa
     assert sum(g[0] for g in light) == 30 * 500 and len(light) == 1
 
 
+def test_a_read_keeps_the_row_groups_that_can_hold_its_rows_and_filters_only_where_needed(
+        tmp_path):
+    """Row groups are chosen by the statistics kept with the footer; the rows of a group that
+    holds only wanted rows are taken as they are, the others filtered (results against the
+    rows selected by hand)."""
+    t = busy_day()
+    ts = t.column("ts_event").cast(pa.int64()).to_numpy()
+    inst = t.column("instrument_id").to_numpy()
+    with TickStore(tmp_path, slot="1D", row_group_rows=16_384) as s:
+        (e,) = s.append("mbo", t)
+        groups = row_groups(tmp_path / e.path)
+        keys = s._groups(e)
+        assert [tuple(k[:2]) for k in keys] == [g[1:] for g in groups]
+        frag, cut = s._pruned(e, np.array([1]), None, None)      # instrument 1's own groups
+        assert not cut and frag.num_row_groups == sum(g[1:] == (1, 1) for g in groups)
+        frag, cut = s._pruned(e, np.array([5]), None, None)      # one of the light ones
+        assert cut and frag.num_row_groups == 1
+        frag, cut = s._pruned(e, None, int(ts.max()) + 1, None)  # after the last row
+        assert frag is None
+        lo, hi = int(np.quantile(ts, 0.3)), int(np.quantile(ts, 0.6))
+        for ids in ([1], [2, 5], [1, 2, 3], None):
+            want = (ts >= lo) & (ts < hi) & (np.ones(ts.size, bool) if ids is None
+                                               else np.isin(inst, ids))
+            got = s.read("mbo", instruments=ids, start=lo, end=hi)
+            assert got.equals(as_sorted(t.filter(pa.array(want))))
+
+
 def test_a_compacted_slot_has_the_row_groups_of_one_append_of_its_rows(tmp_path):
     t = busy_day(n_light=60, seed=3)
     with TickStore(tmp_path / "one", slot="1D", row_group_rows=16_384) as s:
@@ -387,7 +414,7 @@ def test_the_footers_kept_for_reads_stay_within_their_memory(tmp_path, monkeypat
         one = S.FOOTER_SCALE * pq.read_metadata(tmp_path / files[0].path).serialized_size
         monkeypatch.setattr(S, "FOOTER_MEMORY", 3 * one)
         assert len(files) > 10 and s.read("mbo").equals(as_sorted(t, 3600 * 10**9))
-        assert len(s._footers) <= 4 and s._footer_bytes == sum(b for _, b in s._footers.values())
+        assert len(s._footers) <= 4 and s._footer_bytes == sum(b for *_, b in s._footers.values())
         assert s.read("mbo", start=files[-1].ts_min).num_rows == files[-1].rows   # from memory
 
 
