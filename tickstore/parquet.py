@@ -206,13 +206,14 @@ def _zigzag(x):
 
 @numba.njit(cache=True, nogil=True)
 def _width(x):
-    """Bits needed for the unsigned ``x``."""
-    w = 0
+    """Bits needed for the unsigned ``x`` (a binary search: six steps, not one a bit)."""
     x = np.uint64(x)
-    while x:
-        w += 1
-        x >>= np.uint64(1)
-    return w
+    w = 0
+    for s in (32, 16, 8, 4, 2, 1):
+        if x >> np.uint64(s):
+            w += s
+            x >>= np.uint64(s)
+    return w + int(x)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -249,30 +250,28 @@ def _delta(v, out):
     deltas = np.empty(128, np.int64)
     packed = np.zeros(128, np.uint64)
     i = 1
-    while i < n:
+    while i < n:                  # a block: its deltas, their minimum, four miniblocks
         m = min(128, n - i)
-        mn = v[i] - v[i - 1]
-        for k in range(m):
-            d = v[i + k] - v[i + k - 1]
-            deltas[k] = d
-            if d < mn:
-                mn = d
+        for k in range(m):        # (loops without branches, which LLVM vectorizes)
+            deltas[k] = v[i + k] - v[i + k - 1]
+        mn = deltas[0]
+        for k in range(1, m):
+            mn = min(mn, deltas[k])
         p = _uleb(out, p, _zigzag(mn))
         wpos = p
         p += 4
+        for k in range(m):
+            packed[k] = np.uint64(deltas[k] - mn)
+        for k in range(m, 128):
+            packed[k] = 0
         for mb in range(4):
             lo = mb * 32
             if lo >= m:
                 out[wpos + mb] = 0
                 continue
-            hi = min(lo + 32, m)
             bits = np.uint64(0)
-            for k in range(lo, hi):
-                u = np.uint64(deltas[k] - mn)
-                packed[k] = u
-                bits |= u
-            for k in range(hi, lo + 32):
-                packed[k] = 0
+            for k in range(lo, lo + 32):
+                bits |= packed[k]
             w = _width(bits)
             out[wpos + mb] = w
             p = _pack(packed, lo, 32, w, out, p)
