@@ -116,13 +116,15 @@ def test_garch_on_real_goog_mid_returns_matches_arch(dist):
     fit = G.garch11(r, dist=dist, device="cpu").to_pandas().loc[0]
     res = _arch(r, dist)
     converged = _agree(fit, res, dist)
-    if dist == "normal":
+    if dist == "normal" or converged:
+        # (arch 8.0 converges with Student-t errors too: then its parameters and forecast
+        # are ours, checked by _agree)
         assert converged
     else:
-        # arch's SLSQP stops with code 8 ("positive directional derivative for linesearch")
+        # arch 7's SLSQP stops with code 8 ("positive directional derivative for linesearch")
         # on this series with Student-t errors; ours converges to a likelihood at least as
-        # high (the check above). Said here so that a change on either side shows.
-        assert not converged and res.convergence_flag == 8, res.convergence_flag
+        # high (checked by _agree). Any other failure of arch's is not expected.
+        assert res.convergence_flag == 8, res.convergence_flag
         warnings.warn(f"arch did not converge on the GOOG 5 s returns with t errors (flag "
                       f"{res.convergence_flag}): ours {fit['loglik']:.6f} >= arch "
                       f"{res.loglikelihood:.6f}", stacklevel=1)
