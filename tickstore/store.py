@@ -213,10 +213,12 @@ def _slot_ns(slot) -> int:
 
 
 def _row_group(rows: int, cap: int) -> int:
-    """The row groups' size for a file of ``rows``: about four a file, 16,384 to ``cap`` rows
-    each, so that an instrument's rows can be found without reading the whole file (cut at
-    instruments' bounds by :func:`_group_bounds`)."""
-    return int(min(cap, max(16_384, -(-rows // 4))))
+    """The row groups' size for a file of ``rows``: about two a file, 16,384 to ``cap`` rows
+    each, cut at instruments' bounds by :func:`_group_bounds` (busy instruments alone in
+    theirs), so that an instrument's rows can be found without reading the whole file. (Four
+    a file cost 0.19 B/row more in one-minute files, 792 row groups for the day's 132 files
+    against 396, and more time to write, for the same instrument-hour.)"""
+    return int(min(cap, max(16_384, -(-rows // 2))))
 
 
 @numba.njit(cache=True, nogil=True)
