@@ -349,8 +349,8 @@ def test_row_group_bounds_split_only_busy_instruments(runs, target):
 
 def test_row_groups_keep_an_instrument_whole_and_give_busy_ones_their_own(tmp_path):
     """A query for one instrument reads its own rows and few others': no instrument's rows are
-    split between row groups (unless they fill more than one), and an instrument with an
-    eighth of a row group or more has row groups of its own."""
+    split between row groups (unless they fill more than one), and an instrument with a
+    sixteenth of a row group (and 2,048 rows) or more has row groups of its own."""
     t = busy_day()
     with TickStore(tmp_path, slot="1D", row_group_rows=16_384) as s:
         (e,) = s.append("mbo", t)
