@@ -919,11 +919,11 @@ class TickStore:
 
     def _merge_slot(self, schema: str, entries: list[FileEntry]) -> FileEntry:
         cols = arrow_schema(schema).names
-        span = max(e.instrument_max for e in entries) - min(e.instrument_min for e in entries)
+        runs = self._slot_runs(entries)          # the instruments counted, as an append does
         w = _PartWriter(self, schema, entries[0].slot, min(e.ts_min for e in entries),
-                        sum(e.rows for e in entries), span + 1)
+                        sum(e.rows for e in entries), max(runs.size, 1))
         try:
-            w.bounds = _group_bounds(self._slot_runs(entries), w.rg)
+            w.bounds = _group_bounds(runs, w.rg)
             for t in self._slot_stream(entries, cols, None, BATCH_ROWS):
                 w.add(t, *_keys(t))
             new = w.commit()

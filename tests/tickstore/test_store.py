@@ -405,6 +405,32 @@ def test_a_compacted_slot_has_the_row_groups_of_one_append_of_its_rows(tmp_path)
     assert [g[0] for g in groups if g[1] == 1] == [9000] and len(groups) > 3
 
 
+def test_a_compacted_slot_is_encoded_as_one_append_of_its_rows_with_sparse_ids(tmp_path):
+    """The encodings depend on the rows an instrument (:func:`tickstore.store._policy`): a
+    compaction counts the instruments, as an append does, not the span of their ids (two
+    instruments, 1 and 5,000, 1,000 rows each: long runs, not 0.4 rows an id)."""
+    t = mbo(2000, seed=5)
+    inst = np.where(np.arange(2000) % 2 == 0, 1, 5000).astype(np.uint32)
+    k = t.schema.get_field_index("instrument_id")
+    t = t.set_column(k, t.schema.field(k), pa.array(inst))
+    t = t.sort_by([("ts_event", "ascending")])
+
+    def encodings(path):
+        md = pq.read_metadata(path)
+        return {md.row_group(0).column(c).path_in_schema: md.row_group(0).column(c).encodings
+                for c in range(md.num_columns)}
+
+    with TickStore(tmp_path / "one", slot="1D") as s:
+        (whole,) = s.append("mbo", t)
+    with TickStore(tmp_path / "many", slot="1D") as s:
+        for lo in range(0, 2000, 300):
+            s.append("mbo", t.slice(lo, 300))
+        (merged,) = s.compact("mbo")
+        assert s.read("mbo").equals(as_sorted(t))
+    one, many = encodings(tmp_path / "one" / whole.path), encodings(tmp_path / "many" / merged.path)
+    assert one == many and "DELTA_BINARY_PACKED" in one["order_id"]
+
+
 def test_the_footers_kept_for_reads_stay_within_their_memory(tmp_path, monkeypatch):
     import tickstore.store as S
     t = mbo(3000, days=3)
