@@ -401,9 +401,6 @@ def _split(w, k, out):
             out[j * n + i] = np.uint8((x >> np.uint64(8 * j)) & _UFF)
 
 
-_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
-
-
 def warm_up() -> None:
     """Compile (or load from numba's cache) every encoder, on a few values."""
     v = np.arange(40, dtype=np.int64)
@@ -693,7 +690,7 @@ def encode_chunk(col: Column, values: np.ndarray, valid: np.ndarray | None, enco
             raw = np.ascontiguousarray(pv.astype(col.plain_dtype, copy=False))
             k = raw.dtype.itemsize
             buf = np.empty(raw.nbytes, np.uint8)
-            _split(raw.view(_UINT[k]), k, buf)
+            _split(raw.view(f"u{k}"), k, buf)
             parts.append(buf)
         else:
             plain = pv.astype(col.plain_dtype, copy=False)

@@ -1042,12 +1042,9 @@ class TickStore:
         and a query prunes row groups by the statistics in hand, reading no footer."""
         return self._footer(e)[0]
 
-    def _groups(self, e: FileEntry) -> np.ndarray:
-        """Each row group of ``e``'s file: (first and last instrument id, first and last
-        ``ts_event``), from the statistics of the kept footer."""
-        return self._footer(e)[1]
-
     def _footer(self, e: FileEntry) -> tuple[ds.ParquetFileFragment, np.ndarray]:
+        """:meth:`_fragment` and its row groups' instrument and time ranges
+        (:func:`_group_keys`), kept together."""
         path = str(self.root / e.path)
         with self._footer_lock:
             hit = self._footers.get(path)
