@@ -53,7 +53,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from normalize.records import RECORD_TYPES, arrow_schema
-from tickstore import parquet
+from tickstore import parquet, reader
 from tickpipe.durable import fsync_dir
 from tickpipe.errors import TickpipeError
 
@@ -1042,35 +1042,40 @@ class TickStore:
         and a query prunes row groups by the statistics in hand, reading no footer."""
         return self._footer(e)[0]
 
-    def _footer(self, e: FileEntry) -> tuple[ds.ParquetFileFragment, np.ndarray]:
-        """:meth:`_fragment` and its row groups' instrument and time ranges
-        (:func:`_group_keys`), kept together."""
+    def _footer(self, e: FileEntry) -> tuple:
+        """:meth:`_fragment`, its row groups' instrument and time ranges (:func:`_group_keys`)
+        and where its column chunks lie (:func:`tickstore.reader.layout`; None for a file the
+        native reader does not decode), kept together."""
         path = str(self.root / e.path)
         with self._footer_lock:
             hit = self._footers.get(path)
             if hit is not None:
                 self._footers.move_to_end(path)
-                return hit[0], hit[1]
+                return hit[:3]
         try:
             frag = _FORMAT.make_fragment(path, _LOCAL)
             frag.ensure_complete_metadata()
             groups = _group_keys(frag.metadata)
         except (OSError, pa.ArrowInvalid) as err:
             raise StoreError(f"The committed file {path} cannot be read: {err}") from err
+        try:
+            lay = reader.layout(frag.metadata, arrow_schema(e.schema))
+        except reader.Unsupported:
+            lay = None
         size = FOOTER_SCALE * frag.metadata.serialized_size
         with self._footer_lock:
             if path not in self._footers:
-                self._footers[path] = (frag, groups, size)
+                self._footers[path] = (frag, groups, lay, size)
                 self._footer_bytes += size
             while self._footer_bytes > FOOTER_MEMORY and len(self._footers) > 1:
-                self._footer_bytes -= self._footers.popitem(last=False)[1][2]
-        return frag, groups
+                self._footer_bytes -= self._footers.popitem(last=False)[1][3]
+        return frag, groups, lay
 
-    def _pruned(self, e: FileEntry, inst, lo, hi) -> tuple[ds.ParquetFileFragment | None, bool]:
-        """``e``'s fragment cut to the row groups that can hold rows of ``inst`` (None: all)
-        in ``[lo, hi)`` (None: open), by the kept statistics, and whether some of them hold
-        other rows too (the rows then need the filter). None when no row group can."""
-        frag, g = self._footer(e)
+    def _pruned(self, e: FileEntry, inst, lo, hi) -> tuple[list[int] | None, bool]:
+        """The row groups of ``e`` that can hold rows of ``inst`` (None: all) in ``[lo, hi)``
+        (None: open), by the kept statistics, and whether some of them hold other rows too (the
+        rows then need the filter). None when no row group can."""
+        g = self._footer(e)[1]
         keep = np.ones(len(g), bool)
         exact = keep.copy()
         if lo is not None:
@@ -1085,10 +1090,7 @@ class TickStore:
             exact &= n == g[:, 1] - g[:, 0] + 1          # every id of the range is wanted
         if not keep.any():
             return None, False
-        need = bool((keep & ~exact).any())
-        if keep.all():
-            return frag, need
-        return frag.subset(row_group_ids=[int(i) for i in np.flatnonzero(keep)]), need
+        return np.flatnonzero(keep).tolist(), bool((keep & ~exact).any())
 
     def read(self, schema: str, *, symbols=None, instruments=None, start=None, end=None,
              columns=None, filter=None) -> pa.Table:
@@ -1115,21 +1117,19 @@ class TickStore:
         for date in sorted(by_date):
             items = sorted(by_date[date], key=lambda x: x[0].slot)     # stable
             entries = [e for e, _ in items]
-            frags, cut = [], False
+            picked, cut = [], False
             for e, inst in items:
-                f, c = self._pruned(e, inst, lo, hi)
-                if f is not None:
-                    frags.append(f)
+                ids, c = self._pruned(e, inst, lo, hi)
+                if ids is not None:
+                    picked.append((e, ids))
                     cut |= c
-            if not frags:
+            if not picked:
                 continue
-            try:
-                t = ds.FileSystemDataset(frags, arrow_schema(schema), _FORMAT, _LOCAL).to_table(
-                    columns=need, filter=extra)
-            except (OSError, pa.ArrowInvalid) as err:
-                self._name_bad_file(entries, need, self._filter(items[0][1], lo, hi, extra),
-                                    err)
-                raise
+            t = None
+            if extra is None:
+                t = self._read_native(schema, picked, need)
+            if t is None:
+                t = self._read_arrow(schema, picked, need, extra, items, lo, hi)
             if cut:             # the rows of groups kept that are not all wanted: one id set
                 t = t.filter(self._filter(items[0][1], lo, hi, None))      # a date (symbols)
             slots = [e.slot for e in entries]
@@ -1140,6 +1140,39 @@ class TickStore:
         if not parts:
             return self._empty(schema, cols)
         return pa.concat_tables(parts)
+
+    def _read_native(self, schema, picked, need) -> pa.Table | None:
+        """The row groups ``picked`` (``(entry, group ids)``, in order) by the store's own
+        decoders (:mod:`tickstore.reader`), a column's pages of all files at once, the columns
+        on the store's threads; None when a file is not one they decode."""
+        parts = []
+        for e, ids in picked:
+            lay = self._footer(e)[2]
+            if lay is None:
+                return None
+            parts.append((str(self.root / e.path), lay, ids))
+        want = arrow_schema(schema)
+        fields = [want.field(c) for c in need]
+        try:
+            cols = reader.read(parts, fields, self._map)
+        except (OSError, reader.CorruptFile) as err:
+            raise StoreError(f"The committed file {err}") from err
+        return pa.Table.from_arrays([cols[f.name] for f in fields], schema=pa.schema(fields))
+
+    def _read_arrow(self, schema, picked, need, extra, items, lo, hi) -> pa.Table:
+        """The row groups ``picked`` through pyarrow's dataset scanner, with ``extra``."""
+        frags = []
+        for e, ids in picked:
+            frag = self._fragment(e)
+            frags.append(frag if len(ids) == frag.metadata.num_row_groups
+                         else frag.subset(row_group_ids=ids))
+        try:
+            return ds.FileSystemDataset(frags, arrow_schema(schema), _FORMAT, _LOCAL).to_table(
+                columns=need, filter=extra)
+        except (OSError, pa.ArrowInvalid) as err:
+            self._name_bad_file([e for e, _ in items], need,
+                                self._filter(items[0][1], lo, hi, extra), err)
+            raise
 
     def _name_bad_file(self, entries, need, flt, err) -> None:
         """Raise a StoreError naming the first of ``entries`` that cannot be read."""

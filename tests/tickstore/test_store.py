@@ -377,12 +377,12 @@ def test_a_read_keeps_the_row_groups_that_can_hold_its_rows_and_filters_only_whe
         groups = row_groups(tmp_path / e.path)
         keys = s._footer(e)[1]
         assert [tuple(k[:2]) for k in keys] == [g[1:] for g in groups]
-        frag, cut = s._pruned(e, np.array([1]), None, None)      # instrument 1's own groups
-        assert not cut and frag.num_row_groups == sum(g[1:] == (1, 1) for g in groups)
-        frag, cut = s._pruned(e, np.array([5]), None, None)      # one of the light ones
-        assert cut and frag.num_row_groups == 1
-        frag, cut = s._pruned(e, None, int(ts.max()) + 1, None)  # after the last row
-        assert frag is None
+        ids, cut = s._pruned(e, np.array([1]), None, None)       # instrument 1's own groups
+        assert not cut and ids == [i for i, g in enumerate(groups) if g[1:] == (1, 1)]
+        ids, cut = s._pruned(e, np.array([5]), None, None)       # one of the light ones
+        assert cut and len(ids) == 1
+        ids, cut = s._pruned(e, None, int(ts.max()) + 1, None)   # after the last row
+        assert ids is None
         lo, hi = int(np.quantile(ts, 0.3)), int(np.quantile(ts, 0.6))
         for ids in ([1], [2, 5], [1, 2, 3], None):
             want = (ts >= lo) & (ts < hi) & (np.ones(ts.size, bool) if ids is None
