@@ -154,8 +154,8 @@ def _skip(buf, p, end, t):
 
 @numba.njit(cache=True, nogil=True)
 def _page_header(buf, p, end, row):
-    """The PageHeader at ``p`` into ``row`` (kind, sizes, values, encoding); the position of
-    the page's body, or -1 when malformed."""
+    """The PageHeader at ``p`` into ``row`` (kind, sizes, values, encoding, CRC-32); the
+    position of the page's body, -1 when malformed, -2 for a kind not v1 data or dictionary."""
     fid = 0
     kind = -1
     row[P_VALUES] = -1
@@ -227,6 +227,8 @@ def _page_header(buf, p, end, row):
             if p < 0:
                 return -1
     row[P_KIND] = kind
+    if kind != parquet.DATA_PAGE and kind != parquet.DICTIONARY_PAGE:
+        return -2                          # a page of another kind (v2, index): not decoded
     if row[P_VALUES] < 0 or row[P_ENC] < 0 or row[P_SIZE] < 0 or row[P_COMP] < 0:
         return -1
     return p
@@ -249,10 +251,10 @@ def _pages(buf, starts, sizes, rows, table):
             row[P_SIZE] = -1
             row[P_COMP] = -1
             q = _page_header(buf, p, end, row)
+            if q == -2:
+                return E_PAGE * (1 << 32) - c
             if q < 0:
                 return E_HEADER * (1 << 32) - c
-            if row[P_KIND] != parquet.DATA_PAGE and row[P_KIND] != parquet.DICTIONARY_PAGE:
-                return E_PAGE * (1 << 32) - c
             if q + row[P_COMP] > end:
                 return E_BOUNDS * (1 << 32) - c
             row[P_BUF] = 0
@@ -543,10 +545,11 @@ def layout(md, schema: pa.Schema) -> Layout:
     for j, f in enumerate(schema):
         if names[j] != f.name:
             raise Unsupported("columns")
-        col = parquet.column_of(f)
-        if col.physical == parquet.DOUBLE:           # (the decoders assemble integers)
-            raise Unsupported("float64")
-        cols[f.name] = (j, col)
+        try:
+            col = parquet.column_of(f)
+        except TypeError as err:
+            raise Unsupported(str(err)) from err
+        cols[f.name] = (j, col)         # (float64 too: its values' bits as a uint64)
     chunks = np.empty((md.num_row_groups, len(names), 4), np.int64)
     for g in range(md.num_row_groups):
         rg = md.row_group(g)
@@ -623,9 +626,14 @@ def read(parts: list, fields: list[pa.Field], map_fn=map) -> dict[str, pa.Array]
     return dict(zip([f.name for f in fields], map_fn(one, range(len(fields)))))
 
 
-def _bad(status: int, spans, starts, name: str, what: str | None = None) -> CorruptFile:
+def _bad(status: int, spans, starts, name: str, what: str | None = None) -> Exception:
+    """The error of a status of :func:`_pages` or :func:`_decode`: :class:`Unsupported` for a
+    page this reader does not decode, else :class:`CorruptFile` naming the file, the column,
+    the row group and the chunk's byte offset."""
     c = (-status) & 0xFFFFFFFF
     code = -((-status) >> 32)
+    if code in (E_PAGE, E_ENCODING) and what is None:
+        return Unsupported(f"{spans[c][0]}: {_MESSAGES[code]}")
     path, g, lo, _, at = spans[c]
     off = lo + int(starts[c]) - at
     return CorruptFile(f"{path}: column `{name}` of row group {g} (at byte {off}): "

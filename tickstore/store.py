@@ -1155,6 +1155,8 @@ class TickStore:
         fields = [want.field(c) for c in need]
         try:
             cols = reader.read(parts, fields, self._map)
+        except reader.Unsupported:
+            return None
         except (OSError, reader.CorruptFile) as err:
             raise StoreError(f"The committed file {err}") from err
         return pa.Table.from_arrays([cols[f.name] for f in fields], schema=pa.schema(fields))
