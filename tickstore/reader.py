@@ -565,6 +565,64 @@ def layout(md, schema: pa.Schema) -> Layout:
 _local = threading.local()
 
 
+def _zlib_crc32():
+    """zlib's ``crc32`` (about 5 GB/s here) as a ctypes function numba can call, or None."""
+    import ctypes
+    import ctypes.util
+    name = ctypes.util.find_library("z")
+    if name is None:
+        return None
+    try:
+        fn = ctypes.CDLL(name).crc32
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_ulong, ctypes.c_void_p, ctypes.c_uint)
+    fn.restype = ctypes.c_ulong
+    return fn
+
+
+_CRC32 = _zlib_crc32()
+_crc_pages = None
+
+
+def _crc_checker():
+    """A numba loop over a column's pages that gives the first whose body's CRC-32 is not the
+    one its header carries (-1: none), calling zlib; None without a zlib to call. (Not cached
+    on disk: the function's address differs from process to process.)"""
+    global _crc_pages
+    if _crc_pages is None and _CRC32 is not None:
+        crc32 = _CRC32
+
+        @numba.njit(nogil=True)
+        def check(buf, table, k):
+            base = buf.ctypes.data
+            for i in range(k):
+                want = table[i, P_CRC]
+                if want >= 0 and np.int64(crc32(0, base + table[i, P_OFF],
+                                                table[i, P_COMP])) != want:
+                    return i
+            return -1
+
+        _crc_pages = check
+    return _crc_pages
+
+
+KEEP_BYTES = 64 << 20     # a thread keeps its read buffer up to this size for the next read
+
+
+def _buffer(name: str, n: int) -> np.ndarray:
+    """``n`` bytes of this thread's buffer ``name``, kept for its next read when not larger
+    than :data:`KEEP_BYTES` (a fresh buffer's pages fault in on first touch: ~1 ms for the 18
+    MB of an instrument-hour)."""
+    have = getattr(_local, name, None)
+    if have is not None and have.size >= n:
+        return have[:n]
+    buf = np.empty(max(n, 1 << 20), np.uint8)
+    if buf.size <= KEEP_BYTES:
+        setattr(_local, name, buf)
+    return buf[:n]
+
+
 def _decompressor() -> zstandard.ZstdDecompressor:
     d = getattr(_local, "zstd", None)
     if d is None:
@@ -585,43 +643,41 @@ def read(parts: list, fields: list[pa.Field], map_fn=map) -> dict[str, pa.Array]
     lay0 = parts[0][1]
     want = [lay0.columns[f.name][0] for f in fields]
     # one read a row group: from the first wanted chunk's start to the last one's end
-    spans, where = [], []
-    total = 0
-    for path, lay, ids in parts:
-        for g in ids:
-            ch = lay.chunks[g, want]
-            lo = int(ch[:, L_START].min())
-            hi = int((ch[:, L_START] + ch[:, L_SIZE]).max())
-            spans.append((path, g, lo, hi, total))
-            where.append((total - lo, ch))
-            total += hi - lo
-    big = np.empty(total + SLACK, np.uint8)
+    ch = [lay.chunks[ids][:, want] for _, lay, ids in parts if len(ids)]
+    if not ch:
+        return {f.name: pa.array([], f.type) for f in fields}
+    ch = np.concatenate(ch)
+    lo = ch[:, :, L_START].min(axis=1)
+    hi = (ch[:, :, L_START] + ch[:, :, L_SIZE]).max(axis=1)
+    at = np.concatenate([[0], np.cumsum(hi - lo)])
+    big = _buffer("big", int(at[-1]) + SLACK)
     view = memoryview(big)
-    fd, fd_path = -1, None
-    try:
-        for path, g, lo, hi, at in spans:
-            if path != fd_path:
-                if fd >= 0:
-                    os.close(fd)
-                fd, fd_path = os.open(path, os.O_RDONLY), path
-            got = os.preadv(fd, [view[at:at + hi - lo]], lo)
-            if got != hi - lo:
-                raise CorruptFile(f"{path}: row group {g} needs bytes {lo}-{hi}, the file ends "
-                                  f"at {lo + got}")
-    finally:
-        if fd >= 0:
+    spans = []
+    k = 0
+    for path, _, ids in parts:
+        if not len(ids):
+            continue
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for g, a, b, to in zip(ids, lo[k:k + len(ids)].tolist(),
+                                   hi[k:k + len(ids)].tolist(), at[k:k + len(ids)].tolist()):
+                got = os.preadv(fd, [view[to:to + b - a]], a)
+                if got != b - a:
+                    raise CorruptFile(f"{path}: row group {g} needs bytes {a}-{b}, the file "
+                                      f"ends at {a + got}")
+                spans.append((path, g, a, b, to))
+        finally:
             os.close(fd)
-    rows = sum(int(w[1][0, L_ROWS]) for w in where)
+        k += len(ids)
+    rows = int(ch[:, 0, L_ROWS].sum())
+    shift = at[:-1] - lo                 # a chunk's place in the buffer: its offset + shift
 
     def one(i):
         f = fields[i]
-        j, col = lay0.columns[f.name]
-        k = want.index(j)
-        starts = np.array([shift + int(ch[k, L_START]) for shift, ch in where], np.int64)
-        sizes = np.array([int(ch[k, L_SIZE]) for _, ch in where], np.int64)
-        nrows = np.array([int(ch[k, L_ROWS]) for _, ch in where], np.int64)
-        codec = np.array([int(ch[k, L_CODEC]) for _, ch in where], np.int64)
-        return _column(big, starts, sizes, nrows, codec, f, col, rows, spans)
+        _, col = lay0.columns[f.name]
+        c = np.ascontiguousarray(ch[:, i])
+        return _column(big, shift + c[:, L_START], c[:, L_SIZE].copy(), c[:, L_ROWS].copy(),
+                       c[:, L_CODEC].copy(), f, col, rows, spans)
 
     return dict(zip([f.name for f in fields], map_fn(one, range(len(fields)))))
 
@@ -652,30 +708,37 @@ def _column(big, starts, sizes, nrows, codec, f: pa.Field, col: parquet.Column, 
         raise _bad(k, spans, starts, f.name)
     table = table[:k]
     zstd = codec[table[:, P_CHUNK]] == parquet.ZSTD
-    scratch = np.empty(int(table[zstd, P_SIZE].sum()) + SLACK, np.uint8)
+    scratch = _buffer("scratch", int(table[zstd, P_SIZE].sum()) + SLACK)
     d = _decompressor()
     view = memoryview(big)
-    at = 0
-    for i in range(k):              # each page's CRC-32 (when written), the zstd ones unpacked
-        row = table[i]
-        off, comp = int(row[P_OFF]), int(row[P_COMP])
-        body = view[off:off + comp]
-        if row[P_CRC] >= 0 and zlib.crc32(body) != row[P_CRC]:
-            raise _bad(E_CRC * (1 << 32) - int(row[P_CHUNK]), spans, starts, f.name)
-        if not zstd[i]:
-            continue
-        size = int(row[P_SIZE])
-        try:
-            raw = d.decompress(body, max_output_size=size)
-        except zstandard.ZstdError as err:
-            raise _bad(E_HEADER * (1 << 32) - int(row[P_CHUNK]), spans, starts, f.name,
-                       f"zstd: {err}") from err
-        if len(raw) != size:
-            raise _bad(E_BOUNDS * (1 << 32) - int(row[P_CHUNK]), spans, starts, f.name,
-                       f"zstd gave {len(raw)} bytes for a page of {size}")
-        scratch[at:at + size] = np.frombuffer(raw, np.uint8)
-        row[P_BUF], row[P_OFF] = 1, at
-        at += size
+    check = _crc_checker()
+    if check is not None:             # each page's CRC-32, when written: one call
+        i = check(big, table, k)
+        if i >= 0:
+            raise _bad(E_CRC * (1 << 32) - int(table[i, P_CHUNK]), spans, starts, f.name)
+    if check is None:
+        for i in range(k):
+            off, comp = int(table[i, P_OFF]), int(table[i, P_COMP])
+            if table[i, P_CRC] >= 0 and zlib.crc32(view[off:off + comp]) != table[i, P_CRC]:
+                raise _bad(E_CRC * (1 << 32) - int(table[i, P_CHUNK]), spans, starts, f.name)
+    zi = np.flatnonzero(zstd)
+    if zi.size:
+        sizes_z = table[zi, P_SIZE]
+        at = np.concatenate([[0], np.cumsum(sizes_z)])
+        for i, off, comp, size, a in zip(zi.tolist(), table[zi, P_OFF].tolist(),
+                                         table[zi, P_COMP].tolist(), sizes_z.tolist(),
+                                         at[:-1].tolist()):
+            try:
+                raw = d.decompress(view[off:off + comp], max_output_size=size)
+            except zstandard.ZstdError as err:
+                raise _bad(E_HEADER * (1 << 32) - int(table[i, P_CHUNK]), spans, starts,
+                           f.name, f"zstd: {err}") from err
+            if len(raw) != size:
+                raise _bad(E_BOUNDS * (1 << 32) - int(table[i, P_CHUNK]), spans, starts,
+                           f.name, f"zstd gave {len(raw)} bytes for a page of {size}")
+            scratch[a:a + size] = np.frombuffer(raw, np.uint8)
+        table[zi, P_BUF] = 1
+        table[zi, P_OFF] = at[:-1]
     nonzstd = codec[table[:, P_CHUNK]] == parquet.UNCOMPRESSED
     table[nonzstd, P_SIZE] = table[nonzstd, P_COMP]
     w = col.dtype.itemsize

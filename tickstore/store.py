@@ -288,6 +288,25 @@ def _group_keys(md) -> np.ndarray:
     return out
 
 
+def _keep(g: np.ndarray, inst, lo, hi) -> tuple[np.ndarray, np.ndarray]:
+    """Of row groups with the ranges ``g`` (:func:`_group_keys`): those that can hold rows of
+    ``inst`` (sorted ids; None: all) in ``[lo, hi)`` (None: open), and those all of whose rows
+    are such."""
+    keep = np.ones(len(g), bool)
+    exact = keep.copy()
+    if lo is not None:
+        keep &= g[:, 3] >= lo
+        exact &= g[:, 2] >= lo
+    if hi is not None:
+        keep &= g[:, 2] < hi
+        exact &= g[:, 3] < hi
+    if inst is not None:                 # wanted ids in each group's id range
+        n = np.searchsorted(inst, g[:, 1], "right") - np.searchsorted(inst, g[:, 0], "left")
+        keep &= n > 0
+        exact &= n == g[:, 1] - g[:, 0] + 1          # every id of the range is wanted
+    return keep, exact
+
+
 def _date(day: int) -> str:
     return str(np.datetime64(day, "D"))
 
@@ -614,10 +633,12 @@ class TickStore:
         self.zstd_level = int(zstd_level)
         self.row_group_rows = int(row_group_rows)
         self.threads = int(threads or min(os.cpu_count() or 1, 8))
+        self._pool = None               # the reads' threads, kept (their buffers with them)
         self._lock_fd = None
         self._commit_lock = threading.Lock()
         self._duck = None                         # (catalog key, DuckDB connection) for sql()
-        self._footers: OrderedDict[str, tuple] = OrderedDict()  # path: (fragment, groups, bytes)
+        self._footers: OrderedDict[str, tuple] = OrderedDict()  # path: _footer()
+        self._footer_sizes: dict[str, int] = {}
         self._footer_bytes = 0
         self._footer_lock = threading.Lock()
         self._sql_lock = threading.Lock()
@@ -705,6 +726,9 @@ class TickStore:
         return os.open(self.root / "_readers", os.O_RDWR | os.O_CREAT, 0o644)
 
     def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown()
         if self._duck is not None:
             self._duck[1].close()
             self._duck = None
@@ -857,6 +881,17 @@ class TickStore:
             futs = [ex.submit(fn, x) for x in items]
         return [f.result() for f in futs]
 
+    def _read_map(self, fn, items) -> list:
+        """``fn`` over ``items`` on the store's reading threads, kept from read to read (with
+        the decoders' buffers and zstd contexts, which are per thread)."""
+        items = list(items)
+        if len(items) < 2 or self.threads < 2:
+            return [fn(x) for x in items]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tickstore-read")
+        return list(self._pool.map(fn, items))
+
     def _conform(self, schema: str, data) -> pa.Table:
         _check_schema(schema)
         want = arrow_schema(schema)
@@ -1002,10 +1037,13 @@ class TickStore:
             raise StoreError(f"Unknown symbol(s) {unknown}: not in the stored `definitions` "
                              f"({sum(len(m) for m in smap.values())} symbols on "
                              f"{len(smap)} dates).")
-        plan = []
+        plan, by_date = [], {}
         for e in entries:
-            ids = np.unique(np.array([smap.get(e.date, {})[s] for s in want
-                                      if s in smap.get(e.date, {})], np.int64))
+            ids = by_date.get(e.date)
+            if ids is None:                  # one id set a date (the same object)
+                m = smap.get(e.date, {})
+                ids = by_date[e.date] = np.unique(np.array([m[s] for s in want if s in m],
+                                                           np.int64))
             if ids.size and e.overlaps(ids, lo, hi):
                 plan.append((e, ids))
         return plan, lo, hi
@@ -1043,15 +1081,15 @@ class TickStore:
         return self._footer(e)[0]
 
     def _footer(self, e: FileEntry) -> tuple:
-        """:meth:`_fragment`, its row groups' instrument and time ranges (:func:`_group_keys`)
-        and where its column chunks lie (:func:`tickstore.reader.layout`; None for a file the
-        native reader does not decode), kept together."""
-        path = str(self.root / e.path)
+        """:meth:`_fragment`, its row groups' instrument and time ranges (:func:`_group_keys`),
+        where its column chunks lie (:func:`tickstore.reader.layout`; None for a file the
+        native reader does not decode) and its path, kept together."""
         with self._footer_lock:
-            hit = self._footers.get(path)
+            hit = self._footers.get(e.path)
             if hit is not None:
-                self._footers.move_to_end(path)
-                return hit[:3]
+                self._footers.move_to_end(e.path)
+                return hit
+        path = str(self.root / e.path)
         try:
             frag = _FORMAT.make_fragment(path, _LOCAL)
             frag.ensure_complete_metadata()
@@ -1063,31 +1101,46 @@ class TickStore:
         except reader.Unsupported:
             lay = None
         size = FOOTER_SCALE * frag.metadata.serialized_size
+        kept = (frag, groups, lay, path)
         with self._footer_lock:
-            if path not in self._footers:
-                self._footers[path] = (frag, groups, lay, size)
+            if e.path not in self._footers:
+                self._footers[e.path] = kept
+                self._footer_sizes[e.path] = size
                 self._footer_bytes += size
             while self._footer_bytes > FOOTER_MEMORY and len(self._footers) > 1:
-                self._footer_bytes -= self._footers.popitem(last=False)[1][3]
-        return frag, groups, lay
+                gone, _ = self._footers.popitem(last=False)
+                self._footer_bytes -= self._footer_sizes.pop(gone)
+        return kept
+
+    def _picked(self, items, lo, hi) -> tuple[list, bool]:
+        """The row groups to read of ``items`` (a date's ``(entry, ids)``, with one id set):
+        ``(entry, group ids)`` of the files with any, by :meth:`_pruned`'s rule for all files
+        at once, and whether some group kept holds rows not asked for."""
+        inst = items[0][1]
+        if any(x[1] is not inst for x in items):
+            out, cut = [], False
+            for e, ids in items:
+                keep, c = self._pruned(e, ids, lo, hi)
+                if keep is not None:
+                    out.append((e, keep))
+                    cut |= c
+            return out, cut
+        keys = [self._footer(e)[1] for e, _ in items]
+        keep, exact = _keep(np.concatenate(keys), inst, lo, hi)
+        out = []
+        at = 0
+        for (e, _), k in zip(items, keys):
+            ids = np.flatnonzero(keep[at:at + len(k)])
+            if ids.size:
+                out.append((e, ids.tolist()))
+            at += len(k)
+        return out, bool((keep & ~exact).any())
 
     def _pruned(self, e: FileEntry, inst, lo, hi) -> tuple[list[int] | None, bool]:
         """The row groups of ``e`` that can hold rows of ``inst`` (None: all) in ``[lo, hi)``
         (None: open), by the kept statistics, and whether some of them hold other rows too (the
         rows then need the filter). None when no row group can."""
-        g = self._footer(e)[1]
-        keep = np.ones(len(g), bool)
-        exact = keep.copy()
-        if lo is not None:
-            keep &= g[:, 3] >= lo
-            exact &= g[:, 2] >= lo
-        if hi is not None:
-            keep &= g[:, 2] < hi
-            exact &= g[:, 3] < hi
-        if inst is not None:                 # wanted ids in each group's id range
-            n = np.searchsorted(inst, g[:, 1], "right") - np.searchsorted(inst, g[:, 0], "left")
-            keep &= n > 0
-            exact &= n == g[:, 1] - g[:, 0] + 1          # every id of the range is wanted
+        keep, exact = _keep(self._footer(e)[1], inst, lo, hi)
         if not keep.any():
             return None, False
         return np.flatnonzero(keep).tolist(), bool((keep & ~exact).any())
@@ -1117,12 +1170,7 @@ class TickStore:
         for date in sorted(by_date):
             items = sorted(by_date[date], key=lambda x: x[0].slot)     # stable
             entries = [e for e, _ in items]
-            picked, cut = [], False
-            for e, inst in items:
-                ids, c = self._pruned(e, inst, lo, hi)
-                if ids is not None:
-                    picked.append((e, ids))
-                    cut |= c
+            picked, cut = self._picked(items, lo, hi)
             if not picked:
                 continue
             t = None
@@ -1147,14 +1195,14 @@ class TickStore:
         on the store's threads; None when a file is not one they decode."""
         parts = []
         for e, ids in picked:
-            lay = self._footer(e)[2]
+            _, _, lay, path = self._footer(e)
             if lay is None:
                 return None
-            parts.append((str(self.root / e.path), lay, ids))
+            parts.append((path, lay, ids))
         want = arrow_schema(schema)
         fields = [want.field(c) for c in need]
         try:
-            cols = reader.read(parts, fields, self._map)
+            cols = reader.read(parts, fields, self._read_map)
         except reader.Unsupported:
             return None
         except (OSError, reader.CorruptFile) as err:

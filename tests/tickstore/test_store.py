@@ -440,7 +440,8 @@ def test_the_footers_kept_for_reads_stay_within_their_memory(tmp_path, monkeypat
         one = S.FOOTER_SCALE * pq.read_metadata(tmp_path / files[0].path).serialized_size
         monkeypatch.setattr(S, "FOOTER_MEMORY", 3 * one)
         assert len(files) > 10 and s.read("mbo").equals(as_sorted(t, 3600 * 10**9))
-        assert len(s._footers) <= 4 and s._footer_bytes == sum(b for *_, b in s._footers.values())
+        assert len(s._footers) <= 4 and s._footer_bytes == sum(s._footer_sizes.values())
+        assert set(s._footer_sizes) == set(s._footers)
         assert s.read("mbo", start=files[-1].ts_min).num_rows == files[-1].rows   # from memory
 
 
