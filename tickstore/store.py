@@ -639,6 +639,8 @@ class TickStore:
         self._duck = None                         # (catalog key, DuckDB connection) for sql()
         self._footers: OrderedDict[str, tuple] = OrderedDict()  # path: _footer()
         self._footer_sizes: dict[str, int] = {}
+        self._catalogs: dict[str, list] = {}     # schema: what _live read of its catalog
+        self._catalog_lock = threading.Lock()
         self._footer_bytes = 0
         self._footer_lock = threading.Lock()
         self._sql_lock = threading.Lock()
@@ -753,14 +755,38 @@ class TickStore:
         return self.root / "_catalog" / f"{schema}.jsonl"
 
     def _live(self, schema: str) -> list[FileEntry]:
-        """The committed files of ``schema`` that no later commit removed, in commit order."""
-        live: dict[str, FileEntry] = {}
-        for add, remove in _read_catalog(self._catalog(schema))[0]:
-            for p in remove:
-                live.pop(p, None)
-            for e in add:
-                live[e.path] = e
-        return list(live.values())
+        """The committed files of ``schema`` that no later commit removed, in commit order.
+        The catalog is append-only: the commits read before are kept, and only the lines
+        appended since are read and applied (a torn last line is left for the next call; a
+        catalog replaced, as by a new store at this root, is read again from its start)."""
+        cat = self._catalog(schema)
+        with self._catalog_lock:
+            try:
+                st = os.stat(cat)
+            except FileNotFoundError:
+                self._catalogs.pop(schema, None)
+                return []
+            kept = self._catalogs.get(schema)
+            ident = (st.st_dev, st.st_ino)
+            if kept is None or kept[0] != ident or st.st_size < kept[1]:
+                kept = [ident, 0, 0, {}]              # (file, bytes read, lines, live)
+            if st.st_size > kept[1]:
+                with open(cat, "rb") as f:
+                    f.seek(kept[1])
+                    raw = f.read()
+                live = kept[3]
+                for line in raw.decode(errors="replace").splitlines(keepends=True):
+                    parsed = _parse(line, cat, kept[2] + 1)
+                    if parsed is None:
+                        break                         # a writer's torn line: not committed
+                    for p in parsed[1]:
+                        live.pop(p, None)
+                    for e in parsed[0]:
+                        live[e.path] = e
+                    kept[1] += len(line.encode())
+                    kept[2] += 1
+            self._catalogs[schema] = kept
+            return list(kept[3].values())
 
     def _commit(self, schema: str, add: list[FileEntry], remove: list[str] = ()) -> None:
         with open(self._catalog(schema), "a", encoding="utf-8") as f:

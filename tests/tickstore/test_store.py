@@ -617,3 +617,40 @@ def test_a_catalog_line_with_a_valid_crc_that_is_no_commit_is_an_error_not_trunc
     with pytest.raises(StoreError, match="line 2 has a valid CRC"):
         TickStore(tmp_path)
     assert cat.read_bytes() == before                # the writer's open truncated nothing
+
+
+def test_a_reader_applies_only_the_commits_appended_since_its_last_query(tmp_path):
+    """The catalog is read incrementally: appends and compactions by a writer show in the next
+    query of an open reader, a torn last line stays invisible until it is whole, and a catalog
+    replaced (a new store at the same root) is read again from its start."""
+    import shutil
+    w = TickStore(tmp_path, slot="1h")
+    r = TickStore(tmp_path, writer=False)
+    a, b = mbo(500, seed=1), mbo(300, seed=2)
+    w.append("mbo", a)
+    assert r.read("mbo").num_rows == 500
+    w.append("mbo", b)
+    assert r.read("mbo").num_rows == 800 and len(r.files("mbo")) == len(w.files("mbo"))
+    w.compact("mbo")
+    assert sorted(e.path for e in r.files("mbo")) == sorted(e.path for e in w.files("mbo"))
+    assert r.read("mbo").equals(w.read("mbo"))
+    cat = tmp_path / "_catalog" / "mbo.jsonl"
+    whole = cat.read_bytes()
+    w.close()
+    extra = TickStore(tmp_path / "other", slot="1h")
+    added = {e.path for e in extra.append("mbo", mbo(40, seed=3))}
+    extra.close()
+    before = {e.path for e in r.files("mbo")}
+    line = (tmp_path / "other" / "_catalog" / "mbo.jsonl").read_bytes()
+    with open(cat, "ab") as f:
+        f.write(line[:-10])                        # a commit being written: torn
+    assert r.read("mbo").num_rows == 800
+    with open(cat, "ab") as f:
+        f.write(line[-10:])                        # now whole (its file is not in this tree)
+    assert {e.path for e in r.files("mbo")} == before | added
+    cat.write_bytes(whole)
+    shutil.rmtree(tmp_path / "mbo")
+    shutil.rmtree(tmp_path / "_catalog")
+    with TickStore(tmp_path, slot="1h") as s:      # a new store at the root: a new catalog
+        s.append("mbo", b)
+    assert r.read("mbo").num_rows == 300
