@@ -985,7 +985,7 @@ class TickStore:
                         sum(e.rows for e in entries), max(runs.size, 1))
         try:
             w.bounds = _group_bounds(runs, w.rg)
-            for t in self._slot_stream(entries, cols, None, BATCH_ROWS):
+            for t in self._slot_stream(entries, cols, BATCH_ROWS):
                 w.add(t, *_keys(t))
             new = w.commit()
         except BaseException:
@@ -1271,31 +1271,50 @@ class TickStore:
             for e, inst in plan:
                 slots.setdefault(e.slot, []).append((e, inst))
             for slot in sorted(slots):
-                for t in self._slot_stream([e for e, _ in slots[slot]], cols, None, batch_rows,
-                                          [(lo, hi, inst, filter) for _, inst in slots[slot]]):
+                for t in self._slot_stream([e for e, _ in slots[slot]], cols, batch_rows,
+                                           [(lo, hi, inst, filter) for _, inst in slots[slot]]):
                     for b in t.select(cols).to_batches(max_chunksize=batch_rows):
                         if b.num_rows:
                             yield b
 
-    def _file_stream(self, e: FileEntry, need, flt, batch_rows) -> Iterator[pa.RecordBatch]:
-        """One file's rows in file order, a row group at a time (pruned by statistics)."""
-        path = self.root / e.path
-        try:
-            frag = self._fragment(e)
-            groups = frag.split_by_row_group(filter=flt) if flt is not None else \
-                frag.split_by_row_group()
-            for g in groups:
-                yield from g.to_table(columns=need, filter=flt).to_batches(
-                    max_chunksize=batch_rows)
-        except (OSError, pa.ArrowInvalid) as err:
-            raise StoreError(f"The committed file {path} cannot be read: {err}") from err
+    def _file_stream(self, e: FileEntry, need, bounds, batch_rows) -> Iterator[pa.RecordBatch]:
+        """One file's rows in file order, a row group at a time: the groups that can hold rows
+        within ``bounds`` (``(lo, hi, instruments, filter)``; None: all), chosen by the kept
+        statistics, read by the store's decoders (pyarrow's scanner for a filter expression or
+        a file they do not take) and filtered where a group holds other rows too."""
+        lo, hi, inst, extra = bounds or (None, None, None, None)
+        ids, cut = self._pruned(e, inst, lo, hi)
+        if ids is None:
+            return
+        flt = self._filter(inst, lo, hi, extra) if cut or extra is not None else None
+        frag, _, lay, path = self._footer(e)
+        want = arrow_schema(e.schema)
+        fields = [want.field(c) for c in need]
+        for g in ids:
+            t = None
+            if lay is not None and extra is None:
+                try:            # (columns in turn: a row group is too small for threads)
+                    cols = reader.read([(path, lay, [g])], fields)
+                    t = pa.Table.from_arrays([cols[c] for c in need], schema=pa.schema(fields))
+                except reader.Unsupported:
+                    lay = None
+                except (OSError, reader.CorruptFile) as err:
+                    raise StoreError(f"The committed file {err}") from err
+                if t is not None and flt is not None:
+                    t = t.filter(flt)
+            if t is None:
+                try:
+                    t = frag.subset(row_group_ids=[g]).to_table(columns=need, filter=flt)
+                except (OSError, pa.ArrowInvalid) as err:
+                    raise StoreError(f"The committed file {path} cannot be read: {err}") from err
+            yield from t.to_batches(max_chunksize=batch_rows)
 
-    def _slot_stream(self, entries, cols, flt, batch_rows, bounds=None) -> Iterator[pa.Table]:
-        """One slot's files as one sorted stream (merged when there are several)."""
+    def _slot_stream(self, entries, cols, batch_rows, bounds=None) -> Iterator[pa.Table]:
+        """One slot's files as one sorted stream (merged when there are several), each within
+        its ``bounds`` (:meth:`_file_stream`; None: every row)."""
         need = list(dict.fromkeys(list(cols) + ["instrument_id", "ts_event"]))
-        flts = [flt if bounds is None else self._filter(b[2], b[0], b[1], b[3])
-                for b in (bounds or [None] * len(entries))]
-        streams = [self._file_stream(e, need, f, batch_rows) for e, f in zip(entries, flts)]
+        streams = [self._file_stream(e, need, b, batch_rows)
+                   for e, b in zip(entries, bounds or [None] * len(entries))]
         if len(streams) == 1:
             return (pa.Table.from_batches([b]) for b in streams[0])
         return _merge_sorted(streams)
