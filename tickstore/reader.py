@@ -9,8 +9,10 @@ fixed). This reader does the same job for the files the store writes (:mod:`tick
 data pages v1; ``PLAIN``, ``RLE_DICTIONARY``, ``DELTA_BINARY_PACKED``, ``BYTE_STREAM_SPLIT``;
 zstd or none; flat columns, required or optional) with:
 
-- one ``pread`` a row group (the chunks of the columns wanted are adjacent), all into one buffer;
+- one ``pread`` a row group (the chunks of the columns wanted are adjacent), all into one buffer
+  (kept by the thread for its next read);
 - a column's page headers (Thrift compact protocol) parsed for all its chunks in one numba call;
+- each page's CRC-32 checked against its header's, by zlib called from one numba loop;
 - zstd pages decompressed by a context kept per thread (``zstandard``), into one scratch buffer;
 - a column's pages decoded into its output in one numba call (``nogil``: columns on threads).
 
@@ -153,6 +155,24 @@ def _skip(buf, p, end, t):
 
 
 @numba.njit(cache=True, nogil=True)
+def _field(buf, p, end, fid):
+    """A struct's next field header at ``p`` after field ``fid``: (its id, its type, the
+    position after the header); type 0 at the struct's stop byte, position -1 when malformed."""
+    if p >= end:
+        return fid, 0, -1
+    h = buf[p]
+    p += 1
+    if h == 0:
+        return fid, 0, p
+    if h >> 4 == 0:                        # a long-form field id
+        v, p = _varint(buf, p, end)
+        if p < 0:
+            return fid, 0, -1
+        return np.int64(_unzig(v)), np.int64(h & 0x0F), p
+    return fid + np.int64(h >> 4), np.int64(h & 0x0F), p
+
+
+@numba.njit(cache=True, nogil=True)
 def _page_header(buf, p, end, row):
     """The PageHeader at ``p`` into ``row`` (kind, sizes, values, encoding, CRC-32); the
     position of the page's body, -1 when malformed, -2 for a kind not v1 data or dictionary."""
@@ -162,20 +182,11 @@ def _page_header(buf, p, end, row):
     row[P_ENC] = -1
     row[P_CRC] = -1
     while True:
-        if p >= end:
+        fid, t, p = _field(buf, p, end, fid)
+        if p < 0:
             return -1
-        h = buf[p]
-        p += 1
-        if h == 0:
+        if t == 0:
             break
-        t = h & 0x0F
-        if h >> 4 == 0:
-            v, p = _varint(buf, p, end)
-            if p < 0:
-                return -1
-            fid = np.int64(_unzig(v))
-        else:
-            fid += h >> 4
         if fid <= 4 and t == 5:            # type, uncompressed size, compressed size, CRC-32
             v, p = _varint(buf, p, end)
             if p < 0:
@@ -192,20 +203,11 @@ def _page_header(buf, p, end, row):
         elif (fid == 5 or fid == 7) and t == 12:   # data page v1 / dictionary page header
             sub = 0
             while True:
-                if p >= end:
+                sub, gt, p = _field(buf, p, end, sub)
+                if p < 0:
                     return -1
-                g = buf[p]
-                p += 1
-                if g == 0:
+                if gt == 0:
                     break
-                gt = g & 0x0F
-                if g >> 4 == 0:
-                    v, p = _varint(buf, p, end)
-                    if p < 0:
-                        return -1
-                    sub = np.int64(_unzig(v))
-                else:
-                    sub += g >> 4
                 if (sub == 1 or sub == 2) and gt == 5:
                     v, p = _varint(buf, p, end)
                     if p < 0:
@@ -529,10 +531,10 @@ _PHYSICAL = {"INT32": parquet.INT32, "INT64": parquet.INT64, "DOUBLE": parquet.D
 @dataclass(frozen=True)
 class Layout:
     """Where a file's column chunks lie (``chunks[group, column]``: start, bytes, codec, rows),
-    taken from its footer once; ``None`` in ``columns`` for a column this reader cannot decode."""
+    taken from its footer once, and its columns (``name: (index in the file, Column)``)."""
 
     chunks: np.ndarray
-    columns: dict                     # name -> (index in the file, Column)
+    columns: dict
 
 
 def layout(md, schema: pa.Schema) -> Layout:
