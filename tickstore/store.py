@@ -1200,8 +1200,15 @@ class TickStore:
             if not picked:
                 continue
             t = None
-            if extra is None:
-                t = self._read_native(schema, picked, need)
+            wanted = self._filter_columns(schema, need, extra)
+            if wanted is not None and extra is not None:
+                picked = self._by_statistics(picked, extra)
+                if not picked:
+                    continue
+            if wanted is not None:
+                t = self._read_native(schema, picked, wanted)
+                if t is not None and extra is not None:
+                    t = t.filter(extra)
             if t is None:
                 t = self._read_arrow(schema, picked, need, extra, items, lo, hi)
             if cut:             # the rows of groups kept that are not all wanted: one id set
@@ -1214,6 +1221,40 @@ class TickStore:
         if not parts:
             return self._empty(schema, cols)
         return pa.concat_tables(parts)
+
+    def _by_statistics(self, picked, extra) -> list:
+        """``picked`` (``(entry, group ids)``) less the row groups whose statistics show that no
+        row of theirs matches the expression ``extra`` (pyarrow's simplification of it against
+        each group's statistics, as its scanner prunes)."""
+        out = []
+        for e, ids in picked:
+            frag = self._fragment(e)
+            if len(ids) < frag.metadata.num_row_groups:
+                frag = frag.subset(row_group_ids=ids)
+            ok = {rg.id for rg in frag.subset(filter=extra).row_groups}    # ids in the file
+            keep = [g for g in ids if g in ok]
+            if keep:
+                out.append((e, keep))
+        return out
+
+    def _filter_columns(self, schema, need, extra) -> list[str] | None:
+        """The columns the decoders read for ``need`` and the filter expression ``extra``: those
+        and the ones ``extra`` names (all the schema's when that is not enough); None for an
+        expression that does not apply to the schema (pyarrow's scanner then says why)."""
+        if extra is None:
+            return need
+        want = arrow_schema(schema)
+        text = str(extra)
+        named = [c for c in want.names if re.search(rf"\b{re.escape(c)}\b", text)]
+        for cols in (list(dict.fromkeys(need + named)), list(want.names)):
+            try:
+                pa.Table.from_batches([], schema=pa.schema([want.field(c) for c in cols])).filter(
+                    extra)
+                return cols
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError,
+                    KeyError):
+                continue
+        return None
 
     def _read_native(self, schema, picked, need) -> pa.Table | None:
         """The row groups ``picked`` (``(entry, group ids)``, in order) by the store's own
@@ -1270,38 +1311,48 @@ class TickStore:
             slots: dict[int, list] = {}
             for e, inst in plan:
                 slots.setdefault(e.slot, []).append((e, inst))
+            need = list(dict.fromkeys(cols + ["instrument_id", "ts_event"]))
+            wanted = self._filter_columns(schema, need, filter)      # once for every file
             for slot in sorted(slots):
                 for t in self._slot_stream([e for e, _ in slots[slot]], cols, batch_rows,
-                                           [(lo, hi, inst, filter) for _, inst in slots[slot]]):
+                                           [(lo, hi, inst, filter, wanted)
+                                            for _, inst in slots[slot]]):
                     for b in t.select(cols).to_batches(max_chunksize=batch_rows):
                         if b.num_rows:
                             yield b
 
     def _file_stream(self, e: FileEntry, need, bounds, batch_rows) -> Iterator[pa.RecordBatch]:
         """One file's rows in file order, a row group at a time: the groups that can hold rows
-        within ``bounds`` (``(lo, hi, instruments, filter)``; None: all), chosen by the kept
-        statistics, read by the store's decoders (pyarrow's scanner for a filter expression or
-        a file they do not take) and filtered where a group holds other rows too."""
-        lo, hi, inst, extra = bounds or (None, None, None, None)
+        within ``bounds`` (``(lo, hi, instruments, filter, columns to read)``, the last from
+        :meth:`_filter_columns`; None: every row), chosen by the kept statistics and the
+        filter's, read by the store's decoders (pyarrow's scanner for a filter they cannot
+        apply or a file they do not take) and filtered where a group holds other rows too."""
+        lo, hi, inst, extra, wanted = bounds or (None, None, None, None, need)
         ids, cut = self._pruned(e, inst, lo, hi)
         if ids is None:
             return
         flt = self._filter(inst, lo, hi, extra) if cut or extra is not None else None
         frag, _, lay, path = self._footer(e)
         want = arrow_schema(e.schema)
-        fields = [want.field(c) for c in need]
+        if wanted is not None and extra is not None:
+            ids = self._by_statistics([(e, ids)], extra)
+            ids = ids[0][1] if ids else []
+        fields = [want.field(c) for c in wanted or need]
         for g in ids:
             t = None
-            if lay is not None and extra is None:
+            if lay is not None and wanted is not None:
                 try:            # (columns in turn: a row group is too small for threads)
                     cols = reader.read([(path, lay, [g])], fields)
-                    t = pa.Table.from_arrays([cols[c] for c in need], schema=pa.schema(fields))
+                    t = pa.Table.from_arrays([cols[f.name] for f in fields],
+                                             schema=pa.schema(fields))
                 except reader.Unsupported:
                     lay = None
                 except (OSError, reader.CorruptFile) as err:
                     raise StoreError(f"The committed file {err}") from err
                 if t is not None and flt is not None:
                     t = t.filter(flt)
+                if t is not None and len(fields) > len(need):
+                    t = t.select(need)          # (as pyarrow's scanner gives them)
             if t is None:
                 try:
                     t = frag.subset(row_group_ids=[g]).to_table(columns=need, filter=flt)

@@ -8,6 +8,7 @@ import io
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given
@@ -126,7 +127,7 @@ def test_pages_the_decoders_do_not_take_are_unsupported_and_the_store_reads_them
 
 def test_a_store_read_gives_the_same_rows_by_its_decoders_and_by_pyarrow(tmp_path):
     t = mbo(20_000, seed=9)
-    with TickStore(tmp_path, slot="1min") as s:
+    with TickStore(tmp_path, slot="15min") as s:
         s.append("mbo", t)
         lo = int(t.column("ts_event").cast(pa.int64()).to_numpy()[5000])
         for kw in ({}, {"instruments": [1, 3]}, {"start": lo}, {"columns": ["price", "size"]}):
@@ -139,3 +140,22 @@ def test_a_store_read_gives_the_same_rows_by_its_decoders_and_by_pyarrow(tmp_pat
             arrow = s._read_arrow("mbo", picked, need, None, plan, a, b)
             mine = s._read_native("mbo", picked, need)
             assert mine.equals(arrow) and native.num_rows > 0
+        size = int(np.median(t.column("size").to_numpy()))
+        for flt in (pc.field("size") > size,                     # columns not asked for
+                    (pc.field("side") == ord("B")) & pc.field("action").isin([ord("A"), 65]),
+                    pc.field("ts_recv").is_valid() | (pc.field("price") > 0)):
+            for cols in (["price"], None):
+                got = s.read("mbo", columns=cols, filter=flt)
+                plan, a, b = s._plan("mbo", None, None, None, None)
+                need = list(dict.fromkeys(s._columns("mbo", cols) + ["instrument_id",
+                                                                   "ts_event"]))
+                picked = [(e, s._pruned(e, None, a, b)[0]) for e, _ in plan]
+                want = s._read_arrow("mbo", picked, need, flt, plan, a, b)
+                assert got.num_rows and got.equals(want.select(s._columns("mbo", cols)))
+                scanned = pa.Table.from_batches(list(s.scan("mbo", columns=cols, filter=flt)))
+                assert scanned.equals(got)
+        top = int(pc.max(t.column("size")).as_py())
+        none = pc.field("size") > top                   # every row group pruned by statistics
+        plan, a, b = s._plan("mbo", None, None, None, None)
+        assert s._by_statistics([(e, s._pruned(e, None, a, b)[0]) for e, _ in plan], none) == []
+        assert s.read("mbo", filter=none).num_rows == 0
