@@ -621,7 +621,8 @@ def encode_chunk(col: Column, values: np.ndarray, valid: np.ndarray | None, enco
     n = values.shape[0]
     if valid is not None and valid.all():
         valid = None
-    nonnull = values if valid is None else values[valid]
+    nulls_only = valid is not None and not valid.any()
+    nonnull = values[:0] if nulls_only else values if valid is None else values[valid]
     lo, hi, nan = _min_max(col, nonnull)
     nulls = n - nonnull.size
     nan = nan if col.physical == DOUBLE else None
@@ -662,11 +663,14 @@ def encode_chunk(col: Column, values: np.ndarray, valid: np.ndarray | None, enco
             head, crc = _page_header(DICTIONARY_PAGE, len(raw), body, k, PLAIN, None)
             pages.append(_Page(head, body, 0, 0, len(raw), dictionary=True, crc=crc))
             width = max(1, _width(k - 1))
-    pos = None if valid is None else np.concatenate([[0], np.cumsum(valid)])
+    pos = None if valid is None or nulls_only else np.concatenate([[0], np.cumsum(valid)])
     single = n <= page_rows
     for start in range(0, n, page_rows):
         stop = min(start + page_rows, n)
-        a, b = (start, stop) if pos is None else (int(pos[start]), int(pos[stop]))
+        if pos is not None:
+            a, b = int(pos[start]), int(pos[stop])
+        else:
+            a, b = (0, 0) if nulls_only else (start, stop)
         parts = []
         if col.nullable:                              # definition levels, length first
             if valid is None or a == b:

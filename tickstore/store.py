@@ -30,6 +30,7 @@ readers are busy the deletion waits for the next compaction, close or writer ope
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime as _dt
 import fcntl
@@ -323,43 +324,41 @@ def _keys(t) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _sort_order(ts: np.ndarray, inst: np.ndarray,
-                slot_ns: int) -> tuple[str, np.ndarray | None, np.ndarray]:
-    """How to put rows in the store's order, by (slot of ``ts``, instrument, ts), stably, and
-    the slots' bounds in that order (``cuts``: slot k is ``cuts[k]:cuts[k + 1]``). The way is
-    ("sorted", None) when they are in it; ("scatter", dest) with each row's new position; or
-    ("take", order) with the rows in their new order. Rows in time order (a feed's) need only a
-    stable sort by instrument within each slot, whose bounds are where the slots' starts fall:
-    a counting sort (:func:`_by_instrument`) when the ids span at most 65,536 (ITCH locate
-    codes do) or a quarter of the rows, whose destinations make each column's move a
-    sequential read and a write to one stream per instrument (a gather would miss the cache on
-    every row). Other rows: one lexsort of them all."""
+                slot_ns: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """How to put rows in the store's order, by (slot of ``ts``, instrument, ts), stably: the
+    rows' indices in that order (None when they are in it already; int32 when they fit), and
+    the slots' bounds in it (``cuts``: slot k is ``cuts[k]:cuts[k + 1]``). Rows in time order
+    (a feed's) need only a stable sort by instrument within each slot, whose bounds are where
+    the slots' starts fall: a counting sort (:func:`_by_instrument`) when the ids span at most
+    65,536 (ITCH locate codes do) or a quarter of the rows, and a slot's indices then stay
+    within the slot, so that its columns are gathered from a few hundred kilobytes in cache.
+    Other rows: one lexsort of them all."""
     in_time = ts.size < 2 or bool(np.all(ts[1:] >= ts[:-1]))
+    itype = np.int32 if ts.size < 1 << 31 else np.int64
     if not in_time:
         slot = ts // slot_ns
         order = np.lexsort((ts, inst, slot))
         slot = slot[order]
-        return "take", order, np.r_[0, np.flatnonzero(slot[1:] != slot[:-1]) + 1, ts.size]
+        return (order.astype(itype),
+                np.r_[0, np.flatnonzero(slot[1:] != slot[:-1]) + 1, ts.size].astype(np.int64))
     first, last = int(ts[0]) // slot_ns, int(ts[-1]) // slot_ns
     starts = np.arange(first + 1, last + 1, dtype=np.int64) * slot_ns
     cuts = np.r_[0, np.searchsorted(ts, starts, "left"), ts.size].astype(np.int64)
     if all(bool(np.all(inst[a + 1:b] >= inst[a:b - 1])) for a, b in zip(cuts[:-1], cuts[1:])):
-        return "sorted", None, cuts
+        return None, cuts
     lo, span = int(inst.min()), int(inst.max()) - int(inst.min()) + 1
     if span <= max(1 << 16, ts.size // 4):
-        # int32 positions when they fit: the scatter is bound by memory, and a uint8 column's
-        # move reads its positions' bytes eight times over with int64 ones
-        dest = np.empty(ts.size, np.int32 if ts.size < 1 << 31 else np.int64)
-        return "scatter", _by_instrument(inst, cuts, lo, span, dest), cuts
-    order = np.empty(ts.size, np.int64)
+        return _by_instrument(inst, cuts, lo, span, np.empty(ts.size, itype)), cuts
+    order = np.empty(ts.size, itype)
     for a, b in zip(cuts[:-1], cuts[1:]):
         order[a:b] = np.argsort(inst[a:b], kind="stable") + a
-    return "take", order, cuts
+    return order, cuts
 
 
 @numba.njit(cache=True, nogil=True)
-def _by_instrument(inst, cuts, lo, span, dest):
+def _by_instrument(inst, cuts, lo, span, order):
     """The stable counting sort by instrument (``lo`` to ``lo + span - 1``) of each slot
-    ``cuts[k]:cuts[k + 1]``: each row's position in the new order, into ``dest``."""
+    ``cuts[k]:cuts[k + 1]``: the rows' indices in the new order, into ``order``."""
     count = np.zeros(span + 1, np.int64)
     for k in range(cuts.size - 1):
         a, b = cuts[k], cuts[k + 1]
@@ -370,29 +369,51 @@ def _by_instrument(inst, cuts, lo, span, dest):
             count[j + 1] += count[j]
         for i in range(a, b):
             j = inst[i] - lo
-            dest[i] = a + count[j]
+            order[a + count[j]] = i
             count[j] += 1
-    return dest
+    return order
+
+
+_scratch = threading.local()
+
+
+def _on_store_thread() -> bool:
+    """Whether this is one of a store's threads (whose tasks run their own inner maps in turn:
+    waiting on the pool from inside it could wait for ever)."""
+    return threading.current_thread().name.startswith("tickstore")
+
+
+def _gathered(v: np.ndarray | None, idx: np.ndarray | None, lo: int, hi: int,
+              slot: int) -> np.ndarray | None:
+    """Rows ``lo:hi`` of ``v`` in the store's order (``idx``: :func:`_sort_order`'s indices;
+    None: ``v``'s own), in a buffer the thread keeps (``slot``: which of its buffers): valid
+    until the thread's next call with that slot."""
+    if v is None or idx is None:
+        return None if v is None else v[lo:hi]
+    n = hi - lo
+    bufs = getattr(_scratch, "bufs", None)
+    if bufs is None:
+        bufs = _scratch.bufs = {}
+    buf = bufs.get(slot)
+    if buf is None or buf.size < n * v.itemsize:
+        # Arrow's allocator (mimalloc) keeps freed pages mapped; numpy's big arrays are fresh
+        # mappings, whose first touches in a VM can cost more than the move
+        buf = bufs[slot] = np.frombuffer(pa.allocate_buffer(max(n * v.itemsize, 1) * 5 // 4),
+                                         np.uint8)
+    out = buf[:n * v.itemsize].view(v.dtype)
+    _gather(v.view(_UINT[v.itemsize]), idx, lo, out.view(_UINT[v.itemsize]))
+    return out
+
+
+_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
 @numba.njit(cache=True, nogil=True)
-def _scatter(v, dest, out):
-    for i in range(v.size):
-        out[dest[i]] = v[i]
-
-
-def _arrange(v: np.ndarray | None, kind: str, perm: np.ndarray | None) -> np.ndarray | None:
-    """``v`` in the order :func:`_sort_order` gave."""
-    if v is None or kind == "sorted":
-        return v
-    # Arrow's allocator (mimalloc) keeps freed pages mapped; numpy's big arrays are fresh
-    # mappings, and first touches in a VM can cost more than the move (bench/RESULTS.md)
-    out = np.frombuffer(pa.allocate_buffer(max(v.nbytes, 1)), v.dtype, v.size)
-    if kind == "take":
-        np.take(v, perm, out=out)
-    else:
-        _scatter(v, perm, out)
-    return out
+def _gather(v, idx, lo, out):
+    """``out[i] = v[idx[lo + i]]`` (numpy's take converts int32 indices to intp first, and
+    costs 3 ns a row here against about 1)."""
+    for i in range(out.size):
+        out[i] = v[idx[lo + i]]
 
 
 def _count_below(inst: np.ndarray, ts: np.ndarray, key: tuple[int, int]) -> int:
@@ -633,7 +654,7 @@ class TickStore:
         self.zstd_level = int(zstd_level)
         self.row_group_rows = int(row_group_rows)
         self.threads = int(threads or min(os.cpu_count() or 1, 8))
-        self._pool = None               # the reads' threads, kept (their buffers with them)
+        self._pool = None               # the store's threads, kept (their buffers with them)
         self._lock_fd = None
         self._commit_lock = threading.Lock()
         self._duck = None                         # (catalog key, DuckDB connection) for sql()
@@ -857,35 +878,39 @@ class TickStore:
                              f"or before 1970 (first at row {int(np.argmax(ts < 0))}).")
         inst = table.column("instrument_id").to_numpy()
         slot_ns = self._slot_of[schema]
-        kind, perm, cuts = _sort_order(ts, inst, slot_ns)
-        ts, inst = _arrange(ts, kind, perm), _arrange(inst, kind, perm)
+        order, cuts = _sort_order(ts, inst, slot_ns)
         pieces = [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
-        writers, groups = [], []
-        for k, (a, b) in enumerate(pieces):      # a file a slot
-            first, runs = int(ts[a:b].min()), _runs(inst[a:b])
-            w = _PartWriter(self, schema, first // slot_ns * slot_ns, first, b - a, runs.size)
-            bounds = _group_bounds(runs, w.rg) + a
-            groups += [(k, int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
-            writers.append(w)
-        by_file = [[] for _ in pieces]
-        for g, (k, _, _) in enumerate(groups):
-            by_file[k].append(g)
-        src = _columns_of(table, writers[0].columns)
+        columns = [parquet.column_of(f) for f in arrow_schema(schema)]
+        src = _columns_of(table, columns)
+        nulls_only = {c.name for c in columns       # their values are not read, nor moved
+                      if src[c.name][1] is not None
+                      and table.column(c.name).null_count == table.num_rows}
+        writers: list[_PartWriter] = []
 
-        def encode(col):       # a column: to the sorted order, then its chunk of each row group
-            v, m = (_arrange(x, kind, perm) for x in src[col.name])
-            return [writers[k].encode_chunk(col, v[lo:hi], None if m is None else m[lo:hi])
-                    for k, lo, hi in groups]
-
-        def finish(k):         # a file: its row groups, fsync, rename
+        def write(k):          # a file a slot: its rows in order, encoded, written, fsynced
             a, b = pieces[k]
-            writers[k].add_encoded([[chunks[g] for chunks in by_column] for g in by_file[k]],
-                                   inst[a:b], ts[a:b])
-            return writers[k].commit(sync_dir=False)
+            fts, finst = _gathered(ts, order, a, b, "ts"), _gathered(inst, order, a, b, "inst")
+            first, runs = int(fts.min()), _runs(finst)
+            w = _PartWriter(self, schema, first // slot_ns * slot_ns, first, b - a, runs.size)
+            writers.append(w)
+            bounds = _group_bounds(runs, w.rg).tolist()
+            spans = list(zip(bounds[:-1], bounds[1:]))
+            groups = [[] for _ in spans]
+            for col in columns:
+                v, m = src[col.name]
+                if col.name in nulls_only:
+                    v, m = np.broadcast_to(v[:1], (b - a,)), np.zeros(b - a, bool)
+                else:
+                    v, m = (_gathered(v, order, a, b, "values"),
+                            _gathered(m, order, a, b, "valid"))
+                for g, (lo, hi) in enumerate(spans):
+                    groups[g].append(w.encode_chunk(col, v[lo:hi],
+                                                    None if m is None else m[lo:hi]))
+            w.add_encoded(groups, finst, fts)
+            return w.commit(sync_dir=False)
 
         try:
-            by_column = self._map(encode, writers[0].columns)
-            entries = self._map(finish, range(len(pieces)))
+            entries = self._map(write, range(len(pieces)))
             for part in {w.part for w in writers}:          # the renames, durable: then commit
                 fsync_dir(part)
         except BaseException:
@@ -900,23 +925,26 @@ class TickStore:
         release the GIL); the first error is raised after every call has ended, and
         files already written by the others stay uncommitted (removed on the next open)."""
         items = list(items)
-        if len(items) < 2 or self.threads < 2:
+        if len(items) < 2 or self.threads < 2 or _on_store_thread():
             return [fn(x) for x in items]
-        from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(min(self.threads, len(items))) as ex:
-            futs = [ex.submit(fn, x) for x in items]
+        futs = [self._threads().submit(fn, x) for x in items]
+        concurrent.futures.wait(futs)
         return [f.result() for f in futs]
 
-    def _read_map(self, fn, items) -> list:
-        """``fn`` over ``items`` on the store's reading threads, kept from read to read (with
-        the decoders' buffers and zstd contexts, which are per thread)."""
-        items = list(items)
-        if len(items) < 2 or self.threads < 2:
-            return [fn(x) for x in items]
+    def _threads(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The store's threads, kept from call to call (with the decoders' buffers and zstd
+        contexts, and the writer's scratch, which are per thread)."""
         if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tickstore-read")
-        return list(self._pool.map(fn, items))
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                self.threads, thread_name_prefix="tickstore")
+        return self._pool
+
+    def _read_map(self, fn, items) -> list:
+        """``fn`` over ``items`` on the store's threads."""
+        items = list(items)
+        if len(items) < 2 or self.threads < 2 or _on_store_thread():
+            return [fn(x) for x in items]
+        return list(self._threads().map(fn, items))
 
     def _conform(self, schema: str, data) -> pa.Table:
         _check_schema(schema)
