@@ -64,8 +64,10 @@ BATCH_ROWS = 64 * 1024
 HEAVY = 16               # an instrument with a row group's 1/HEAVY has row groups of its own,
 HEAVY_ROWS = 2048        # ... and this many rows at least (a row group's footprint: ~2 KB)
 PART_NAME = re.compile(r"^(\.tmp-)?part-\d{19}-[0-9a-f]{12}\.parquet$")
-FOOTER_MEMORY = 64 << 20  # parsed footers a store keeps, by their memory (a one-minute
-FOOTER_SCALE = 16        # file's: ~100 KiB, 16 times its footer's bytes; a day's files fit)
+FOOTER_MEMORY = 64 << 20  # what a store keeps of the files' footers for its own decoders
+                         # (row groups' ranges, chunks' places: ~3 KiB a one-minute file)
+FRAGMENT_MEMORY = 64 << 20  # pyarrow's parsed footers a store keeps (filters and files its
+FOOTER_SCALE = 48        # decoders do not read), by their memory: ~48 times a footer's bytes
 _LOCAL = pafs.LocalFileSystem()
 # pages checked against their CRC-32; no pre-buffering: the files are local, mostly in the
 # page cache, and coalesced asynchronous reads only add to a range query (the instrument-hour
@@ -374,6 +376,37 @@ def _by_instrument(inst, cuts, lo, span, order):
     return order
 
 
+class _Kept:
+    """The values last used, by key, up to ``limit`` bytes of them (as the caller counts them;
+    the last one kept whatever its size); thread-safe."""
+
+    def __init__(self, limit: int):
+        self.limit, self.bytes = limit, 0
+        self.items: OrderedDict = OrderedDict()        # key: (value, bytes)
+        self.lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def get(self, key):
+        with self.lock:
+            hit = self.items.get(key)
+            if hit is None:
+                return None
+            self.items.move_to_end(key)
+            return hit[0]
+
+    def put(self, key, value, size: int) -> None:
+        with self.lock:
+            if key in self.items:
+                return
+            self.items[key] = (value, size)
+            self.bytes += size
+            while self.bytes > self.limit and len(self.items) > 1:
+                _, (_, gone) = self.items.popitem(last=False)
+                self.bytes -= gone
+
+
 _scratch = threading.local()
 
 
@@ -658,12 +691,10 @@ class TickStore:
         self._lock_fd = None
         self._commit_lock = threading.Lock()
         self._duck = None                         # (catalog key, DuckDB connection) for sql()
-        self._footers: OrderedDict[str, tuple] = OrderedDict()  # path: _footer()
-        self._footer_sizes: dict[str, int] = {}
+        self._footers = _Kept(FOOTER_MEMORY)     # path: _footer()
+        self._fragments = _Kept(FRAGMENT_MEMORY)  # path: _fragment()
         self._catalogs: dict[str, list] = {}     # schema: what _live read of its catalog
         self._catalog_lock = threading.Lock()
-        self._footer_bytes = 0
-        self._footer_lock = threading.Lock()
         self._sql_lock = threading.Lock()
         if writer:
             (self.root / "_catalog").mkdir(parents=True, exist_ok=True)
@@ -1129,41 +1160,46 @@ class TickStore:
         return pa.Table.from_batches([], schema=pa.schema([want.field(c) for c in cols]))
 
     def _fragment(self, e: FileEntry) -> ds.ParquetFileFragment:
-        """The committed file of ``e`` as a dataset fragment, its footer read and parsed once
-        and kept (those used last, up to :data:`FOOTER_MEMORY`): committed files never change,
-        and a query prunes row groups by the statistics in hand, reading no footer."""
-        return self._footer(e)[0]
+        """The committed file of ``e`` as a dataset fragment (pyarrow's reader: filters' pruning
+        by statistics, and files the store's decoders do not read), its footer read and parsed
+        once and kept (those used last, up to :data:`FRAGMENT_MEMORY`): committed files never
+        change."""
+        frag = self._fragments.get(e.path)
+        if frag is None:
+            path = str(self.root / e.path)
+            try:
+                frag = _FORMAT.make_fragment(path, _LOCAL)
+                frag.ensure_complete_metadata()
+            except (OSError, pa.ArrowInvalid) as err:
+                raise StoreError(f"The committed file {path} cannot be read: {err}") from err
+            self._fragments.put(e.path, frag, FOOTER_SCALE * frag.metadata.serialized_size)
+        return frag
 
     def _footer(self, e: FileEntry) -> tuple:
-        """:meth:`_fragment`, its row groups' instrument and time ranges (:func:`_group_keys`),
-        where its column chunks lie (:func:`tickstore.reader.layout`; None for a file the
-        native reader does not decode) and its path, kept together."""
-        with self._footer_lock:
-            hit = self._footers.get(e.path)
-            if hit is not None:
-                self._footers.move_to_end(e.path)
-                return hit
+        """What a query needs of a file's footer: its row groups' instrument and time ranges
+        (:func:`_group_keys`), where its column chunks lie (:func:`tickstore.reader.layout`;
+        None for a file the store's decoders do not read) and its path; kept (those used last,
+        up to :data:`FOOTER_MEMORY`), so that a query prunes row groups and reads them without
+        parsing a footer. pyarrow's parsed footer is kept apart (:meth:`_fragment`): it takes
+        about 30 times the memory (150 against 3-5 KiB for a file of a live writer's append),
+        and a day of such files thrashed one cache for both."""
+        hit = self._footers.get(e.path)
+        if hit is not None:
+            return hit
+        frag = self._fragments.get(e.path)
         path = str(self.root / e.path)
         try:
-            frag = _FORMAT.make_fragment(path, _LOCAL)
-            frag.ensure_complete_metadata()
-            groups = _group_keys(frag.metadata)
+            md = frag.metadata if frag is not None else pq.read_metadata(path)
         except (OSError, pa.ArrowInvalid) as err:
             raise StoreError(f"The committed file {path} cannot be read: {err}") from err
+        groups = _group_keys(md)
         try:
-            lay = reader.layout(frag.metadata, arrow_schema(e.schema))
+            lay = reader.layout(md, arrow_schema(e.schema))
         except reader.Unsupported:
             lay = None
-        size = FOOTER_SCALE * frag.metadata.serialized_size
-        kept = (frag, groups, lay, path)
-        with self._footer_lock:
-            if e.path not in self._footers:
-                self._footers[e.path] = kept
-                self._footer_sizes[e.path] = size
-                self._footer_bytes += size
-            while self._footer_bytes > FOOTER_MEMORY and len(self._footers) > 1:
-                gone, _ = self._footers.popitem(last=False)
-                self._footer_bytes -= self._footer_sizes.pop(gone)
+        kept = (groups, lay, path)
+        self._footers.put(e.path, kept, 1024 + groups.nbytes + (
+            0 if lay is None else lay.chunks.nbytes + 128 * len(lay.columns)))
         return kept
 
     def _picked(self, items, lo, hi) -> tuple[list, bool]:
@@ -1179,7 +1215,7 @@ class TickStore:
                     out.append((e, keep))
                     cut |= c
             return out, cut
-        keys = [self._footer(e)[1] for e, _ in items]
+        keys = [self._footer(e)[0] for e, _ in items]
         keep, exact = _keep(np.concatenate(keys), inst, lo, hi)
         out = []
         at = 0
@@ -1194,7 +1230,7 @@ class TickStore:
         """The row groups of ``e`` that can hold rows of ``inst`` (None: all) in ``[lo, hi)``
         (None: open), by the kept statistics, and whether some of them hold other rows too (the
         rows then need the filter). None when no row group can."""
-        keep, exact = _keep(self._footer(e)[1], inst, lo, hi)
+        keep, exact = _keep(self._footer(e)[0], inst, lo, hi)
         if not keep.any():
             return None, False
         return np.flatnonzero(keep).tolist(), bool((keep & ~exact).any())
@@ -1290,7 +1326,7 @@ class TickStore:
         on the store's threads; None when a file is not one they decode."""
         parts = []
         for e, ids in picked:
-            _, _, lay, path = self._footer(e)
+            _, lay, path = self._footer(e)
             if lay is None:
                 return None
             parts.append((path, lay, ids))
@@ -1360,7 +1396,7 @@ class TickStore:
         if ids is None:
             return
         flt = self._filter(inst, lo, hi, extra) if cut or extra is not None else None
-        frag, _, lay, path = self._footer(e)
+        _, lay, path = self._footer(e)
         want = arrow_schema(e.schema)
         if wanted is not None and extra is not None:
             ids = self._by_statistics([(e, ids)], extra)
@@ -1383,7 +1419,8 @@ class TickStore:
                     t = t.select(need)          # (as pyarrow's scanner gives them)
             if t is None:
                 try:
-                    t = frag.subset(row_group_ids=[g]).to_table(columns=need, filter=flt)
+                    t = self._fragment(e).subset(row_group_ids=[g]).to_table(
+                        columns=need, filter=flt)
                 except (OSError, pa.ArrowInvalid) as err:
                     raise StoreError(f"The committed file {path} cannot be read: {err}") from err
             yield from t.to_batches(max_chunksize=batch_rows)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -375,7 +376,7 @@ def test_a_read_keeps_the_row_groups_that_can_hold_its_rows_and_filters_only_whe
     with TickStore(tmp_path, slot="1D", row_group_rows=16_384) as s:
         (e,) = s.append("mbo", t)
         groups = row_groups(tmp_path / e.path)
-        keys = s._footer(e)[1]
+        keys = s._footer(e)[0]
         assert [tuple(k[:2]) for k in keys] == [g[1:] for g in groups]
         ids, cut = s._pruned(e, np.array([1]), None, None)       # instrument 1's own groups
         assert not cut and ids == [i for i, g in enumerate(groups) if g[1:] == (1, 1)]
@@ -437,12 +438,25 @@ def test_the_footers_kept_for_reads_stay_within_their_memory(tmp_path, monkeypat
     with TickStore(tmp_path, slot="1h") as s:
         s.append("mbo", t)
         files = s.files("mbo")
-        one = S.FOOTER_SCALE * pq.read_metadata(tmp_path / files[0].path).serialized_size
-        monkeypatch.setattr(S, "FOOTER_MEMORY", 3 * one)
         assert len(files) > 10 and s.read("mbo").equals(as_sorted(t, 3600 * 10**9))
-        assert len(s._footers) <= 4 and s._footer_bytes == sum(s._footer_sizes.values())
-        assert set(s._footer_sizes) == set(s._footers)
+        ours = s._footers.items[files[0].path][1]
+        assert ours < S.FOOTER_SCALE * pq.read_metadata(tmp_path / files[0].path).serialized_size
+    for name in ("FOOTER_MEMORY", "FRAGMENT_MEMORY"):     # (read when a store is opened)
+        monkeypatch.setattr(S, name, 3 * ours)
+    with TickStore(tmp_path, writer=False) as s:
+        whole = as_sorted(t, 3600 * 10**9)
+        assert s.read("mbo").equals(whole)
+        big = s.read("mbo", filter=pc.field("size") > 100)     # (pyarrow's pruning: fragments)
+        assert big.equals(whole.filter(pc.field("size") > 100))
+        for kept in (s._footers, s._fragments):
+            assert 1 <= len(kept) <= 3
+            assert kept.bytes == sum(size for _, size in kept.items.values())
+            assert kept.bytes <= kept.limit or len(kept) == 1     # (the last, whatever its size)
         assert s.read("mbo", start=files[-1].ts_min).num_rows == files[-1].rows   # from memory
+    monkeypatch.undo()
+    with TickStore(tmp_path, writer=False) as s:          # a live writer's day of small files:
+        s.read("mbo")                                     # what the decoders need, all of it
+        assert len(s._footers) == len(files) and len(s._fragments) == 0   # (pyarrow: none)
 
 
 def test_scan_streams_in_bounded_batches_with_filters(tmp_path):
