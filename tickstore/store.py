@@ -417,7 +417,7 @@ def _on_store_thread() -> bool:
 
 
 def _gathered(v: np.ndarray | None, idx: np.ndarray | None, lo: int, hi: int,
-              slot: int) -> np.ndarray | None:
+              slot: str) -> np.ndarray | None:
     """Rows ``lo:hi`` of ``v`` in the store's order (``idx``: :func:`_sort_order`'s indices;
     None: ``v``'s own), in a buffer the thread keeps (``slot``: which of its buffers): valid
     until the thread's next call with that slot."""
@@ -952,9 +952,10 @@ class TickStore:
         return entries
 
     def _map(self, fn, items) -> list:
-        """``fn`` over ``items`` on the store's threads (the numba loops, numpy's take and zstd
-        release the GIL); the first error is raised after every call has ended, and
-        files already written by the others stay uncommitted (removed on the next open)."""
+        """``fn`` over ``items`` on the store's threads (the numba loops, zstd and the reads'
+        and writes' system calls release the GIL), in order; the first error is raised after
+        every call has ended (an append's files already written by the others stay
+        uncommitted, removed on the next open)."""
         items = list(items)
         if len(items) < 2 or self.threads < 2 or _on_store_thread():
             return [fn(x) for x in items]
@@ -969,13 +970,6 @@ class TickStore:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 self.threads, thread_name_prefix="tickstore")
         return self._pool
-
-    def _read_map(self, fn, items) -> list:
-        """``fn`` over ``items`` on the store's threads."""
-        items = list(items)
-        if len(items) < 2 or self.threads < 2 or _on_store_thread():
-            return [fn(x) for x in items]
-        return list(self._threads().map(fn, items))
 
     def _conform(self, schema: str, data) -> pa.Table:
         _check_schema(schema)
@@ -1333,7 +1327,7 @@ class TickStore:
         want = arrow_schema(schema)
         fields = [want.field(c) for c in need]
         try:
-            cols = reader.read(parts, fields, self._read_map)
+            cols = reader.read(parts, fields, self._map)
         except reader.Unsupported:
             return None
         except (OSError, reader.CorruptFile) as err:
