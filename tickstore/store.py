@@ -54,7 +54,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from normalize.records import RECORD_TYPES, arrow_schema
-from tickstore import parquet, reader
+from tickstore import filewrite, parquet, reader
 from tickpipe.durable import fsync_dir
 from tickpipe.errors import TickpipeError
 
@@ -510,6 +510,7 @@ def _merge_sorted(streams: list[Iterator[pa.RecordBatch]]) -> Iterator[pa.Table]
         yield t
 
 
+SORTING = ("instrument_id", "ts_event")      # the rows' order in a file
 SHORT_RUNS = 400        # rows an instrument in a file, below which prices pay no dictionary
 PLAIN_SMALL = ("instrument_id", "channel", "tracking", "cross_type")
 
@@ -587,7 +588,7 @@ class _PartWriter:
         self.arrow = arrow_schema(schema)
         self.columns = [parquet.column_of(f) for f in self.arrow]
         self.policy = _policy(self.arrow, rows / max(instruments, 1))
-        self.file = self.writer = None
+        self.file = self.writer = self.image = None
         self.pending: list[dict] = []
         self.pending_rows = 0
         self.bounds = ()                 # the row groups' bounds, for rows given by add()
@@ -602,7 +603,7 @@ class _PartWriter:
             self.file = open(self.tmp, "wb")
             self.writer = parquet.FileWriter(self.file, self.arrow, self.policy,
                                              level=self.store.zstd_level, page_rows=self.rg,
-                                             sorting=("instrument_id", "ts_event"))
+                                             sorting=SORTING)
         return self.writer
 
     def encode_chunk(self, col: parquet.Column, values: np.ndarray, valid) -> parquet._Chunk:
@@ -622,6 +623,17 @@ class _PartWriter:
         w = self._open()
         for chunks in groups:
             w.write(chunks)
+
+    def add_image(self, image: np.ndarray, inst: np.ndarray, ts: np.ndarray) -> None:
+        """The whole file, written already (by :func:`tickstore.filewrite.write_file`), whose
+        rows' instrument ids and ``ts_event`` values are ``inst`` and ``ts``."""
+        self._note(inst, ts)
+        self.part.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.tmp, "wb")
+        view, fd = memoryview(image), self.file.fileno()
+        while view.nbytes:
+            view = view[os.write(fd, view):]
+        self.image = (image.size, filewrite.crc32(image))
 
     def add(self, cols: pa.Table | dict, inst: np.ndarray, ts: np.ndarray) -> None:
         """Rows (a table, or ``{name: (values, validity or None)}``) with their instrument ids
@@ -655,7 +667,11 @@ class _PartWriter:
         fsyncs the partition once for all its files, before the commit) the directory's fsync."""
         if self.pending:
             self._write(_concat(self.pending))
-        size = self._open().close()
+        if self.image is not None:
+            size, crc = self.image
+        else:
+            size = self._open().close()
+            crc = self.writer.crc
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
@@ -666,7 +682,7 @@ class _PartWriter:
         return FileEntry(path=final.relative_to(self.store.root).as_posix(), schema=self.schema,
                          date=self.date, rows=self.rows, instrument_min=self.inst[0],
                          instrument_max=self.inst[1], ts_min=self.ts[0], ts_max=self.ts[1],
-                         bytes=size, crc32=self.writer.crc, slot=self.slot)
+                         bytes=size, crc32=crc, slot=self.slot)
 
     def abort(self) -> None:
         if self.file is None:
@@ -917,6 +933,8 @@ class TickStore:
                       if src[c.name][1] is not None
                       and table.column(c.name).null_count == table.num_rows}
         writers: list[_PartWriter] = []
+        compiled = filewrite.supports(arrow_schema(schema))
+        nulls_only = frozenset(nulls_only)
 
         def write(k):          # a file a slot: its rows in order, encoded, written, fsynced
             a, b = pieces[k]
@@ -924,6 +942,12 @@ class TickStore:
             first, runs = int(fts.min()), _runs(finst)
             w = _PartWriter(self, schema, first // slot_ns * slot_ns, first, b - a, runs.size)
             writers.append(w)
+            if compiled:          # the whole file in one compiled call, the GIL released
+                bounds = _group_bounds(runs, w.rg)
+                w.add_image(filewrite.write_file(
+                    w.arrow, w.policy, src, order, a, bounds, self.zstd_level, SORTING,
+                    nulls_only, page_rows=w.rg), finst, fts)
+                return w.commit(sync_dir=False)
             bounds = _group_bounds(runs, w.rg).tolist()
             spans = list(zip(bounds[:-1], bounds[1:]))
             groups = [[] for _ in spans]

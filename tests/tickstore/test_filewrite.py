@@ -1,0 +1,153 @@
+"""The append's compiled file writer (tickstore.filewrite) writes the same bytes as the Python
+writer (tickstore.parquet.FileWriter) for the same rows, policy, zstd build and sort columns:
+any types it takes, any policy, nulls, row groups, rows taken in any order."""
+
+import ctypes
+import io
+from unittest import mock
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from normalize.records import arrow_schema
+from tests.tickstore.test_parquet import SETTINGS, assert_same_table, cases
+from tickstore import filewrite, parquet
+from tickstore.parquet import FileWriter, arrow_values, column_of
+
+pytestmark = pytest.mark.skipif(not filewrite.AVAILABLE, reason="no libzstd or zlib to call")
+
+
+class _LibZstd:
+    """``zstandard.ZstdCompressor``'s ``compress`` by the libzstd the compiled writer calls
+    (the ``zstandard`` package carries its own zstd, whose frames may differ byte for byte)."""
+
+    def __init__(self, level: int):
+        lib = ctypes.CDLL(ctypes.util.find_library("zstd"))
+        lib.ZSTD_compress.restype = ctypes.c_size_t
+        lib.ZSTD_compress.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
+                                      ctypes.c_size_t, ctypes.c_int)
+        lib.ZSTD_compressBound.restype = ctypes.c_size_t
+        lib.ZSTD_isError.argtypes = (ctypes.c_size_t,)
+        self.lib, self.level = lib, level
+
+    def compress(self, data) -> bytes:
+        src = np.frombuffer(bytes(data), np.uint8)
+        dst = np.empty(self.lib.ZSTD_compressBound(src.size), np.uint8)
+        n = self.lib.ZSTD_compress(dst.ctypes.data, dst.size, src.ctypes.data, src.size,
+                                   self.level)
+        assert not self.lib.ZSTD_isError(n)
+        return dst[:n].tobytes()
+
+
+def python_file(schema, table, policy, bounds, level, sorting=()) -> bytes:
+    """The file FileWriter writes (zstd by the system's libzstd), one page a chunk."""
+    buf = io.BytesIO()
+    with mock.patch.object(parquet, "_zstd", _LibZstd):
+        w = FileWriter(buf, schema, policy, level=level, page_rows=1 << 40, sorting=sorting)
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            w.write(w.encode(table.slice(a, b - a)))
+        w.close()
+    return buf.getvalue()
+
+
+@st.composite
+def shuffled(draw):
+    """A case of the Parquet writer's tests without its float64 columns, and the rows it
+    writes as the append gives them: in a larger table, in an order taken from ``a`` on."""
+    case = draw(cases())
+    keep = [f.name for f in case.schema if f.type != pa.float64()]
+    assume(keep)
+    table = case.table.select(keep)
+    schema = table.schema
+    policy = {k: v for k, v in case.policy.items() if k in keep}
+    n = table.num_rows
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    extra = draw(st.integers(0, 50))
+    padded = pa.concat_tables([table, table.slice(0, min(extra, n))])
+    perm = rng.permutation(padded.num_rows)
+    source = padded.take(pa.array(perm))
+    where = np.empty_like(perm)
+    where[perm] = np.arange(perm.size)              # source row of each padded row
+    a = draw(st.integers(0, 20))
+    order = np.concatenate([rng.integers(0, perm.size, a), where[:n]]).astype(np.int32)
+    return schema, table, source, order, a, policy, case.bounds, case.level
+
+
+def sources(table: pa.Table) -> dict:
+    return {f.name: arrow_values(table.column(f.name), column_of(f)) for f in table.schema}
+
+
+@SETTINGS
+@given(shuffled())
+def test_the_compiled_writer_writes_the_python_writers_bytes(args):
+    schema, table, source, order, a, policy, bounds, level = args
+    want = python_file(schema, table, policy, bounds, level)
+    got = filewrite.write_file(schema, policy, sources(source), order, a, np.array(bounds),
+                               level).tobytes()
+    assert got == want
+    assert_same_table(pq.read_table(io.BytesIO(got), schema=schema), table)
+    # the rows in place (no order), as a file of one slot's rows already sorted
+    got = filewrite.write_file(schema, policy, sources(table), None, 0, np.array(bounds),
+                               level).tobytes()
+    assert got == want
+
+
+@SETTINGS
+@given(shuffled())
+def test_columns_of_nulls_only_are_written_without_their_values(args):
+    schema, table, source, order, a, policy, bounds, level = args
+    nullable = [f.name for f in schema if f.nullable]
+    assume(nullable)
+    nulls = pa.table({f.name: (pa.nulls(table.num_rows, f.type) if f.nullable
+                               else table.column(f.name)) for f in schema}, schema=schema)
+    want = python_file(schema, nulls, policy, bounds, level)
+    src = sources(source)
+    for name in nullable:                     # values that must not be read
+        src[name] = (np.full(source.num_rows, 7, src[name][0].dtype), None)
+    got = filewrite.write_file(schema, policy, src, order, a, np.array(bounds), level,
+                               nulls_only=frozenset(nullable)).tobytes()
+    assert got == want
+
+
+def test_an_mbo_file_with_the_stores_policy_and_sort_columns_is_the_python_writers():
+    from tests.tickstore.test_store import mbo
+    from tickstore.store import SORTING, _policy
+    t = mbo(20_000, seed=3)
+    schema = arrow_schema("mbo")
+    t = t.take(pa.array(np.lexsort((t.column("ts_event").cast(pa.int64()).to_numpy(),
+                                    t.column("instrument_id").to_numpy()))))
+    for rows_per_instrument in (10, 1000):
+        policy = _policy(schema, rows_per_instrument)
+        bounds = [0, 7_000, 16_384, 20_000]
+        want = python_file(schema, t, policy, bounds, 1, SORTING)
+        got = filewrite.write_file(schema, policy, sources(t), None, 0, np.array(bounds), 1,
+                                   SORTING).tobytes()
+        assert got == want
+        md = pq.read_metadata(io.BytesIO(got))
+        assert md.num_row_groups == 3 and md.num_rows == 20_000
+        assert pq.read_table(io.BytesIO(got)).equals(t)
+
+
+def test_the_writer_grows_its_buffer_for_rows_that_do_not_compress():
+    schema = pa.schema([pa.field("x", pa.uint64(), nullable=False)])
+    rng = np.random.default_rng(5)
+    t = pa.table({"x": rng.integers(0, 2**64, 50_000, dtype=np.uint64)}, schema=schema)
+    policy = {"x": ("RLE_DICTIONARY", True)}                # all distinct: plain past the limit
+    want = python_file(schema, t, policy, [0, 50_000], 3)
+    got = filewrite.write_file(schema, policy, sources(t), None, 0, np.array([0, 50_000]), 3)
+    assert got.tobytes() == want
+    assert filewrite.crc32(got) == __import__("zlib").crc32(want)
+
+
+def test_row_groups_must_be_non_empty_single_pages():
+    schema = pa.schema([pa.field("x", pa.uint32(), nullable=False)])
+    t = pa.table({"x": np.arange(10, dtype=np.uint32)}, schema=schema)
+    for bounds, page_rows in (([0, 5, 5, 10], 1 << 20), ([0, 10], 4)):
+        with pytest.raises(ValueError):
+            filewrite.write_file(schema, {}, sources(t), None, 0, np.array(bounds), 1,
+                                 page_rows=page_rows)
+    assert not filewrite.supports(pa.schema([pa.field("p", pa.float64())]))
