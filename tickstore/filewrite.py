@@ -201,45 +201,57 @@ def _plain(v, n, width, signed, k, out, p, wide):
     return _put(out, p, w.view(np.uint8), 0, n * 4)
 
 
+_M8 = np.uint64(0x00FF00FF00FF00FF)
+_M16 = np.uint64(0x0000FFFF0000FFFF)
+
+
 @numba.njit(cache=True, nogil=True)
-def _order(x, width, signed, flba):
-    """``x`` as an unsigned key whose order is the column's (Parquet's): signed integers with
-    the sign bit flipped, fixed-size binary byte by byte (big-endian)."""
+def _swap(x, shift):
+    """The bytes of ``x`` reversed, shifted down by ``shift`` bits (64 - 8 * width: the
+    big-endian value of a fixed-size binary), in shifts and masks that LLVM vectorizes."""
     x = np.uint64(x)
-    if flba and width > 1:
-        y = np.uint64(0)
-        for b in range(width):
-            y = (y << np.uint64(8)) | ((x >> np.uint64(8 * b)) & np.uint64(0xFF))
-        return y
-    if signed:
-        return x ^ (np.uint64(1) << np.uint64(8 * width - 1))
-    return x
+    x = ((x & _M8) << np.uint64(8)) | ((x >> np.uint64(8)) & _M8)
+    x = ((x & _M16) << np.uint64(16)) | ((x >> np.uint64(16)) & _M16)
+    x = (x << np.uint64(32)) | (x >> np.uint64(32))
+    return x >> np.uint64(shift)
 
 
 @numba.njit(cache=True, nogil=True)
 def _min_max(v, n, width, signed, flba):
-    """(min, max) of ``v[:n]`` in the column's order, as the values' bits."""
-    if not flba and not signed:
-        lo = v[0]
-        hi = v[0]
-        for i in range(1, n):
-            x = v[i]
-            lo = min(lo, x)
-            hi = max(hi, x)
-        return np.uint64(lo), np.uint64(hi)
-    klo = _order(v[0], width, signed, flba)
-    khi = klo
-    lo = np.uint64(v[0])
-    hi = lo
+    """(min, max) of ``v[:n]`` in the column's order (Parquet's: signed integers as signed,
+    fixed-size binary byte by byte), as the values' bits. Each loop is one LLVM vectorizes:
+    over the values, or their keys (the sign bit flipped; the bytes reversed)."""
+    v0 = v[0]
+    diff = v0 ^ v0
     for i in range(1, n):
-        k = _order(v[i], width, signed, flba)
-        if k < klo:
-            klo = k
-            lo = np.uint64(v[i])
-        if k > khi:
-            khi = k
-            hi = np.uint64(v[i])
-    return lo, hi
+        diff |= v[i] ^ v0
+    if diff == 0:                                   # one value (the common case of flags)
+        return np.uint64(v0), np.uint64(v0)
+    if flba and width > 1:
+        shift = 64 - 8 * width
+        klo = _swap(v0, shift)
+        khi = klo
+        for i in range(1, n):
+            k = _swap(v[i], shift)
+            klo = min(klo, k)
+            khi = max(khi, k)
+        return _swap(klo << np.uint64(shift), 0), _swap(khi << np.uint64(shift), 0)
+    if signed:
+        sign = np.uint64(1) << np.uint64(8 * width - 1)
+        klo = np.uint64(v0) ^ sign
+        khi = klo
+        for i in range(1, n):
+            k = np.uint64(v[i]) ^ sign
+            klo = min(klo, k)
+            khi = max(khi, k)
+        return klo ^ sign, khi ^ sign
+    lo = v0
+    hi = v0
+    for i in range(1, n):
+        x = v[i]
+        lo = min(lo, x)
+        hi = max(hi, x)
+    return np.uint64(lo), np.uint64(hi)
 
 
 @numba.njit(cache=True, nogil=True)

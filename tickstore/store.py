@@ -325,13 +325,15 @@ def _keys(t) -> tuple[np.ndarray, np.ndarray]:
             t.column("ts_event").cast(pa.int64()).to_numpy())
 
 
-def _sort_order(ts: np.ndarray, inst: np.ndarray,
-                slot_ns: int) -> tuple[np.ndarray | None, np.ndarray]:
+def _sort_order(ts: np.ndarray, inst: np.ndarray, slot_ns: int,
+                later: bool = False) -> tuple[np.ndarray | None, np.ndarray, tuple | None]:
     """How to put rows in the store's order, by (slot of ``ts``, instrument, ts), stably: the
-    rows' indices in that order (None when they are in it already; int32 when they fit), and
-    the slots' bounds in it (``cuts``: slot k is ``cuts[k]:cuts[k + 1]``). Rows in time order
-    (a feed's) need only a stable sort by instrument within each slot, whose bounds are where
-    the slots' starts fall: a counting sort (:func:`_by_instrument`) when the ids span at most
+    rows' indices in that order (None when they are in it already; int32 when they fit), the
+    slots' bounds in it (``cuts``: slot k is ``cuts[k]:cuts[k + 1]``), and what is left to do
+    (None, or ``later`` asked: (lo, span) of :func:`_by_instrument`, to be run on each slot
+    before its indices are read, on the threads that write the slots). Rows in time order (a
+    feed's) need only a stable sort by instrument within each slot, whose bounds are where the
+    slots' starts fall: a counting sort (:func:`_by_instrument`) when the ids span at most
     65,536 (ITCH locate codes do) or a quarter of the rows, and a slot's indices then stay
     within the slot, so that its columns are gathered from a few hundred kilobytes in cache.
     Other rows: one lexsort of them all."""
@@ -342,19 +344,23 @@ def _sort_order(ts: np.ndarray, inst: np.ndarray,
         order = np.lexsort((ts, inst, slot))
         slot = slot[order]
         return (order.astype(itype),
-                np.r_[0, np.flatnonzero(slot[1:] != slot[:-1]) + 1, ts.size].astype(np.int64))
+                np.r_[0, np.flatnonzero(slot[1:] != slot[:-1]) + 1, ts.size].astype(np.int64),
+                None)
     first, last = int(ts[0]) // slot_ns, int(ts[-1]) // slot_ns
     starts = np.arange(first + 1, last + 1, dtype=np.int64) * slot_ns
     cuts = np.r_[0, np.searchsorted(ts, starts, "left"), ts.size].astype(np.int64)
     if all(bool(np.all(inst[a + 1:b] >= inst[a:b - 1])) for a, b in zip(cuts[:-1], cuts[1:])):
-        return None, cuts
+        return None, cuts, None
     lo, span = int(inst.min()), int(inst.max()) - int(inst.min()) + 1
     if span <= max(1 << 16, ts.size // 4):
-        return _by_instrument(inst, cuts, lo, span, np.empty(ts.size, itype)), cuts
+        order = np.empty(ts.size, itype)
+        if later:
+            return order, cuts, (lo, span)
+        return _by_instrument(inst, cuts, lo, span, order), cuts, None
     order = np.empty(ts.size, itype)
     for a, b in zip(cuts[:-1], cuts[1:]):
         order[a:b] = np.argsort(inst[a:b], kind="stable") + a
-    return order, cuts
+    return order, cuts, None
 
 
 @numba.njit(cache=True, nogil=True)
@@ -919,25 +925,27 @@ class TickStore:
         if table.num_rows == 0:
             return []
         tcol = table.column("ts_event")
-        ts = tcol.cast(pa.int64()).fill_null(-1).to_numpy()
+        ts = tcol.cast(pa.int64())
+        ts = (ts.fill_null(-1) if tcol.null_count else ts).to_numpy()
         if tcol.null_count or int(ts.min()) < 0:
             raise StoreError(f"The `{schema}` rows to append have ts_event values that are null "
                              f"or before 1970 (first at row {int(np.argmax(ts < 0))}).")
         inst = table.column("instrument_id").to_numpy()
         slot_ns = self._slot_of[schema]
-        order, cuts = _sort_order(ts, inst, slot_ns)
+        order, cuts, later = _sort_order(ts, inst, slot_ns, later=True)
         pieces = [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
         columns = [parquet.column_of(f) for f in arrow_schema(schema)]
-        src = _columns_of(table, columns)
-        nulls_only = {c.name for c in columns       # their values are not read, nor moved
-                      if src[c.name][1] is not None
-                      and table.column(c.name).null_count == table.num_rows}
+        nulls_only = frozenset(c.name for c in columns      # their values are not read
+                               if table.column(c.name).null_count == table.num_rows)
+        src = {c.name: ((np.zeros(1, c.dtype), np.zeros(1, bool)) if c.name in nulls_only
+                        else parquet.arrow_values(table.column(c.name), c)) for c in columns}
         writers: list[_PartWriter] = []
         compiled = filewrite.supports(arrow_schema(schema))
-        nulls_only = frozenset(nulls_only)
 
         def write(k):          # a file a slot: its rows in order, encoded, written, fsynced
             a, b = pieces[k]
+            if later is not None:                 # the slot's counting sort, on this thread
+                _by_instrument(inst, np.array([a, b]), later[0], later[1], order)
             fts, finst = _gathered(ts, order, a, b, "ts"), _gathered(inst, order, a, b, "inst")
             first, runs = int(fts.min()), _runs(finst)
             w = _PartWriter(self, schema, first // slot_ns * slot_ns, first, b - a, runs.size)
