@@ -205,10 +205,23 @@ def test_any_appends_and_compactions_read_back_as_the_model_says(tmp_path_factor
     assert pa.Table.from_batches(scanned, schema=got.schema).equals(want)
 
 
+def warm_the_writer_child(tmp_path) -> None:
+    """What the writer child compiles (the file writer, the decoders, compaction), compiled
+    here first into numba's disk cache: a child killed while compiling, on a first run with an
+    empty cache, would commit nothing."""
+    with TickStore(tmp_path / "warm", slot="4h") as s:
+        for seed in (1, 2):
+            s.append("mbo", mbo(500, seed=seed, days=2))
+        s.compact("mbo")
+        s.read("mbo", columns=["sequence"])
+        list(s.scan("mbo", columns=["instrument_id", "ts_event", "sequence"], batch_rows=256))
+
+
 def test_a_writer_killed_at_random_points_loses_no_committed_batch(tmp_path):
     """SIGKILL the writer in the middle of appends and compactions, again and again: after
     each, every batch it reported committed is there exactly once, nothing else is visible,
     and verify finds every committed file as its catalog entry says."""
+    warm_the_writer_child(tmp_path)
     child = Path(__file__).with_name("store_writer_child.py")
     rng = np.random.default_rng(0)
     log = tmp_path / "committed.txt"
@@ -240,6 +253,7 @@ def test_readers_during_appends_and_compactions_see_whole_commits(tmp_path):
     """A writer process appends 500-row batches and compacts every third append while this
     process reads, scans and queries in a loop: every look shows whole batches only, never a
     batch twice, never fewer batches than the look before, rows in order."""
+    warm_the_writer_child(tmp_path)
     child = Path(__file__).with_name("store_writer_child.py")
     root = tmp_path / "s"
     TickStore(root, slot="4h").close()
