@@ -430,6 +430,7 @@ def _chunk(src, valid, idx, gather, at, n, col, cctx, level, dict_limit, vals, l
             if p < 0:
                 return -1
     data_at = p
+    page = raw
     q = 0                                   # the data page: levels (length first), values
     if nullable:
         if valid.size == 0 or m == 0 or m == n:
@@ -457,9 +458,12 @@ def _chunk(src, valid, idx, gather, at, n, col, cctx, level, dict_limit, vals, l
             _plain(vals, m, width, signed, k, raw, q, wide)
             _split(raw[q:q + m * k].copy().view(np.uint32), k, raw[q:q + m * k])
         q += m * k
+    elif q == 0 and k == width:             # the values are the page: not copied first
+        q = m * k
+        page = vals[:m].view(np.uint8)
     else:
         q = _plain(vals, m, width, signed, k, raw, q, wide)
-    p, data_body = _page(out, p, raw, q, body, compress, cctx, level, False, n, enc,
+    p, data_body = _page(out, p, page, q, body, compress, cctx, level, False, n, enc,
                          stats_buf, slen)
     if p < 0:
         return -1
