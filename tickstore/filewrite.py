@@ -713,10 +713,22 @@ def _file(src_at, src_len, valid_at, valid_len, idx, gather, a, bounds, cols, na
 
 
 # -- the caller's side ------------------------------------------------------------------------
-def supports(schema: pa.Schema) -> bool:
-    """Whether files of ``schema`` can be written here (libzstd and zlib found; no ``float64``
-    column)."""
-    return AVAILABLE and all(pq_.column_of(f).physical != DOUBLE for f in schema)
+MAX_IMAGE = 1 << 30      # the most a file's image may take before it is written (its bound)
+
+
+def supports(schema: pa.Schema, rows: int = 0) -> bool:
+    """Whether a file of ``rows`` rows of ``schema`` is written here: libzstd and zlib found,
+    no ``float64`` column, and the bound of its image within :data:`MAX_IMAGE` (a larger
+    file is written in row groups as they are encoded, by :class:`FileWriter`)."""
+    if not AVAILABLE or any(pq_.column_of(f).physical == DOUBLE for f in schema):
+        return False
+    return _bound(rows, 1, sum(pq_.column_of(f).dtype.itemsize for f in schema),
+                  len(schema)) <= MAX_IMAGE
+
+
+def _bound(rows: int, groups: int, width: int, ncols: int) -> int:
+    """A first guess at a file's size, which :func:`write_file` doubles when it falls short."""
+    return rows * (width + ncols) + rows // 4 + groups * ncols * 512 + (1 << 16)
 
 
 @functools.lru_cache(maxsize=64)
@@ -818,8 +830,7 @@ def write_file(schema: pa.Schema, policy: dict, sources: dict, order: np.ndarray
     most = int(np.diff(bounds).max())
     raw_cap = pq_.delta_bound(most) + pq_.hybrid_bound(most, 16) + pq_.hybrid_bound(most, 1) + 64
     idx = _NO_ORDER if order is None else order
-    width = int(cols[:, K_WIDTH].sum()) + len(columns)
-    cap = rows * width + rows // 4 + (bounds.size - 1) * len(columns) * 512 + (1 << 16)
+    cap = _bound(rows, bounds.size - 1, int(cols[:, K_WIDTH].sum()), len(columns))
     scratch = _kept("scratch", scratch_bytes(most, raw_cap))
     while True:
         out = _kept("out", cap)

@@ -940,7 +940,6 @@ class TickStore:
         src = {c.name: ((np.zeros(1, c.dtype), np.zeros(1, bool)) if c.name in nulls_only
                         else parquet.arrow_values(table.column(c.name), c)) for c in columns}
         writers: list[_PartWriter] = []
-        compiled = filewrite.supports(arrow_schema(schema))
 
         def write(k):          # a file a slot: its rows in order, encoded, written, fsynced
             a, b = pieces[k]
@@ -950,7 +949,7 @@ class TickStore:
             first, runs = int(fts.min()), _runs(finst)
             w = _PartWriter(self, schema, first // slot_ns * slot_ns, first, b - a, runs.size)
             writers.append(w)
-            if compiled:          # the whole file in one compiled call, the GIL released
+            if filewrite.supports(w.arrow, b - a):    # in one call, the GIL released
                 bounds = _group_bounds(runs, w.rg)
                 w.add_image(filewrite.write_file(
                     w.arrow, w.policy, src, order, a, bounds, self.zstd_level, SORTING,

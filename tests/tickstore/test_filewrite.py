@@ -154,3 +154,43 @@ def test_row_groups_must_be_non_empty_single_pages():
             filewrite.write_file(schema, {}, sources(t), None, 0, np.array(bounds), 1,
                                  page_rows=page_rows)
     assert not filewrite.supports(pa.schema([pa.field("p", pa.float64())]))
+
+
+def test_the_store_writes_the_same_files_with_either_writer(tmp_path, monkeypatch):
+    """An append's files are written by the compiled writer, or past its size bound (and for
+    schemas of float64 columns) by FileWriter: the same rows, statistics and catalog."""
+    from tests.tickstore.test_store import mbo
+    from tickstore.store import TickStore
+    t = mbo(30_000, seed=4, days=1)
+    calls = []
+    real = filewrite.write_file
+    monkeypatch.setattr(filewrite, "write_file", lambda *a, **k: calls.append(1) or real(*a, **k))
+    got = {}
+    for bound in (filewrite.MAX_IMAGE, 0):
+        monkeypatch.setattr(filewrite, "MAX_IMAGE", bound)
+        with TickStore(tmp_path / str(bound), slot="1h") as s:
+            entries = s.append("mbo", t)
+            got[bound] = (s.read("mbo"), [(e.rows, e.ts_min, e.ts_max, e.instrument_min,
+                                           e.instrument_max) for e in entries],
+                          [pq.read_metadata(tmp_path / str(bound) / e.path).to_dict()
+                           for e in entries])
+            assert s.verify().ok
+        if bound:
+            assert len(calls) == len(entries)
+    assert len(calls) == len(got[0][1])                  # none more: FileWriter wrote those
+    (a, ea, ma), (b, eb, mb) = got[filewrite.MAX_IMAGE], got[0]
+    assert a.equals(b) and ea == eb
+
+    def facts(md):                   # all but where the bytes lie and how many they are
+        drop = {"total_compressed_size", "total_uncompressed_size", "file_offset",
+                "data_page_offset", "dictionary_page_offset", "serialized_size",
+                "total_byte_size"}
+
+        def walk(x):
+            if isinstance(x, dict):
+                return {k: walk(v) for k, v in x.items() if k not in drop}
+            if isinstance(x, list):
+                return [walk(v) for v in x]
+            return x
+        return walk(md)
+    assert [facts(m) for m in ma] == [facts(m) for m in mb]
