@@ -492,6 +492,17 @@ def _list_head(out, p, n, etype):
 
 
 @numba.njit(cache=True, nogil=True)
+def _stat_list(out, p, has, x, width, signed, k):
+    """A list of one binary: the statistic ``x`` (empty when the page has no value)."""
+    out[p] = 0x19
+    out[p + 1] = 0x18
+    if has:
+        return _stat(out, p + 2, x, width, signed, k)
+    out[p + 2] = 0
+    return p + 3
+
+
+@numba.njit(cache=True, nogil=True)
 def _column_index(out, p, row, width, signed, k):
     """A ColumnIndex of one page: null_pages, min_values, max_values, ASCENDING,
     null_counts."""
@@ -499,22 +510,8 @@ def _column_index(out, p, row, width, signed, k):
     out[p] = 0x19
     out[p + 1] = 0x11
     out[p + 2] = 0x02 if has else 0x01
-    out[p + 3] = 0x19
-    out[p + 4] = 0x18
-    p += 5
-    if has:
-        p = _stat(out, p, row[C_LO], width, signed, k)
-    else:
-        out[p] = 0
-        p += 1
-    out[p] = 0x19
-    out[p + 1] = 0x18
-    p += 2
-    if has:
-        p = _stat(out, p, row[C_HI], width, signed, k)
-    else:
-        out[p] = 0
-        p += 1
+    p = _stat_list(out, p + 3, has, row[C_LO], width, signed, k)
+    p = _stat_list(out, p, has, row[C_HI], width, signed, k)
     out[p] = 0x15
     out[p + 1] = 0x02
     out[p + 2] = 0x19
