@@ -34,6 +34,7 @@ from numba.core import types as _types
 from numba.extending import intrinsic as _intrinsic
 
 from tickstore import parquet as pq_
+from tickstore import reader
 from tickstore.parquet import (BYTE_STREAM_SPLIT, DELTA_BINARY_PACKED, DICT_LIMIT, DOUBLE,
                                FIXED_LEN_BYTE_ARRAY, INT64, PLAIN, RLE, RLE_DICTIONARY,
                                UNCOMPRESSED, ZSTD, _delta, _dict_direct, _dict_hash, _footer_ends, _hybrid, _split, _uleb,
@@ -48,7 +49,6 @@ def _load() -> ctypes.CDLL | None:
     try:
         lib = ctypes.CDLL(zstd)
         lib.ZSTD_createCCtx.restype = ctypes.c_void_p
-        lib.ZSTD_versionNumber.restype = ctypes.c_uint
         _llvm.load_library_permanently(zstd)
         _llvm.load_library_permanently(z)
     except (OSError, AttributeError):
@@ -58,7 +58,6 @@ def _load() -> ctypes.CDLL | None:
 
 _LIB = _load()
 AVAILABLE = _LIB is not None
-ZSTD_VERSION = _LIB.ZSTD_versionNumber() if _LIB is not None else 0
 
 
 # -- the C calls (by symbol name: no address in the compiled code) ------------------------------
@@ -351,7 +350,8 @@ C_FIELDS = 12
 def _dictionary(v, width, signed, k, dict_limit, raw, wide):
     """The dictionary of ``v`` in first-seen order, as :func:`tickstore.parquet.encode_chunk`
     makes it: each value's index, the count (-1: more than ``dict_limit``), and the
-    dictionary page's raw bytes, written into ``raw`` (their length)."""
+    dictionary page's raw bytes, written into ``raw`` (their length). (A return a branch:
+    numba types each branch's keys apart.)"""
     if width <= 2:
         keys, ix, nk = _dict_direct(v, 1 << (8 * width))
         return ix, nk, _plain(keys, nk, width, signed, k, raw, 0, wide)
@@ -374,7 +374,7 @@ def _chunk(src, valid, idx, gather, at, n, col, cctx, level, dict_limit, vals, l
     enc, compress, k, flba = col[K_ENC], col[K_COMP] != 0, col[K_PLAIN], col[K_FLBA] != 0
     m = 0                                   # the non-null values in order, definition levels
     if col[K_NULLS_ONLY]:
-        m = 0
+        pass
     elif valid.size == 0:
         if gather:
             for i in range(n):
@@ -758,27 +758,13 @@ def _layout(schema: pa.Schema, policy: tuple, sorting: tuple) -> tuple:
             np.array([names_of.index(s) for s in sorting], np.int64))
 
 
-_local = threading.local()
-KEEP_BYTES = MAX_IMAGE     # a thread keeps its image buffer up to this size for its next file
-
-
-def _kept(name: str, n: int) -> np.ndarray:
-    """``n`` bytes or more of this thread's buffer ``name``, kept for its next file when not
-    larger than :data:`KEEP_BYTES` (a fresh buffer's pages fault in on first touch: about 1
-    ms a MiB in this VM, which had cost more than the encoding of small files)."""
-    have = getattr(_local, name, None)
-    if have is not None and have.size >= n:
-        return have
-    buf = np.frombuffer(pa.allocate_buffer(n), np.uint8)
-    if n <= KEEP_BYTES:
-        setattr(_local, name, buf)
-    return buf
-
-
 def scratch_bytes(most: int, raw_cap: int) -> int:
     """The scratch :func:`_file` takes for row groups of up to ``most`` rows and pages of up
     to ``raw_cap`` bytes before compression."""
     return 16 * ((most + 7) // 8 * 8) + 2 * raw_cap + raw_cap // 128 + 1024
+
+
+_local = threading.local()
 
 
 def _cctx() -> int:
@@ -810,7 +796,7 @@ def write_file(schema: pa.Schema, policy: dict, sources: dict, order: np.ndarray
     columns, cols, names, name_at, head, tail, sort_ix = _layout(
         schema, tuple(sorted(policy.items())), tuple(sorting))
     cols = cols.copy()
-    keep = []
+    keep = []                     # the arrays whose addresses the call is given, kept alive
     at = np.zeros((4, len(columns)), np.int64)
     for i, c in enumerate(columns):
         values, valid = sources[c.name]
@@ -831,14 +817,13 @@ def write_file(schema: pa.Schema, policy: dict, sources: dict, order: np.ndarray
     raw_cap = pq_.delta_bound(most) + pq_.hybrid_bound(most, 16) + pq_.hybrid_bound(most, 1) + 64
     idx = _NO_ORDER if order is None else order
     cap = _bound(rows, bounds.size - 1, int(cols[:, K_WIDTH].sum()), len(columns))
-    scratch = _kept("scratch", scratch_bytes(most, raw_cap))
+    scratch = reader._buffer("write-scratch", scratch_bytes(most, raw_cap), MAX_IMAGE)
     while True:
-        out = _kept("out", cap)
+        out = reader._buffer("write-image", cap, MAX_IMAGE)
         n = _file(at[0], at[1], at[2], at[3], idx, order is not None, a, bounds, cols, names,
                   name_at, head, tail, sort_ix, _cctx(), level, DICT_LIMIT, raw_cap, scratch,
                   out)
         if n >= 0:
-            del keep
             return out[:n]
         cap *= 2
 

@@ -612,15 +612,17 @@ def _crc_checker():
 KEEP_BYTES = 64 << 20     # a thread keeps its read buffer up to this size for the next read
 
 
-def _buffer(name: str, n: int) -> np.ndarray:
-    """``n`` bytes of this thread's buffer ``name``, kept for its next read when not larger
-    than :data:`KEEP_BYTES` (a fresh buffer's pages fault in on first touch: ~1 ms for the 18
-    MB of an instrument-hour)."""
+def _buffer(name: str, n: int, keep: int | None = KEEP_BYTES) -> np.ndarray:
+    """``n`` bytes of this thread's buffer ``name``, kept for its next call when not larger
+    than ``keep`` bytes (None: whatever its size). A fresh buffer's pages fault in on first
+    touch (~1 ms for the 18 MB of an instrument-hour); it comes from Arrow's allocator, which
+    keeps freed pages mapped, where numpy's big arrays are fresh mappings. The readers', the
+    append's gathers (``tickstore.store``) and the compiled file writer's buffers."""
     have = getattr(_local, name, None)
     if have is not None and have.size >= n:
         return have[:n]
-    buf = np.empty(max(n, 1 << 20), np.uint8)
-    if buf.size <= KEEP_BYTES:
+    buf = np.frombuffer(pa.allocate_buffer(max(n, 1 << 20)), np.uint8)
+    if keep is None or buf.size <= keep:
         setattr(_local, name, buf)
     return buf[:n]
 

@@ -413,9 +413,6 @@ class _Kept:
                 self.bytes -= gone
 
 
-_scratch = threading.local()
-
-
 def _on_store_thread() -> bool:
     """Whether this is one of a store's threads (whose tasks run their own inner maps in turn:
     waiting on the pool from inside it could wait for ever)."""
@@ -430,15 +427,7 @@ def _gathered(v: np.ndarray | None, idx: np.ndarray | None, lo: int, hi: int,
     if v is None or idx is None:
         return None if v is None else v[lo:hi]
     n = hi - lo
-    bufs = getattr(_scratch, "bufs", None)
-    if bufs is None:
-        bufs = _scratch.bufs = {}
-    buf = bufs.get(slot)
-    if buf is None or buf.size < n * v.itemsize:
-        # Arrow's allocator (mimalloc) keeps freed pages mapped; numpy's big arrays are fresh
-        # mappings, whose first touches in a VM can cost more than the move
-        buf = bufs[slot] = np.frombuffer(pa.allocate_buffer(max(n * v.itemsize, 1) * 5 // 4),
-                                         np.uint8)
+    buf = reader._buffer(f"gather-{slot}", n * v.itemsize, keep=None)
     out = buf[:n * v.itemsize].view(v.dtype)
     _gather(v.view(_UINT[v.itemsize]), idx, lo, out.view(_UINT[v.itemsize]))
     return out
@@ -603,10 +592,13 @@ class _PartWriter:
         self.inst = [np.iinfo(np.int64).max, -1]
         self.ts = [np.iinfo(np.int64).max, -1]
 
+    def _create(self) -> None:
+        self.part.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.tmp, "wb")
+
     def _open(self) -> parquet.FileWriter:
         if self.writer is None:
-            self.part.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.tmp, "wb")
+            self._create()
             self.writer = parquet.FileWriter(self.file, self.arrow, self.policy,
                                              level=self.store.zstd_level, page_rows=self.rg,
                                              sorting=SORTING)
@@ -634,8 +626,7 @@ class _PartWriter:
         """The whole file, written already (by :func:`tickstore.filewrite.write_file`), whose
         rows' instrument ids and ``ts_event`` values are ``inst`` and ``ts``."""
         self._note(inst, ts)
-        self.part.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.tmp, "wb")
+        self._create()
         view, fd = memoryview(image), self.file.fileno()
         while view.nbytes:
             view = view[os.write(fd, view):]
