@@ -112,6 +112,8 @@ def _crc32(buf, pos, n):
     return crc
 
 
+NO_ROOM, NO_ZSTD = -1, -2        # what a page, a chunk or a file call returns for a failure
+
 # -- the columns' descriptions (a row of int64 each) -------------------------------------------
 K_WIDTH, K_PHYS, K_SIGNED, K_NULLABLE, K_ENC, K_COMP, K_NULLS_ONLY, K_PLAIN, K_FLBA = range(9)
 K_FIELDS = 9
@@ -289,18 +291,18 @@ def _crc_signed(c):
 def _page(out, p, raw, usize, body_buf, compress, cctx, level, dictionary, num_values, enc,
           stats_buf, stats_len):
     """A page at ``p``: its header, then its body (``raw[:usize]``, zstd-compressed into
-    ``body_buf`` when ``compress``); returns the end (-1 when ``out`` has no room or zstd
-    fails) and the body's size."""
+    ``body_buf`` when ``compress``); returns the end (:data:`NO_ROOM` when ``out`` has no
+    room, :data:`NO_ZSTD` when zstd fails) and the body's size."""
     if compress:
         blen = _zstd_into(cctx, body_buf, 0, body_buf.size, raw, 0, usize, level)
         if blen < 0:
-            return -1, 0
+            return NO_ZSTD, 0
         body = body_buf
     else:
         blen = usize
         body = raw
     if p + blen + 64 + stats_len > out.size:
-        return -1, 0
+        return NO_ROOM, 0
     crc = _crc32(body, 0, blen)
     p = _field32(out, p, 2 if dictionary else 0)
     p = _field32(out, p, usize)
@@ -368,8 +370,8 @@ def _chunk(src, valid, idx, gather, at, n, col, cctx, level, dict_limit, vals, l
     """The column chunk of the ``n`` rows from ``at`` (of the order ``idx``, or of ``src``
     itself when not ``gather``), written at ``p`` of ``out`` as
     :func:`tickstore.parquet.encode_chunk` encodes it in one data page (after a dictionary
-    page when it has one); its facts go to ``row`` of the chunk table. Returns the end (-1:
-    ``out`` has no room)."""
+    page when it has one); its facts go to ``row`` of the chunk table. Returns the end (or
+    :data:`NO_ROOM`, :data:`NO_ZSTD`)."""
     width, phys, signed, nullable = col[K_WIDTH], col[K_PHYS], col[K_SIGNED], col[K_NULLABLE]
     enc, compress, k, flba = col[K_ENC], col[K_COMP] != 0, col[K_PLAIN], col[K_FLBA] != 0
     m = 0                                   # the non-null values in order, definition levels
@@ -428,7 +430,7 @@ def _chunk(src, valid, idx, gather, at, n, col, cctx, level, dict_limit, vals, l
             p, dict_body = _page(out, p, raw, dict_raw, body, compress, cctx, level, True, nk,
                                  PLAIN, stats_buf, 0)
             if p < 0:
-                return -1
+                return p
     data_at = p
     page = raw
     q = 0                                   # the data page: levels (length first), values
@@ -466,7 +468,7 @@ def _chunk(src, valid, idx, gather, at, n, col, cctx, level, dict_limit, vals, l
     p, data_body = _page(out, p, page, q, body, compress, cctx, level, False, n, enc,
                          stats_buf, slen)
     if p < 0:
-        return -1
+        return p
     row[C_START] = start
     row[C_DATA] = data_at
     row[C_DATA_SIZE] = p - data_at
@@ -593,12 +595,13 @@ def _file(src_at, src_len, valid_at, valid_len, idx, gather, a, bounds, cols, na
           head, tail, sorting, cctx, level, dict_limit, raw_cap, scratch, out):
     """The Parquet file of the rows from ``a`` (of ``idx``, or of the columns as they are when
     not ``gather``) in the row groups of ``bounds``, written into ``out``: its
-    size, or -1 when ``out`` has no room. ``src_at``, ``src_len``: where each column's values
+    size (a failure: below). ``src_at``, ``src_len``: where each column's values
     lie and their bytes; ``valid_at``, ``valid_len``: its validity (one byte a row; 0 bytes:
     none), which the caller keeps alive; ``cols``: a row of ``K_FIELDS`` a column; ``names``: the
     columns' names, the ``i``-th at ``name_at[i]:name_at[i + 1]``; ``head`` and ``tail``: the
     footer's parts that depend on the schema only; ``sorting``: the sort columns' indexes;
-    ``scratch``: :func:`scratch_bytes` bytes, 8-aligned."""
+    ``scratch``: :func:`scratch_bytes` bytes, 8-aligned. A failure returns :data:`NO_ROOM` or
+    :data:`NO_ZSTD`."""
     ng = bounds.size - 1
     nc = cols.shape[0]
     most = 1
@@ -613,7 +616,7 @@ def _file(src_at, src_len, valid_at, valid_len, idx, gather, a, bounds, cols, na
     stats_buf = np.empty(64, np.uint8)
     table = np.zeros((ng * nc, C_FIELDS), np.int64)
     if out.size < 4:
-        return -1
+        return NO_ROOM
     p = _magic(out, 0)
     for g in range(ng):
         lo = bounds[g]
@@ -640,14 +643,14 @@ def _file(src_at, src_len, valid_at, valid_len, idx, gather, a, bounds, cols, na
                            level, dict_limit, vals, levels, wide, raw, body, stats_buf, out, p,
                            row)
             if p < 0:
-                return -1
+                return p
     # the page index: the column indexes, then the offset indexes
     spare = 0
     for c in range(nc):
         spare += name_at[c + 1] - name_at[c]
     need = p + ng * nc * 160 + ng * (spare + 64 + 8 * sorting.size) + head.size + tail.size + 64
     if need > out.size:
-        return -1
+        return NO_ROOM
     ci = np.empty((ng * nc, 2), np.int64)
     oi = np.empty((ng * nc, 2), np.int64)
     for i in range(ng * nc):
@@ -825,6 +828,9 @@ def write_file(schema: pa.Schema, policy: dict, sources: dict, order: np.ndarray
                   out)
         if n >= 0:
             return out[:n]
+        if n == NO_ZSTD:
+            raise RuntimeError(f"libzstd failed to compress a page at level {level} (columns "
+                               f"{[c.name for c in columns]}, rows {bounds[0]} to {bounds[-1]})")
         cap *= 2
 
 
