@@ -12,7 +12,7 @@ zstd or none; flat columns, required or optional) with:
 - one ``pread`` a row group (the chunks of the columns wanted are adjacent), all into one buffer
   (kept by the thread for its next read);
 - a column's page headers (Thrift compact protocol) parsed for all its chunks in one numba call;
-- each page's CRC-32 checked against its header's, by zlib called from one numba loop;
+- each page's CRC-32 checked against its header's, in one compiled loop;
 - zstd pages decompressed by a context kept per thread (``zstandard``), into one scratch buffer;
 - a column's pages decoded into its output in one numba call (``nogil``: columns on threads).
 
@@ -567,46 +567,15 @@ def layout(md, schema: pa.Schema) -> Layout:
 _local = threading.local()
 
 
-def _zlib_crc32():
-    """zlib's ``crc32`` (about 5 GB/s here) as a ctypes function numba can call, or None."""
-    import ctypes
-    import ctypes.util
-    name = ctypes.util.find_library("z")
-    if name is None:
-        return None
-    try:
-        fn = ctypes.CDLL(name).crc32
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = (ctypes.c_ulong, ctypes.c_void_p, ctypes.c_uint)
-    fn.restype = ctypes.c_ulong
-    return fn
-
-
-_CRC32 = _zlib_crc32()
-_crc_pages = None
-
-
 def _crc_checker():
-    """A numba loop over a column's pages that gives the first whose body's CRC-32 is not the
-    one its header carries (-1: none), calling zlib; None without a zlib to call. (Not cached
-    on disk: the function's address differs from process to process.)"""
-    global _crc_pages
-    if _crc_pages is None and _CRC32 is not None:
-        crc32 = _CRC32
-
-        @numba.njit(nogil=True)
-        def check(buf, table, k):
-            base = buf.ctypes.data
-            for i in range(k):
-                want = table[i, P_CRC]
-                if want >= 0 and np.int64(crc32(0, base + table[i, P_OFF],
-                                                table[i, P_COMP])) != want:
-                    return i
-            return -1
-
-        _crc_pages = check
-    return _crc_pages
+    """A compiled loop over a column's pages that gives the first whose body's CRC-32 is not
+    the one its header carries (-1: none), by :mod:`tickstore.filewrite`'s CRC-32 (libdeflate's
+    or zlib's); None where that module has no C library to call."""
+    from tickstore import filewrite          # (which imports this module)
+    if not filewrite.AVAILABLE:
+        return None
+    return lambda buf, table, k: filewrite.first_bad_page(buf, table[:k, P_OFF],
+                                                          table[:k, P_COMP], table[:k, P_CRC])
 
 
 KEEP_BYTES = 64 << 20     # a thread keeps its read buffer up to this size for the next read

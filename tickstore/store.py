@@ -137,8 +137,8 @@ class VerifyReport:
 def _file_crc(path: Path) -> int:
     crc = 0
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            crc = zlib.crc32(chunk, crc)
+        while chunk := f.read(8 << 20):
+            crc = filewrite.crc32(chunk, crc)
     return crc
 
 

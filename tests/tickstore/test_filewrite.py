@@ -194,3 +194,23 @@ def test_the_store_writes_the_same_files_with_either_writer(tmp_path, monkeypatc
             return x
         return walk(md)
     assert [facts(m) for m in ma] == [facts(m) for m in mb]
+
+
+@SETTINGS
+@given(st.binary(max_size=5000), st.integers(0, 2**32 - 1), st.integers(0, 64))
+def test_the_crc32_is_zlibs_whichever_library_gives_it(data, start, skip):
+    """libdeflate's CRC-32 (where installed) or zlib's: zlib's function either way, continued
+    from any CRC, from bytes, arrays and views at any offset; and the reader's page check."""
+    import zlib
+    assert filewrite.crc32(data, start) == zlib.crc32(data, start)
+    arr = np.frombuffer(data, np.uint8)
+    assert filewrite.crc32(arr[skip:]) == zlib.crc32(data[skip:])
+    assert filewrite.crc32(memoryview(data)) == zlib.crc32(data)
+    offs = np.array([0, min(skip, len(data))], np.int64)
+    sizes = np.array([len(data), len(data) - offs[1]], np.int64)
+    crcs = np.array([zlib.crc32(data), zlib.crc32(data[offs[1]:])], np.int64)
+    assert filewrite.first_bad_page(arr, offs, sizes, crcs) == -1
+    crcs[1] ^= 1
+    assert filewrite.first_bad_page(arr, offs, sizes, crcs) == 1
+    crcs[0] = -1                                       # no CRC written: not checked
+    assert filewrite.first_bad_page(arr, offs, sizes, crcs) == 1
