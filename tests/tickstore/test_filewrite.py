@@ -214,3 +214,25 @@ def test_the_crc32_is_zlibs_whichever_library_gives_it(data, start, skip):
     assert filewrite.first_bad_page(arr, offs, sizes, crcs) == 1
     crcs[0] = -1                                       # no CRC written: not checked
     assert filewrite.first_bad_page(arr, offs, sizes, crcs) == 1
+
+
+def test_a_files_rows_are_scattered_only_when_they_are_a_range_of_the_source_each_once():
+    """The plan (source rows by row group, in the source's order) for a permutation of a range;
+    none for rows with a gap or a repeat, which are gathered."""
+    rng = np.random.default_rng(7)
+    perm = (rng.permutation(1000) + 500).astype(np.int32)
+    idx = np.concatenate([np.zeros(3, np.int32), perm])
+    bounds = np.array([0, 100, 640, 1000])
+    take = np.empty((2, 1000), np.int32)
+    assert filewrite._scatter_plan(idx, 3, bounds, take) == 500
+    for g in range(3):
+        s, e = bounds[g], bounds[g + 1]
+        src_rows = take[0, s:e]
+        assert np.all(np.diff(src_rows) > 0)                 # in the source's order
+        np.testing.assert_array_equal(np.sort(src_rows + 500), np.sort(perm[s:e]))
+        np.testing.assert_array_equal(perm[s:e][take[1, s:e]], src_rows + 500)
+    gap, repeat = idx.copy(), idx.copy()
+    gap[3] = 2000
+    repeat[3:5] = repeat[4]
+    assert filewrite._scatter_plan(gap, 3, bounds, take) == -1
+    assert filewrite._scatter_plan(repeat, 3, bounds, take) == -1
