@@ -150,8 +150,7 @@ def first_bad_page(buf, offs, sizes, crcs):
     return -1
 
 
-NO_ROOM, NO_ZSTD = -1, -2
-SCATTER_WIDTH = 4        # what a page, a chunk or a file call returns for a failure
+NO_ROOM, NO_ZSTD = -1, -2        # what a page, a chunk or a file call returns for a failure
 
 # -- the columns' descriptions (a row of int64 each) -------------------------------------------
 K_WIDTH, K_PHYS, K_SIGNED, K_NULLABLE, K_ENC, K_COMP, K_NULLS_ONLY, K_PLAIN, K_FLBA = range(9)
@@ -404,63 +403,54 @@ def _dictionary(v, width, signed, k, dict_limit, raw, wide):
 
 
 @numba.njit(cache=True, nogil=True)
-def _scatter_plan(idx, a, bounds, take):
-    """How to take the file's rows ``idx[a + bounds[0]:a + bounds[-1]]`` from their source by
-    scattering: when they are the source rows ``base`` on, each once, ``take[0]`` holds, row
-    group by row group (the group's rows of the file at ``bounds[g] - bounds[0]`` on), the
-    source rows of the group in the source's order, less ``base``, and ``take[1]`` each one's
-    row in the group; returns ``base`` (-1: not such a range).
+def _inverse(idx, a, total, inv):
+    """Where each of the source rows ``base`` to ``base + total - 1`` goes in the file of the
+    rows ``idx[a:a + total]``, into ``inv``; returns ``base``, or -1 when those rows are not
+    such a range each once (they are then gathered).
 
     Read in the source's order, a file's rows are written into a thousand instruments' runs,
-    each a stream (:func:`_scatter`); gathered in the file's order (the sort's indices), each
+    each a stream (:func:`_take`); gathered in the file's order (the sort's indices), each
     read touched a new cache line of the whole slot's column, and the 8-byte columns' gathers
     took a quarter of an append's time."""
-    b0 = bounds[0]
-    total = bounds[bounds.size - 1] - b0
     if total == 0:
         return -1
-    lo = idx[a + b0]
+    lo = idx[a]
     hi = lo
-    for i in range(a + b0, a + b0 + total):
+    for i in range(a, a + total):
         lo = min(lo, idx[i])
         hi = max(hi, idx[i])
     if hi - lo + 1 != total:
         return -1
-    inv = np.full(total, -1, np.int32)              # the file's row of each source row
+    inv[:total] = -1
     for i in range(total):
-        j = idx[a + b0 + i] - lo
+        j = idx[a + i] - lo
         if inv[j] >= 0:
             return -1
         inv[j] = i
-    group = np.empty(total, np.int32)
-    at = np.empty(bounds.size - 1, np.int64)
-    for g in range(bounds.size - 1):
-        group[bounds[g] - b0:bounds[g + 1] - b0] = g
-        at[g] = bounds[g] - b0
-    for j in range(total):
-        i = inv[j]
-        g = group[i]
-        t = at[g]
-        take[0, t] = j
-        take[1, t] = i - (bounds[g] - b0)
-        at[g] = t + 1
     return lo
 
 
 @numba.njit(cache=True, nogil=True)
-def _scatter(src, take, base, s, n, vals):
-    """A row group's ``n`` rows, at ``s`` of the plan ``take`` (:func:`_scatter_plan`), into
-    ``vals``."""
-    for t in range(s, s + n):
-        vals[take[1, t]] = src[base + take[0, t]]
+def _take(src, idx, gather, a, inv, base, total, vals):
+    """The file's ``total`` rows of a column into ``vals``: scattered from the source rows
+    ``base`` on by ``inv`` (:func:`_inverse`; ``base`` not negative), else gathered by
+    ``idx[a:]`` (``gather``), else copied from ``src[a:]``."""
+    if base >= 0:
+        for j in range(total):
+            vals[inv[j]] = src[base + j]
+    elif gather:
+        for i in range(total):
+            vals[i] = src[idx[a + i]]
+    else:
+        vals[:total] = src[a:a + total]
 
 
 @numba.njit(cache=True, nogil=True)
-def _chunk(src, valid, idx, gather, at, take, base, s, n, col, cctx, level, dict_limit, vals,
-           levels, wide, raw, body, stats_buf, out, p, row):
+def _chunk(src, valid, idx, gather, at, n, col, cctx, level, dict_limit, vals, levels, wide,
+           raw, body, stats_buf, out, p, row):
     """The column chunk of the ``n`` rows from ``at`` (of the order ``idx``, or of ``src``
-    itself when not ``gather``; or, when ``base`` is not negative, by the plan ``take`` from
-    ``s``: :func:`_scatter_plan`), written at ``p`` of ``out`` as
+    itself when not ``gather``; without validity, the rows are in ``vals`` already: from
+    :func:`_take`), written at ``p`` of ``out`` as
     :func:`tickstore.parquet.encode_chunk` encodes it in one data page (after a dictionary
     page when it has one); its facts go to ``row`` of the chunk table. Returns the end (or
     :data:`NO_ROOM`, :data:`NO_ZSTD`)."""
@@ -470,14 +460,6 @@ def _chunk(src, valid, idx, gather, at, take, base, s, n, col, cctx, level, dict
     if col[K_NULLS_ONLY]:
         pass
     elif valid.size == 0:
-        if base >= 0 and width >= SCATTER_WIDTH:
-            _scatter(src, take, base, s, n, vals)
-        elif gather:
-            for i in range(n):
-                vals[i] = src[idx[at + i]]
-        else:
-            for i in range(n):
-                vals[i] = src[at + i]
         m = n
     else:
         for i in range(n):
@@ -686,7 +668,7 @@ def _column_chunk(out, p, row, col, name, oi, oi_len, ci, ci_len):
 
 @numba.njit(cache=True, nogil=True)
 def _file(src_at, src_len, valid_at, valid_len, idx, gather, a, bounds, cols, names, name_at,
-          head, tail, sorting, cctx, level, dict_limit, raw_cap, scratch, out):
+          head, tail, sorting, cctx, level, dict_limit, raw_cap, scratch, stage, out):
     """The Parquet file of the rows from ``a`` (of ``idx``, or of the columns as they are when
     not ``gather``) in the row groups of ``bounds``, written into ``out``: its
     size (a failure: below). ``src_at``, ``src_len``: where each column's values
@@ -694,54 +676,81 @@ def _file(src_at, src_len, valid_at, valid_len, idx, gather, a, bounds, cols, na
     none), which the caller keeps alive; ``cols``: a row of ``K_FIELDS`` a column; ``names``: the
     columns' names, the ``i``-th at ``name_at[i]:name_at[i + 1]``; ``head`` and ``tail``: the
     footer's parts that depend on the schema only; ``sorting``: the sort columns' indexes;
-    ``scratch``: :func:`scratch_bytes` bytes, 8-aligned. A failure returns :data:`NO_ROOM` or
-    :data:`NO_ZSTD`."""
+    ``scratch``: :func:`scratch_bytes` bytes, 8-aligned; ``stage``: as many bytes as ``out``.
+    A failure returns :data:`NO_ROOM` or :data:`NO_ZSTD`.
+
+    A column's rows are taken for the whole file at once (:func:`_take`), then its chunks
+    encoded row group by row group into ``stage``, column after column; the chunks are then
+    copied into ``out`` in the file's order, row group after row group."""
     ng = bounds.size - 1
     nc = cols.shape[0]
     most = 1
     for g in range(ng):
         most = max(most, bounds[g + 1] - bounds[g])
+    total = bounds[ng] - bounds[0]
     most8 = (most + 7) // 8 * 8
-    vals = scratch[:8 * most8].view(np.uint64)
-    levels = scratch[8 * most8:12 * most8].view(np.int32)
-    wide = scratch[12 * most8:16 * most8].view(np.uint32)
-    raw = scratch[16 * most8:16 * most8 + raw_cap]
-    body = scratch[16 * most8 + raw_cap:]
+    all8 = (total + 7) // 8 * 8
+    vals = scratch[:8 * all8].view(np.uint64)
+    levels = scratch[8 * all8:8 * all8 + 4 * most8].view(np.int32)
+    wide = scratch[8 * all8 + 4 * most8:8 * all8 + 8 * most8].view(np.uint32)
+    inv = scratch[8 * all8 + 8 * most8:12 * all8 + 8 * most8].view(np.int32)
+    raw = scratch[12 * all8 + 8 * most8:12 * all8 + 8 * most8 + raw_cap]
+    body = scratch[12 * all8 + 8 * most8 + raw_cap:]
     stats_buf = np.empty(64, np.uint8)
     table = np.zeros((ng * nc, C_FIELDS), np.int64)
     if out.size < 4:
         return NO_ROOM
-    p = _magic(out, 0)
-    take = np.empty((2, bounds[ng] - bounds[0] if gather else 0), np.int32)
-    base = _scatter_plan(idx, a, bounds, take) if gather else -1
-    for g in range(ng):
-        lo = bounds[g]
-        n = bounds[g + 1] - lo
-        at = lo - bounds[0]                         # the group's first row in the file
-        for c in range(nc):
-            col = cols[c]
-            w = col[K_WIDTH]
-            row = table[g * nc + c]
-            src = numba.carray(_bytes_at(src_at[c]), src_len[c])
-            valid = numba.carray(_bytes_at(valid_at[c]), valid_len[c])
+    base = _inverse(idx, a + bounds[0], total, inv) if gather else -1
+    q = 0
+    for c in range(nc):
+        col = cols[c]
+        w = col[K_WIDTH]
+        src = numba.carray(_bytes_at(src_at[c]), src_len[c])
+        valid = numba.carray(_bytes_at(valid_at[c]), valid_len[c])
+        if valid.size == 0 and col[K_NULLS_ONLY] == 0:
             if w == 1:
-                p = _chunk(src, valid, idx, gather, a + lo, take, base, at, n, col, cctx, level,
-                           dict_limit, vals.view(np.uint8), levels, wide, raw, body, stats_buf,
-                           out, p, row)
+                _take(src, idx, gather, a + bounds[0], inv, base, total, vals.view(np.uint8))
             elif w == 2:
-                p = _chunk(src.view(np.uint16), valid, idx, gather, a + lo, take, base, at, n,
-                           col, cctx, level, dict_limit, vals.view(np.uint16), levels, wide,
-                           raw, body, stats_buf, out, p, row)
+                _take(src.view(np.uint16), idx, gather, a + bounds[0], inv, base, total,
+                      vals.view(np.uint16))
             elif w == 4:
-                p = _chunk(src.view(np.uint32), valid, idx, gather, a + lo, take, base, at, n,
-                           col, cctx, level, dict_limit, vals.view(np.uint32), levels, wide,
-                           raw, body, stats_buf, out, p, row)
+                _take(src.view(np.uint32), idx, gather, a + bounds[0], inv, base, total,
+                      vals.view(np.uint32))
             else:
-                p = _chunk(src.view(np.uint64), valid, idx, gather, a + lo, take, base, at, n,
-                           col, cctx, level, dict_limit, vals, levels, wide, raw, body,
-                           stats_buf, out, p, row)
-            if p < 0:
-                return p
+                _take(src.view(np.uint64), idx, gather, a + bounds[0], inv, base, total, vals)
+        for g in range(ng):
+            lo = bounds[g]
+            n = bounds[g + 1] - lo
+            at = lo - bounds[0]                     # the group's first row in the file
+            row = table[g * nc + c]
+            if w == 1:
+                q = _chunk(src, valid, idx, gather, a + lo, n, col, cctx, level, dict_limit,
+                           vals.view(np.uint8)[at:], levels, wide, raw, body, stats_buf,
+                           stage, q, row)
+            elif w == 2:
+                q = _chunk(src.view(np.uint16), valid, idx, gather, a + lo, n, col, cctx,
+                           level, dict_limit, vals.view(np.uint16)[at:], levels, wide, raw,
+                           body, stats_buf, stage, q, row)
+            elif w == 4:
+                q = _chunk(src.view(np.uint32), valid, idx, gather, a + lo, n, col, cctx,
+                           level, dict_limit, vals.view(np.uint32)[at:], levels, wide, raw,
+                           body, stats_buf, stage, q, row)
+            else:
+                q = _chunk(src.view(np.uint64), valid, idx, gather, a + lo, n, col, cctx,
+                           level, dict_limit, vals[at:], levels, wide, raw, body, stats_buf,
+                           stage, q, row)
+            if q < 0:
+                return q
+    if q + 4 > out.size:
+        return NO_ROOM
+    p = _magic(out, 0)
+    for i in range(ng * nc):                        # the chunks in the file's order
+        row = table[i]
+        moved = p - row[C_START]
+        _memcpy(out, p, stage, row[C_START], row[C_SIZE])
+        row[C_START] += moved
+        row[C_DATA] += moved
+        p += row[C_SIZE]
     # the page index: the column indexes, then the offset indexes
     spare = 0
     for c in range(nc):
@@ -856,10 +865,11 @@ def _layout(schema: pa.Schema, policy: tuple, sorting: tuple) -> tuple:
             np.array([names_of.index(s) for s in sorting], np.int64))
 
 
-def scratch_bytes(most: int, raw_cap: int) -> int:
-    """The scratch :func:`_file` takes for row groups of up to ``most`` rows and pages of up
-    to ``raw_cap`` bytes before compression."""
-    return 16 * ((most + 7) // 8 * 8) + 2 * raw_cap + raw_cap // 128 + 1024
+def scratch_bytes(rows: int, most: int, raw_cap: int) -> int:
+    """The scratch :func:`_file` takes for a file of ``rows`` rows, in row groups of up to
+    ``most`` rows and pages of up to ``raw_cap`` bytes before compression."""
+    return (12 * ((rows + 7) // 8 * 8) + 8 * ((most + 7) // 8 * 8) + 2 * raw_cap
+            + raw_cap // 128 + 1024)
 
 
 _local = threading.local()
@@ -915,12 +925,13 @@ def write_file(schema: pa.Schema, policy: dict, sources: dict, order: np.ndarray
     raw_cap = pq_.delta_bound(most) + pq_.hybrid_bound(most, 16) + pq_.hybrid_bound(most, 1) + 64
     idx = _NO_ORDER if order is None else order
     cap = _bound(rows, bounds.size - 1, int(cols[:, K_WIDTH].sum()), len(columns))
-    scratch = reader._buffer("write-scratch", scratch_bytes(most, raw_cap), MAX_IMAGE)
+    scratch = reader._buffer("write-scratch", scratch_bytes(rows, most, raw_cap), MAX_IMAGE)
     while True:
+        stage = reader._buffer("write-stage", cap, MAX_IMAGE)
         out = reader._buffer("write-image", cap, MAX_IMAGE)
         n = _file(at[0], at[1], at[2], at[3], idx, order is not None, a, bounds, cols, names,
                   name_at, head, tail, sort_ix, _cctx(), level, DICT_LIMIT, raw_cap, scratch,
-                  out)
+                  stage, out)
         if n >= 0:
             return out[:n]
         if n == NO_ZSTD:

@@ -217,22 +217,24 @@ def test_the_crc32_is_zlibs_whichever_library_gives_it(data, start, skip):
 
 
 def test_a_files_rows_are_scattered_only_when_they_are_a_range_of_the_source_each_once():
-    """The plan (source rows by row group, in the source's order) for a permutation of a range;
-    none for rows with a gap or a repeat, which are gathered."""
+    """Rows that are a permutation of a range of the source are scattered from it in order;
+    rows with a gap or a repeat are gathered; both give the rows in the file's order."""
     rng = np.random.default_rng(7)
+    src = rng.integers(0, 2**63, 2000, dtype=np.int64).view(np.uint64)
     perm = (rng.permutation(1000) + 500).astype(np.int32)
     idx = np.concatenate([np.zeros(3, np.int32), perm])
-    bounds = np.array([0, 100, 640, 1000])
-    take = np.empty((2, 1000), np.int32)
-    assert filewrite._scatter_plan(idx, 3, bounds, take) == 500
-    for g in range(3):
-        s, e = bounds[g], bounds[g + 1]
-        src_rows = take[0, s:e]
-        assert np.all(np.diff(src_rows) > 0)                 # in the source's order
-        np.testing.assert_array_equal(np.sort(src_rows + 500), np.sort(perm[s:e]))
-        np.testing.assert_array_equal(perm[s:e][take[1, s:e]], src_rows + 500)
+    inv = np.empty(1000, np.int32)
+    vals = np.empty(1000, np.uint64)
+    base = filewrite._inverse(idx, 3, 1000, inv)
+    assert base == 500
+    filewrite._take(src, idx, True, 3, inv, base, 1000, vals)
+    np.testing.assert_array_equal(vals, src[perm])
     gap, repeat = idx.copy(), idx.copy()
-    gap[3] = 2000
+    gap[3] = 1999
     repeat[3:5] = repeat[4]
-    assert filewrite._scatter_plan(gap, 3, bounds, take) == -1
-    assert filewrite._scatter_plan(repeat, 3, bounds, take) == -1
+    for rows in (gap, repeat):
+        assert filewrite._inverse(rows, 3, 1000, inv) == -1
+        filewrite._take(src, rows, True, 3, inv, -1, 1000, vals)
+        np.testing.assert_array_equal(vals, src[rows[3:]])
+    filewrite._take(src, idx, False, 7, inv, -1, 1000, vals)     # no order: as they are
+    np.testing.assert_array_equal(vals, src[7:1007])
