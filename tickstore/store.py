@@ -434,6 +434,7 @@ def _gathered(v: np.ndarray | None, idx: np.ndarray | None, lo: int, hi: int,
 
 
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+_NO_ORDER = np.zeros(1, np.int32)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -442,6 +443,32 @@ def _gather(v, idx, lo, out):
     costs 3 ns a row here against about 1)."""
     for i in range(out.size):
         out[i] = v[idx[lo + i]]
+
+
+@numba.njit(cache=True, nogil=True)
+def _slot_facts(ts, inst, idx, gather, lo, hi):
+    """Of the rows ``idx[lo:hi]`` (or ``lo:hi`` when not ``gather``), in the store's order:
+    their least and greatest ``ts_event``, and the lengths of their instruments' runs, in
+    order. (One pass, for a file's catalog entry and row groups; gathering the two columns and
+    finding the runs with numpy took 0.15 s of an append's 1.5 s of one thread.)"""
+    n = hi - lo
+    runs = np.empty(max(n, 1), np.int64)
+    k = 0
+    tlo = np.iinfo(np.int64).max
+    thi = np.iinfo(np.int64).min
+    prev = np.int64(-1)
+    for i in range(lo, hi):
+        j = idx[i] if gather else i
+        t = np.int64(ts[j])
+        tlo = min(tlo, t)
+        thi = max(thi, t)
+        x = np.int64(inst[j])
+        if i == lo or x != prev:
+            runs[k] = 0
+            k += 1
+            prev = x
+        runs[k - 1] += 1
+    return tlo, thi, runs[:k]
 
 
 def _count_below(inst: np.ndarray, ts: np.ndarray, key: tuple[int, int]) -> int:
@@ -593,8 +620,11 @@ class _PartWriter:
         self.ts = [np.iinfo(np.int64).max, -1]
 
     def _create(self) -> None:
-        self.part.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.tmp, "wb")
+        try:
+            self.file = open(self.tmp, "wb")
+        except FileNotFoundError:                # the partition's first file
+            self.part.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.tmp, "wb")
 
     def _open(self) -> parquet.FileWriter:
         if self.writer is None:
@@ -622,10 +652,14 @@ class _PartWriter:
         for chunks in groups:
             w.write(chunks)
 
-    def add_image(self, image: np.ndarray, inst: np.ndarray, ts: np.ndarray) -> None:
-        """The whole file, written already (by :func:`tickstore.filewrite.write_file`), whose
-        rows' instrument ids and ``ts_event`` values are ``inst`` and ``ts``."""
-        self._note(inst, ts)
+    def add_image(self, image: np.ndarray, rows: int, inst: tuple[int, int],
+                  ts: tuple[int, int]) -> None:
+        """The whole file, written already (by :func:`tickstore.filewrite.write_file`), of
+        ``rows`` rows whose instrument ids and ``ts_event`` values span ``inst`` and ``ts``
+        (least, greatest)."""
+        self.rows += rows
+        self.inst = [min(self.inst[0], inst[0]), max(self.inst[1], inst[1])]
+        self.ts = [min(self.ts[0], ts[0]), max(self.ts[1], ts[1])]
         self._create()
         view, fd = memoryview(image), self.file.fileno()
         while view.nbytes:
@@ -938,16 +972,20 @@ class TickStore:
             a, b = pieces[k]
             if later is not None:                 # the slot's counting sort, on this thread
                 _by_instrument(inst, np.array([a, b]), later[0], later[1], order)
-            fts, finst = _gathered(ts, order, a, b, "ts"), _gathered(inst, order, a, b, "inst")
-            first, runs = int(fts.min()), _runs(finst)
+            first, last, runs = _slot_facts(ts, inst, _NO_ORDER if order is None else order,
+                                            order is not None, a, b)
             w = _PartWriter(self, schema, first // slot_ns * slot_ns, first, b - a, runs.size)
             writers.append(w)
             if filewrite.supports(w.arrow, b - a):    # in one call, the GIL released
                 bounds = _group_bounds(runs, w.rg)
+                i0 = order[a] if order is not None else a
+                i1 = order[b - 1] if order is not None else b - 1
                 w.add_image(filewrite.write_file(
                     w.arrow, w.policy, src, order, a, bounds, self.zstd_level, SORTING,
-                    nulls_only, page_rows=w.rg), finst, fts)
+                    nulls_only, page_rows=w.rg), b - a, (int(inst[i0]), int(inst[i1])),
+                    (first, last))
                 return self._io().submit(w.commit, False)     # fsync and rename, meanwhile
+            fts, finst = _gathered(ts, order, a, b, "ts"), _gathered(inst, order, a, b, "inst")
             bounds = _group_bounds(runs, w.rg).tolist()
             spans = list(zip(bounds[:-1], bounds[1:]))
             groups = [[] for _ in spans]
