@@ -667,10 +667,11 @@ def _column_chunk(out, p, row, col, name, oi, oi_len, ci, ci_len):
 
 
 @numba.njit(cache=True, nogil=True)
-def _file(src_at, src_len, valid_at, valid_len, idx, gather, a, bounds, cols, names, name_at,
-          head, tail, sorting, cctx, level, dict_limit, raw_cap, scratch, stage, out):
+def _file(src_at, src_len, valid_at, valid_len, idx, gather, dest, a, bounds, cols, names,
+          name_at, head, tail, sorting, cctx, level, dict_limit, raw_cap, scratch, stage, out):
     """The Parquet file of the rows from ``a`` (of ``idx``, or of the columns as they are when
-    not ``gather``) in the row groups of ``bounds``, written into ``out``: its
+    not ``gather``; when ``dest`` is not empty, the source rows from ``a + bounds[0]`` taken
+    to the file's rows ``dest`` gives) in the row groups of ``bounds``, written into ``out``: its
     size (a failure: below). ``src_at``, ``src_len``: where each column's values
     lie and their bytes; ``valid_at``, ``valid_len``: its validity (one byte a row; 0 bytes:
     none), which the caller keeps alive; ``cols``: a row of ``K_FIELDS`` a column; ``names``: the
@@ -700,7 +701,11 @@ def _file(src_at, src_len, valid_at, valid_len, idx, gather, a, bounds, cols, na
     table = np.zeros((ng * nc, C_FIELDS), np.int64)
     if out.size < 4:
         return NO_ROOM
-    base = _inverse(idx, a + bounds[0], total, inv) if gather else -1
+    if dest.size:
+        inv = dest
+        base = a + bounds[0]
+    else:
+        base = _inverse(idx, a + bounds[0], total, inv) if gather else -1
     q = 0
     for c in range(nc):
         col = cols[c]
@@ -873,6 +878,7 @@ def scratch_bytes(rows: int, most: int, raw_cap: int) -> int:
 
 
 _local = threading.local()
+_NO_DEST = np.zeros(0, np.int32)
 
 
 def _cctx() -> int:
@@ -890,17 +896,28 @@ _NO_ORDER = np.zeros(1, np.int32)
 
 def write_file(schema: pa.Schema, policy: dict, sources: dict, order: np.ndarray | None,
                a: int, bounds: np.ndarray, level: int, sorting: tuple = (),
-               nulls_only: frozenset = frozenset(), page_rows: int = 1 << 62) -> np.ndarray:
+               nulls_only: frozenset = frozenset(), page_rows: int = 1 << 62,
+               dest: np.ndarray | None = None) -> np.ndarray:
     """The Parquet file (the same bytes :class:`tickstore.parquet.FileWriter` writes with
     ``policy``, ``level`` and ``sorting``) of rows ``order[a + bounds[0]:a + bounds[-1]]`` of
     ``sources`` (``{name: (values, validity or None)}``, as
     :func:`tickstore.parquet.arrow_values` gives them; rows ``a + bounds[0]`` on when ``order``
     is None), in row groups of ``bounds`` each one page (no larger than ``page_rows``); the
-    columns of ``nulls_only`` hold nulls only, and their values are not read. Returns the image
-    in a buffer of this thread's, valid until its next call."""
+    columns of ``nulls_only`` hold nulls only, and their values are not read. ``dest`` (int32),
+    when given: the file's row of each source row from ``a + bounds[0]`` on (a stable sort's
+    destinations, which an append's counting sort gives in one sequential pass); the values
+    are scattered by it, and ``order`` is read only for the columns with validity (it must
+    then be given). Returns the image in a buffer of this thread's, valid until its next call."""
     bounds = np.ascontiguousarray(bounds, np.int64)
     if bounds.size < 2 or np.any(np.diff(bounds) <= 0) or np.diff(bounds).max() > page_rows:
         raise ValueError("row groups must be non-empty and one page each")
+    if dest is None:
+        dest = _NO_DEST
+    elif dest.dtype != np.int32 or dest.size != bounds[-1] - bounds[0]:
+        raise ValueError(f"dest must be int32, a row each of the file's {bounds[-1] - bounds[0]}")
+    elif order is None and any(sources[n][1] is not None for n in sources
+                               if n not in nulls_only and n in schema.names):
+        raise ValueError("order must be given with dest for columns with validity")
     columns, cols, names, name_at, head, tail, sort_ix = _layout(
         schema, tuple(sorted(policy.items())), tuple(sorting))
     cols = cols.copy()
@@ -929,7 +946,7 @@ def write_file(schema: pa.Schema, policy: dict, sources: dict, order: np.ndarray
     while True:
         stage = reader._buffer("write-stage", cap, MAX_IMAGE)
         out = reader._buffer("write-image", cap, MAX_IMAGE)
-        n = _file(at[0], at[1], at[2], at[3], idx, order is not None, a, bounds, cols, names,
+        n = _file(at[0], at[1], at[2], at[3], idx, order is not None, dest, a, bounds, cols, names,
                   name_at, head, tail, sort_ix, _cctx(), level, DICT_LIMIT, raw_cap, scratch,
                   stage, out)
         if n >= 0:

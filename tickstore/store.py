@@ -330,8 +330,8 @@ def _sort_order(ts: np.ndarray, inst: np.ndarray, slot_ns: int,
     """How to put rows in the store's order, by (slot of ``ts``, instrument, ts), stably: the
     rows' indices in that order (None when they are in it already; int32 when they fit), the
     slots' bounds in it (``cuts``: slot k is ``cuts[k]:cuts[k + 1]``), and what is left to do
-    (None, or ``later`` asked: (lo, span) of :func:`_by_instrument`, to be run on each slot
-    before its indices are read, on the threads that write the slots). Rows in time order (a
+    (None, or ``later`` asked: (lo, span) of a counting sort, :func:`_slot_sort`, to be run
+    on each slot before its indices are read, on the threads that write the slots). Rows in time order (a
     feed's) need only a stable sort by instrument within each slot, whose bounds are where the
     slots' starts fall: a counting sort (:func:`_by_instrument`) when the ids span at most
     65,536 (ITCH locate codes do) or a quarter of the rows, and a slot's indices then stay
@@ -469,6 +469,46 @@ def _slot_facts(ts, inst, idx, gather, lo, hi):
             prev = x
         runs[k - 1] += 1
     return tlo, thi, runs[:k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _slot_sort(inst, a, b, lo, span, dest):
+    """The stable counting sort by instrument (``lo`` to ``lo + span - 1``) of the rows
+    ``a:b``, as each row's place in the new order (into ``dest``: written in order, where the
+    indices of the rows in the new order were written a thousand places apart), and the
+    lengths of the instruments' runs in it, with the first and last instrument."""
+    count = np.zeros(span, np.int64)
+    for i in range(a, b):
+        count[inst[i] - lo] += 1
+    k = 0
+    for j in range(span):
+        k += count[j] > 0
+    runs = np.empty(k, np.int64)
+    k = 0
+    at = 0
+    first = last = -1
+    for j in range(span):
+        c = count[j]
+        if c:
+            runs[k] = c
+            k += 1
+            last = j
+            if first < 0:
+                first = j
+        count[j] = at
+        at += c
+    for i in range(a, b):
+        j = inst[i] - lo
+        dest[i - a] = count[j]
+        count[j] += 1
+    return runs, first + lo, last + lo
+
+
+@numba.njit(cache=True, nogil=True)
+def _order_of(dest, a, order):
+    """The rows' indices in the new order (into ``order[a:]``) from their places ``dest``."""
+    for i in range(dest.size):
+        order[a + dest[i]] = a + i
 
 
 def _count_below(inst: np.ndarray, ts: np.ndarray, key: tuple[int, int]) -> int:
@@ -966,24 +1006,33 @@ class TickStore:
                                if table.column(c.name).null_count == table.num_rows)
         src = {c.name: ((np.zeros(1, c.dtype), np.zeros(1, bool)) if c.name in nulls_only
                         else parquet.arrow_values(table.column(c.name), c)) for c in columns}
+        with_validity = any(m is not None for n, (_, m) in src.items() if n not in nulls_only)
         writers: list[_PartWriter] = []
 
         def write(k):          # a file a slot: its rows in order, encoded, written, fsynced
             a, b = pieces[k]
+            dest = None
             if later is not None:                 # the slot's counting sort, on this thread
-                _by_instrument(inst, np.array([a, b]), later[0], later[1], order)
-            first, last, runs = _slot_facts(ts, inst, _NO_ORDER if order is None else order,
-                                            order is not None, a, b)
+                dest = reader._buffer("dest", 4 * (b - a), keep=None)[:4 * (b - a)].view(np.int32)
+                runs, ilo, ihi = _slot_sort(inst, a, b, later[0], later[1], dest)
+                first, last = int(ts[a]), int(ts[b - 1])          # rows in time order
+                if with_validity or not filewrite.supports(arrow_schema(schema), b - a):
+                    _order_of(dest, a, order)
+                    dest = None
+            else:
+                first, last, runs = _slot_facts(ts, inst, _NO_ORDER if order is None else order,
+                                                order is not None, a, b)
             w = _PartWriter(self, schema, first // slot_ns * slot_ns, first, b - a, runs.size)
             writers.append(w)
             if filewrite.supports(w.arrow, b - a):    # in one call, the GIL released
                 bounds = _group_bounds(runs, w.rg)
-                i0 = order[a] if order is not None else a
-                i1 = order[b - 1] if order is not None else b - 1
+                inst_range = (int(ilo), int(ihi)) if dest is not None else (
+                    int(inst[order[a] if order is not None else a]),
+                    int(inst[order[b - 1] if order is not None else b - 1]))
                 w.add_image(filewrite.write_file(
-                    w.arrow, w.policy, src, order, a, bounds, self.zstd_level, SORTING,
-                    nulls_only, page_rows=w.rg), b - a, (int(inst[i0]), int(inst[i1])),
-                    (first, last))
+                    w.arrow, w.policy, src, None if dest is not None else order, a, bounds,
+                    self.zstd_level, SORTING, nulls_only, page_rows=w.rg, dest=dest), b - a,
+                    inst_range, (first, last))
                 return self._io().submit(w.commit, False)     # fsync and rename, meanwhile
             fts, finst = _gathered(ts, order, a, b, "ts"), _gathered(inst, order, a, b, "inst")
             bounds = _group_bounds(runs, w.rg).tolist()

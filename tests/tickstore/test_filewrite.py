@@ -97,6 +97,75 @@ def test_the_compiled_writer_writes_the_python_writers_bytes(args):
 
 
 @SETTINGS
+@given(cases(), st.integers(0, 2**32 - 1), st.integers(0, 20))
+def test_rows_taken_to_the_places_a_sort_gives_are_the_python_writers_file(case, seed, a):
+    """``dest`` (each source row's place in the file, as the append's counting sort gives it):
+    the same bytes; ``order`` is read for the columns with validity, and must then be given."""
+    keep = [f.name for f in case.schema if f.type != pa.float64()]
+    assume(keep)
+    table = case.table.select(keep)
+    policy = {k: v for k, v in case.policy.items() if k in keep}
+    n = table.num_rows
+    want = python_file(table.schema, table, policy, case.bounds, case.level)
+    perm = np.random.default_rng(seed).permutation(n)      # source row a + j is file row perm[j]
+    pad = table.slice(0, min(a, n))
+    source = pa.concat_tables([pad, table.take(pa.array(perm))]) if n else table
+    source = source.slice(0, a + n) if n else source
+    assume(source.num_rows == a + n)
+    dest = perm.astype(np.int32)                           # source row a + j -> file row dest[j]
+    order = np.empty(a + n, np.int32)
+    order[a + dest] = a + np.arange(n, dtype=np.int32)
+    src = sources(source)
+    validity = any(src[f][1] is not None for f in keep)
+    got = filewrite.write_file(table.schema, policy, src, order, a, np.array(case.bounds),
+                               case.level, dest=dest).tobytes()
+    assert got == want
+    if validity:
+        with pytest.raises(ValueError, match="order must be given"):
+            filewrite.write_file(table.schema, policy, src, None, a, np.array(case.bounds),
+                                 case.level, dest=dest)
+    else:
+        assert filewrite.write_file(table.schema, policy, src, None, a, np.array(case.bounds),
+                                    case.level, dest=dest).tobytes() == want
+
+
+def test_the_appends_counting_sort_gives_each_rows_place_in_a_stable_sort():
+    from tickstore.store import _slot_sort
+    rng = np.random.default_rng(3)
+    inst = rng.integers(5, 40, 3000).astype(np.uint32)
+    dest = np.empty(2000, np.int32)
+    runs, first, last = _slot_sort(inst, 500, 2500, 5, 35, dest)
+    want = np.argsort(inst[500:2500], kind="stable")       # the rows in the new order
+    np.testing.assert_array_equal(dest[want], np.arange(2000))
+    np.testing.assert_array_equal(runs, np.unique(inst[500:2500], return_counts=True)[1])
+    assert (first, last) == (inst[500:2500].min(), inst[500:2500].max())
+
+
+@pytest.mark.parametrize("with_nulls", [False, True])
+def test_rows_in_time_order_are_stored_in_the_stores_order(tmp_path, with_nulls):
+    """A feed's rows (in time order) are sorted by the slot's counting sort and scattered to
+    their places; with a column that has some nulls, by the indices the places give."""
+    from normalize.records import UNDEF_TIMESTAMP
+    from tests.tickstore.test_store import as_sorted, mbo
+    from tickstore.store import TickStore
+    t = mbo(20_000, seed=5, days=1)
+    t = t.take(pa.array(np.argsort(t.column("ts_event").to_numpy(), kind="stable")))
+    if with_nulls:
+        recv = t.column("ts_recv").to_numpy().copy()
+        ts_recv = pa.array(recv, t.schema.field("ts_recv").type,
+                           mask=np.arange(recv.size) % 7 == 3)
+        t = t.set_column(t.schema.get_field_index("ts_recv"), "ts_recv", ts_recv)
+        assert UNDEF_TIMESTAMP and t.column("ts_recv").null_count
+    with TickStore(tmp_path, slot="1min") as s:
+        entries = s.append("mbo", t)
+        assert len(entries) > 100
+        got = s.read("mbo")
+        assert s.verify().ok
+    want = as_sorted(t, 60 * 10**9)
+    assert got.equals(want.select(got.schema.names).cast(got.schema))
+
+
+@SETTINGS
 @given(shuffled())
 def test_columns_of_nulls_only_are_written_without_their_values(args):
     schema, table, source, order, a, policy, bounds, level = args
