@@ -10,10 +10,10 @@ Python writer encodes them, compressed by libzstd called from the loop), their C
 the column and offset indexes and the footer, the same bytes :class:`FileWriter` writes for the
 same rows, policy and zstd build. The caller writes the image with one system call.
 
-libzstd and a CRC-32 are the system's (``libzstd.so.1``; libdeflate's CRC-32 where it is
-installed, else zlib's), loaded into the process for numba's code to call by name, which keeps
-the compiled code cacheable on disk. :data:`AVAILABLE` is False without them, or for a schema with ``float64`` columns (their NaN
-and signed-zero statistics stay with the Python writer); the store then uses
+libzstd and a CRC-32 are the system's (``libzstd.so.1``; libdeflate's CRC-32 where it is installed,
+else zlib's), loaded into the process for numba's code to call by name, which keeps the compiled
+code cacheable on disk. :data:`AVAILABLE` is False without them, or for a schema with ``float64``
+columns (their NaN and signed-zero statistics stay with the Python writer); the store then uses
 :class:`FileWriter`.
 """
 

@@ -327,16 +327,15 @@ def _keys(t) -> tuple[np.ndarray, np.ndarray]:
 
 def _sort_order(ts: np.ndarray, inst: np.ndarray, slot_ns: int,
                 later: bool = False) -> tuple[np.ndarray | None, np.ndarray, tuple | None]:
-    """How to put rows in the store's order, by (slot of ``ts``, instrument, ts), stably: the
-    rows' indices in that order (None when they are in it already; int32 when they fit), the
-    slots' bounds in it (``cuts``: slot k is ``cuts[k]:cuts[k + 1]``), and what is left to do
-    (None, or ``later`` asked: (lo, span) of a counting sort, :func:`_slot_sort`, to be run
-    on each slot before its indices are read, on the threads that write the slots). Rows in time order (a
-    feed's) need only a stable sort by instrument within each slot, whose bounds are where the
-    slots' starts fall: a counting sort (:func:`_by_instrument`) when the ids span at most
-    65,536 (ITCH locate codes do) or a quarter of the rows, and a slot's indices then stay
-    within the slot, so that its columns are gathered from a few hundred kilobytes in cache.
-    Other rows: one lexsort of them all."""
+    """How to put rows in the store's order, by (slot of ``ts``, instrument, ts), stably: the rows'
+    indices in that order (None when they are in it already; int32 when they fit), the slots' bounds
+    in it (``cuts``: slot k is ``cuts[k]:cuts[k + 1]``), and what is left to do (None, or ``later``
+    asked: (lo, span) of a counting sort, :func:`_slot_sort`, to be run on each slot before its
+    indices are read, on the threads that write the slots). Rows in time order (a feed's) need only
+    a stable sort by instrument within each slot, whose bounds are where the slots' starts fall: a
+    counting sort (:func:`_by_instrument`) when the ids span at most 65,536 (ITCH locate codes do)
+    or a quarter of the rows, and a slot's indices then stay within the slot, so that its columns
+    are gathered from a few hundred kilobytes in cache. Other rows: one lexsort of them all."""
     in_time = ts.size < 2 or bool(np.all(ts[1:] >= ts[:-1]))
     itype = np.int32 if ts.size < 1 << 31 else np.int64
     if not in_time:
@@ -1008,12 +1007,14 @@ class TickStore:
                         else parquet.arrow_values(table.column(c.name), c)) for c in columns}
         with_validity = any(m is not None for n, (_, m) in src.items() if n not in nulls_only)
         writers: list[_PartWriter] = []
+        syncs: list[concurrent.futures.Future] = []      # the files' fsyncs and renames
 
         def write(k):          # a file a slot: its rows in order, encoded, written, fsynced
             a, b = pieces[k]
             dest = None
             if later is not None:                 # the slot's counting sort, on this thread
-                dest = reader._buffer("dest", 4 * (b - a), keep=None)[:4 * (b - a)].view(np.int32)
+                dest = reader._buffer("dest", 4 * (b - a), keep=None)[:4 * (b - a)]
+                dest = dest.view(np.int32)
                 runs, ilo, ihi = _slot_sort(inst, a, b, later[0], later[1], dest)
                 first, last = int(ts[a]), int(ts[b - 1])          # rows in time order
                 if with_validity or not filewrite.supports(arrow_schema(schema), b - a):
@@ -1033,7 +1034,8 @@ class TickStore:
                     w.arrow, w.policy, src, None if dest is not None else order, a, bounds,
                     self.zstd_level, SORTING, nulls_only, page_rows=w.rg, dest=dest), b - a,
                     inst_range, (first, last))
-                return self._io().submit(w.commit, False)     # fsync and rename, meanwhile
+                syncs.append(self._io().submit(w.commit, False))  # fsync, rename: meanwhile
+                return syncs[-1]
             fts, finst = _gathered(ts, order, a, b, "ts"), _gathered(inst, order, a, b, "inst")
             bounds = _group_bounds(runs, w.rg).tolist()
             spans = list(zip(bounds[:-1], bounds[1:]))
@@ -1051,17 +1053,16 @@ class TickStore:
             w.add_encoded(groups, finst, fts)
             return w.commit(sync_dir=False)
 
-        done: list = []
         try:
             done = self._map(write, range(len(pieces)))
-            concurrent.futures.wait([d for d in done if isinstance(d, concurrent.futures.Future)])
+            concurrent.futures.wait(syncs)
             entries = [d.result() if isinstance(d, concurrent.futures.Future) else d
                        for d in done]
             for part in {w.part for w in writers}:          # the renames, durable: then commit
                 fsync_dir(part)
         except BaseException:
-            concurrent.futures.wait([d for d in done if isinstance(d, concurrent.futures.Future)])
-            for w in writers:
+            concurrent.futures.wait(syncs)       # (a file renamed but not committed is removed
+            for w in writers:                    # on the next open, as a killed writer's is)
                 w.abort()
             raise
         self._commit(schema, entries)             # the commit: one line, all the files
