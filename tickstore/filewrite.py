@@ -4,11 +4,12 @@
 statistics, page headers, the page index and the footer, about 100 us of Python a chunk, under
 the GIL. An append of the benchmark day (132 one-minute files, 8,448 column chunks) spent about
 0.95 s of each 1.5 s in that Python, so its two threads ran 1.28x faster than one. Here one
-``nogil`` numba call takes a file's rows from the append's columns by the sort's indices, row
-group by row group, and writes the whole file image into a buffer: the pages (encoded as the
-Python writer encodes them, compressed by libzstd called from the loop), their CRC-32s,
-the column and offset indexes and the footer, the same bytes :class:`FileWriter` writes for the
-same rows, policy and zstd build. The caller writes the image with one system call.
+``nogil`` numba call takes a file's rows from the append's columns column by column (scattered
+to the places a sort gives them, or gathered by its indices: :func:`_take`), and writes the
+whole file image into a buffer: the pages (encoded as the Python writer encodes them,
+compressed by libzstd called from the loop), their CRC-32s, the column and offset indexes and
+the footer, the same bytes :class:`FileWriter` writes for the same rows, policy and zstd build.
+The caller writes the image with one system call.
 
 libzstd and a CRC-32 are the system's (``libzstd.so.1``; libdeflate's CRC-32 where it is installed,
 else zlib's), loaded into the process for numba's code to call by name, which keeps the compiled
@@ -38,14 +39,14 @@ from tickstore import parquet as pq_
 from tickstore import reader
 from tickstore.parquet import (BYTE_STREAM_SPLIT, DELTA_BINARY_PACKED, DICT_LIMIT, DOUBLE,
                                FIXED_LEN_BYTE_ARRAY, INT64, PLAIN, RLE, RLE_DICTIONARY,
-                               UNCOMPRESSED, ZSTD, _delta, _dict_direct, _dict_hash, _footer_ends, _hybrid, _split, _uleb,
-                               _width, _zigzag)
+                               UNCOMPRESSED, ZSTD, _delta, _dict_direct, _dict_hash,
+                               _footer_ends, _hybrid, _split, _uleb, _width, _zigzag)
 
 
-def _crc_function() -> tuple[str, int] | None:
-    """The fastest CRC-32 (zlib's polynomial) the system has, as (its name, its address):
-    libdeflate's ``libdeflate_crc32`` (PCLMULQDQ: 12.6 GB/s on this VM) where it is installed,
-    else zlib's ``crc32`` (2.1 GB/s). Both compute the same function; both take
+def _crc_function() -> int | None:
+    """The address of the fastest CRC-32 (zlib's polynomial) the system has: libdeflate's
+    ``libdeflate_crc32`` (PCLMULQDQ: 12.6 GB/s on this VM) where it is installed, else zlib's
+    ``crc32`` (2.1 GB/s). Both compute the same function; both take
     ``(crc, buffer, length)`` in the registers compiled code passes them in (zlib's 32-bit
     length and libdeflate's 32-bit result read as 64 bits and masked: see :func:`_crc32_more`)."""
     for lib, sym in (("deflate", "libdeflate_crc32"), ("z", "crc32")):
@@ -56,7 +57,7 @@ def _crc_function() -> tuple[str, int] | None:
             fn = getattr(ctypes.CDLL(name), sym)
         except (OSError, AttributeError):
             continue
-        return f"{name}:{sym}", ctypes.cast(fn, ctypes.c_void_p).value
+        return ctypes.cast(fn, ctypes.c_void_p).value
     return None
 
 
@@ -73,7 +74,7 @@ def _load() -> ctypes.CDLL | None:
         _llvm.load_library_permanently(zstd)
     except (OSError, AttributeError):
         return None
-    _llvm.add_symbol("tickpipe_crc32", crc[1])
+    _llvm.add_symbol("tickpipe_crc32", crc)
     return lib
 
 
@@ -376,8 +377,6 @@ def _one_run(out, p, value, n):
     p = _uleb(out, p, np.uint64(n) << np.uint64(1))
     out[p] = value
     return p + 1
-
-
 
 
 # the chunk table: a row per column chunk, in the file's order (row groups in turn)

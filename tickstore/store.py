@@ -325,17 +325,16 @@ def _keys(t) -> tuple[np.ndarray, np.ndarray]:
             t.column("ts_event").cast(pa.int64()).to_numpy())
 
 
-def _sort_order(ts: np.ndarray, inst: np.ndarray, slot_ns: int,
-                later: bool = False) -> tuple[np.ndarray | None, np.ndarray, tuple | None]:
-    """How to put rows in the store's order, by (slot of ``ts``, instrument, ts), stably: the rows'
-    indices in that order (None when they are in it already; int32 when they fit), the slots' bounds
-    in it (``cuts``: slot k is ``cuts[k]:cuts[k + 1]``), and what is left to do (None, or ``later``
-    asked: (lo, span) of a counting sort, :func:`_slot_sort`, to be run on each slot before its
-    indices are read, on the threads that write the slots). Rows in time order (a feed's) need only
-    a stable sort by instrument within each slot, whose bounds are where the slots' starts fall: a
-    counting sort (:func:`_by_instrument`) when the ids span at most 65,536 (ITCH locate codes do)
-    or a quarter of the rows, and a slot's indices then stay within the slot, so that its columns
-    are gathered from a few hundred kilobytes in cache. Other rows: one lexsort of them all."""
+def _sort_order(ts: np.ndarray, inst: np.ndarray,
+                slot_ns: int) -> tuple[np.ndarray | None, np.ndarray, tuple | None]:
+    """How to put rows in the store's order, by (slot of ``ts``, instrument, ts), stably: the
+    rows' indices in that order (None when they are in it already; int32 when they fit), the
+    slots' bounds in it (``cuts``: slot k is ``cuts[k]:cuts[k + 1]``), and what is left to do:
+    None, or (lo, span) of the counting sort (:func:`_slot_sort`) each slot's task runs, whose
+    indices (``order``, not filled yet) it fills only when it needs them. Rows in time order (a
+    feed's) need only a stable sort by instrument within each slot, whose bounds are where the
+    slots' starts fall: a counting sort when the ids span at most 65,536 (ITCH locate codes do)
+    or a quarter of the rows. Other rows: one lexsort of them all."""
     in_time = ts.size < 2 or bool(np.all(ts[1:] >= ts[:-1]))
     itype = np.int32 if ts.size < 1 << 31 else np.int64
     if not in_time:
@@ -351,34 +350,12 @@ def _sort_order(ts: np.ndarray, inst: np.ndarray, slot_ns: int,
     if all(bool(np.all(inst[a + 1:b] >= inst[a:b - 1])) for a, b in zip(cuts[:-1], cuts[1:])):
         return None, cuts, None
     lo, span = int(inst.min()), int(inst.max()) - int(inst.min()) + 1
-    if span <= max(1 << 16, ts.size // 4):
-        order = np.empty(ts.size, itype)
-        if later:
-            return order, cuts, (lo, span)
-        return _by_instrument(inst, cuts, lo, span, order), cuts, None
     order = np.empty(ts.size, itype)
+    if span <= max(1 << 16, ts.size // 4):
+        return order, cuts, (lo, span)
     for a, b in zip(cuts[:-1], cuts[1:]):
         order[a:b] = np.argsort(inst[a:b], kind="stable") + a
     return order, cuts, None
-
-
-@numba.njit(cache=True, nogil=True)
-def _by_instrument(inst, cuts, lo, span, order):
-    """The stable counting sort by instrument (``lo`` to ``lo + span - 1``) of each slot
-    ``cuts[k]:cuts[k + 1]``: the rows' indices in the new order, into ``order``."""
-    count = np.zeros(span + 1, np.int64)
-    for k in range(cuts.size - 1):
-        a, b = cuts[k], cuts[k + 1]
-        count[:] = 0
-        for i in range(a, b):
-            count[inst[i] - lo + 1] += 1
-        for j in range(span):
-            count[j + 1] += count[j]
-        for i in range(a, b):
-            j = inst[i] - lo
-            order[a + count[j]] = i
-            count[j] += 1
-    return order
 
 
 class _Kept:
@@ -447,15 +424,16 @@ def _gather(v, idx, lo, out):
 @numba.njit(cache=True, nogil=True)
 def _slot_facts(ts, inst, idx, gather, lo, hi):
     """Of the rows ``idx[lo:hi]`` (or ``lo:hi`` when not ``gather``), in the store's order:
-    their least and greatest ``ts_event``, and the lengths of their instruments' runs, in
-    order. (One pass, for a file's catalog entry and row groups; gathering the two columns and
-    finding the runs with numpy took 0.15 s of an append's 1.5 s of one thread.)"""
+    their least and greatest ``ts_event``, the lengths of their instruments' runs, in order,
+    and their first and last instrument (as :func:`_slot_sort` gives them). (One pass, for a
+    file's catalog entry and row groups; gathering the two columns and finding the runs with
+    numpy took 0.15 s of an append's 1.5 s of one thread.)"""
     n = hi - lo
     runs = np.empty(max(n, 1), np.int64)
     k = 0
     tlo = np.iinfo(np.int64).max
     thi = np.iinfo(np.int64).min
-    prev = np.int64(-1)
+    prev = first = np.int64(-1)
     for i in range(lo, hi):
         j = idx[i] if gather else i
         t = np.int64(ts[j])
@@ -466,8 +444,10 @@ def _slot_facts(ts, inst, idx, gather, lo, hi):
             runs[k] = 0
             k += 1
             prev = x
+            if i == lo:
+                first = x
         runs[k - 1] += 1
-    return tlo, thi, runs[:k]
+    return tlo, thi, runs[:k], first, prev
 
 
 @numba.njit(cache=True, nogil=True)
@@ -679,14 +659,20 @@ class _PartWriter:
                                     self.rg)
 
     def _note(self, inst: np.ndarray, ts: np.ndarray) -> None:
-        self.rows += inst.size
-        self.inst = [min(self.inst[0], int(inst[0])), max(self.inst[1], int(inst[-1]))]
-        self.ts = [min(self.ts[0], int(ts.min())), max(self.ts[1], int(ts.max()))]
+        self._cover(inst.size, (int(inst[0]), int(inst[-1])), (int(ts.min()), int(ts.max())))
 
-    def add_encoded(self, groups: list[list], inst: np.ndarray, ts: np.ndarray) -> None:
-        """Row groups encoded by :meth:`encode_chunk` (each a chunk per column), whose rows'
-        instrument ids and ``ts_event`` values are ``inst`` and ``ts``."""
-        self._note(inst, ts)
+    def _cover(self, rows: int, inst: tuple[int, int], ts: tuple[int, int]) -> None:
+        """``rows`` more rows, whose instrument ids and ``ts_event`` values span ``inst`` and
+        ``ts`` (least, greatest)."""
+        self.rows += rows
+        self.inst = [min(self.inst[0], inst[0]), max(self.inst[1], inst[1])]
+        self.ts = [min(self.ts[0], ts[0]), max(self.ts[1], ts[1])]
+
+    def add_encoded(self, groups: list[list], rows: int, inst: tuple[int, int],
+                    ts: tuple[int, int]) -> None:
+        """Row groups encoded by :meth:`encode_chunk` (each a chunk per column) of ``rows``
+        rows, whose instrument ids and ``ts_event`` values span ``inst`` and ``ts``."""
+        self._cover(rows, inst, ts)
         w = self._open()
         for chunks in groups:
             w.write(chunks)
@@ -696,9 +682,7 @@ class _PartWriter:
         """The whole file, written already (by :func:`tickstore.filewrite.write_file`), of
         ``rows`` rows whose instrument ids and ``ts_event`` values span ``inst`` and ``ts``
         (least, greatest)."""
-        self.rows += rows
-        self.inst = [min(self.inst[0], inst[0]), max(self.inst[1], inst[1])]
-        self.ts = [min(self.ts[0], ts[0]), max(self.ts[1], ts[1])]
+        self._cover(rows, inst, ts)
         self._create()
         view, fd = memoryview(image), self.file.fileno()
         while view.nbytes:
@@ -998,9 +982,10 @@ class TickStore:
                              f"or before 1970 (first at row {int(np.argmax(ts < 0))}).")
         inst = table.column("instrument_id").to_numpy()
         slot_ns = self._slot_of[schema]
-        order, cuts, later = _sort_order(ts, inst, slot_ns, later=True)
+        order, cuts, later = _sort_order(ts, inst, slot_ns)
+        arrow = arrow_schema(schema)
         pieces = [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
-        columns = [parquet.column_of(f) for f in arrow_schema(schema)]
+        columns = [parquet.column_of(f) for f in arrow]
         nulls_only = frozenset(c.name for c in columns      # their values are not read
                                if table.column(c.name).null_count == table.num_rows)
         src = {c.name: ((np.zeros(1, c.dtype), np.zeros(1, bool)) if c.name in nulls_only
@@ -1011,32 +996,28 @@ class TickStore:
 
         def write(k):          # a file a slot: its rows in order, encoded, written, fsynced
             a, b = pieces[k]
+            direct = filewrite.supports(arrow, b - a)       # in one call, the GIL released
             dest = None
             if later is not None:                 # the slot's counting sort, on this thread
-                dest = reader._buffer("dest", 4 * (b - a), keep=None)[:4 * (b - a)]
-                dest = dest.view(np.int32)
+                dest = reader._buffer("dest", 4 * (b - a), keep=None).view(np.int32)
                 runs, ilo, ihi = _slot_sort(inst, a, b, later[0], later[1], dest)
                 first, last = int(ts[a]), int(ts[b - 1])          # rows in time order
-                if with_validity or not filewrite.supports(arrow_schema(schema), b - a):
+                if with_validity or not direct:
                     _order_of(dest, a, order)
                     dest = None
             else:
-                first, last, runs = _slot_facts(ts, inst, _NO_ORDER if order is None else order,
-                                                order is not None, a, b)
+                first, last, runs, ilo, ihi = _slot_facts(
+                    ts, inst, _NO_ORDER if order is None else order, order is not None, a, b)
             w = _PartWriter(self, schema, first // slot_ns * slot_ns, first, b - a, runs.size)
             writers.append(w)
-            if filewrite.supports(w.arrow, b - a):    # in one call, the GIL released
+            ranges = b - a, (int(ilo), int(ihi)), (first, last)
+            if direct:
                 bounds = _group_bounds(runs, w.rg)
-                inst_range = (int(ilo), int(ihi)) if dest is not None else (
-                    int(inst[order[a] if order is not None else a]),
-                    int(inst[order[b - 1] if order is not None else b - 1]))
                 w.add_image(filewrite.write_file(
                     w.arrow, w.policy, src, None if dest is not None else order, a, bounds,
-                    self.zstd_level, SORTING, nulls_only, page_rows=w.rg, dest=dest), b - a,
-                    inst_range, (first, last))
+                    self.zstd_level, SORTING, nulls_only, page_rows=w.rg, dest=dest), *ranges)
                 syncs.append(self._io().submit(w.commit, False))  # fsync, rename: meanwhile
                 return syncs[-1]
-            fts, finst = _gathered(ts, order, a, b, "ts"), _gathered(inst, order, a, b, "inst")
             bounds = _group_bounds(runs, w.rg).tolist()
             spans = list(zip(bounds[:-1], bounds[1:]))
             groups = [[] for _ in spans]
@@ -1050,7 +1031,7 @@ class TickStore:
                 for g, (lo, hi) in enumerate(spans):
                     groups[g].append(w.encode_chunk(col, v[lo:hi],
                                                     None if m is None else m[lo:hi]))
-            w.add_encoded(groups, finst, fts)
+            w.add_encoded(groups, *ranges)
             return w.commit(sync_dir=False)
 
         try:
