@@ -39,7 +39,7 @@ from tickstore import parquet as pq_
 from tickstore import reader
 from tickstore.parquet import (BYTE_STREAM_SPLIT, DELTA_BINARY_PACKED, DICT_LIMIT, DOUBLE,
                                FIXED_LEN_BYTE_ARRAY, INT64, PLAIN, RLE, RLE_DICTIONARY,
-                               UNCOMPRESSED, ZSTD, _delta, _dict_direct, _dict_hash,
+                               UNCOMPRESSED, ZSTD, _at, _delta, _dict_direct, _dict_hash,
                                _footer_ends, _hybrid, _split, _uleb, _width, _zigzag)
 
 
@@ -83,11 +83,6 @@ AVAILABLE = _LIB is not None
 
 
 # -- the C calls (by symbol name: no address in the compiled code) ------------------------------
-def _at(context, builder, aty, arr, pos):
-    data = context.make_array(aty)(context, builder, arr).data
-    return builder.gep(builder.bitcast(data, _ir.IntType(8).as_pointer()), [pos])
-
-
 @_intrinsic
 def _zstd_into(typingctx, cctx, dst, dpos, cap, src, spos, n, level):
     """``ZSTD_compressCCtx(cctx, dst + dpos, cap, src + spos, n, level)``: the frame's size, or

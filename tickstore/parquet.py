@@ -37,6 +37,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
+from llvmlite import ir as _ir
+from numba.core import types as _types
+from numba.extending import intrinsic as _intrinsic
 
 # -- parquet.thrift enums ---------------------------------------------------------------------
 BOOLEAN, INT32, INT64, INT96, FLOAT, DOUBLE, BYTE_ARRAY, FIXED_LEN_BYTE_ARRAY = range(8)
@@ -52,6 +55,7 @@ ENCODINGS = {"PLAIN": PLAIN, "DELTA_BINARY_PACKED": DELTA_BINARY_PACKED,
 MAGIC = b"PAR1"
 CREATED_BY = "tickpipe tickstore version 0.1.0"
 DICT_LIMIT = 1 << 15            # distinct values in a chunk past which a dictionary is not kept
+DIRECT_SPAN = 1 << 16           # a range of values a dictionary looks up in a table, not a hash
 
 # Thrift compact protocol field types
 _T_TRUE, _T_FALSE, _T_I8, _T_I16, _T_I32, _T_I64, _T_BIN, _T_LIST, _T_STRUCT = (
@@ -216,9 +220,31 @@ def _width(x):
     return w + int(x)
 
 
+def _at(context, builder, aty, arr, pos):
+    """(For intrinsics) the address of byte ``pos`` of the array ``arr`` of type ``aty``."""
+    data = context.make_array(aty)(context, builder, arr).data
+    return builder.gep(builder.bitcast(data, _ir.IntType(8).as_pointer()), [pos])
+
+
+@_intrinsic
+def _store64(typingctx, out, pos, x):
+    """``out[pos:pos + 8]`` = the uint64 ``x``, little-endian, in one unaligned store (the
+    caller keeps ``pos + 8`` within ``out``)."""
+    sig = _types.void(out, _types.int64, _types.uint64)
+
+    def codegen(context, builder, signature, args):
+        o, p, v = args
+        ptr = _at(context, builder, signature.args[0], o, p)
+        builder.store(v, builder.bitcast(ptr, _ir.IntType(64).as_pointer()), align=1)
+        return context.get_dummy_value()
+    return sig, codegen
+
+
 @numba.njit(cache=True, nogil=True)
 def _pack(vals, start, count, w, out, p):
-    """``count`` unsigned values of ``w`` bits (each below 2**w), packed LSB first at ``p``."""
+    """``count`` unsigned values of ``w`` bits (each below 2**w), packed LSB first at ``p``:
+    a 64-bit word stored whenever one fills (storing its bytes one by one made
+    :func:`_delta` 1.5 times slower), the last few bytes one by one."""
     if w == 0:
         return p
     acc = np.uint64(0)
@@ -228,8 +254,7 @@ def _pack(vals, start, count, w, out, p):
         acc |= x << np.uint64(nb)
         nb += w
         if nb >= 64:
-            for b in range(8):
-                out[p + b] = np.uint8((acc >> np.uint64(8 * b)) & _UFF)
+            _store64(out, p, acc)
             p += 8
             nb -= 64
             acc = (x >> np.uint64(w - nb)) if nb > 0 else np.uint64(0)
@@ -247,21 +272,20 @@ def _delta(v, out):
     p = _uleb(out, p, 4)
     p = _uleb(out, p, n)
     p = _uleb(out, p, _zigzag(v[0] if n else 0))
-    deltas = np.empty(128, np.int64)
     packed = np.zeros(128, np.uint64)
     i = 1
     while i < n:                  # a block: its deltas, their minimum, four miniblocks
         m = min(128, n - i)
-        for k in range(m):        # (loops without branches, which LLVM vectorizes)
-            deltas[k] = v[i + k] - v[i + k - 1]
-        mn = deltas[0]
-        for k in range(1, m):
-            mn = min(mn, deltas[k])
+        cur = v[i:i + m]          # (slices, indexed from 0: loops LLVM vectorizes, with no
+        prev = v[i - 1:i - 1 + m]  # negative-index fix-ups; 3.6 -> 1.8 ns a timestamp)
+        mn = cur[0] - prev[0]
+        for k in range(m):
+            mn = min(mn, cur[k] - prev[k])
         p = _uleb(out, p, _zigzag(mn))
         wpos = p
         p += 4
         for k in range(m):
-            packed[k] = np.uint64(deltas[k] - mn)
+            packed[k] = np.uint64(cur[k] - prev[k] - mn)
         for k in range(m, 128):
             packed[k] = 0
         for mb in range(4):
@@ -270,8 +294,9 @@ def _delta(v, out):
                 out[wpos + mb] = 0
                 continue
             bits = np.uint64(0)
-            for k in range(lo, lo + 32):
-                bits |= packed[k]
+            mini = packed[lo:lo + 32]
+            for k in range(32):
+                bits |= mini[k]
             w = _width(bits)
             out[wpos + mb] = w
             p = _pack(packed, lo, 32, w, out, p)
@@ -291,7 +316,7 @@ def _hybrid(v, w, out, p):
     equal values as RLE runs, the rest in bit-packed groups of 8 (the last padded with 0s)."""
     n = v.shape[0]
     vb = (w + 7) // 8
-    scratch = np.zeros(63 * 8, np.uint64)
+    last = np.zeros(8, np.uint64)
     i = 0
     while i < n:
         j = i + 1
@@ -317,10 +342,13 @@ def _hybrid(v, w, out, p):
             i += 8
             g += 1
         end = min(i, n)
-        for k in range(g * 8):
-            scratch[k] = np.uint64(v[start + k]) if start + k < end else np.uint64(0)
         p = _uleb(out, p, np.uint64((g << 1) | 1))
-        p = _pack(scratch, 0, g * 8, w, out, p)
+        full = (end - start) // 8 * 8               # whole groups: packed from ``v`` itself
+        p = _pack(v, start, full, w, out, p)        # (8 values are ``w`` whole bytes)
+        if full < g * 8:                            # the last group, padded with 0s
+            for k in range(8):
+                last[k] = np.uint64(v[start + full + k]) if start + full + k < end else 0
+            p = _pack(last, 0, 8, w, out, p)
         i = end
     return p
 
@@ -332,8 +360,19 @@ def hybrid_bound(n: int, w: int) -> int:
 @numba.njit(cache=True, nogil=True)
 def _dict_hash(v, limit):
     """Dictionary of ``v`` (int64 or uint32) in first-seen order: (values, indices, count);
-    count -1 when there are more than ``limit`` distinct values."""
+    count -1 when there are more than ``limit`` distinct values. Values that span a short
+    range (at most :data:`DIRECT_SPAN` and twice their number: sizes, say) are looked up in a
+    table of that range (:func:`_dict_span`), not hashed (2.4 -> 1.1 ns a value)."""
     n = v.shape[0]
+    if n:
+        lo = v[0]
+        hi = v[0]
+        for i in range(n):
+            lo = min(lo, v[i])
+            hi = max(hi, v[i])
+        span = np.uint64(hi) - np.uint64(lo)        # exact, as the bits wrap
+        if span < np.uint64(DIRECT_SPAN) and span < np.uint64(2 * n):
+            return _dict_span(v, lo, int(span) + 1, limit)
     cap = min(limit, n) + 1
     bits = 4
     while (1 << bits) < 2 * cap:
@@ -366,6 +405,30 @@ def _dict_hash(v, limit):
             h = (h + 1) & mask
         idx[i] = s
         prev = s
+    return keys[:k], idx, k
+
+
+@numba.njit(cache=True, nogil=True)
+def _dict_span(v, lo, span, limit):
+    """:func:`_dict_hash`'s result for values from ``lo`` to ``lo + span - 1``."""
+    n = v.shape[0]
+    table = np.full(span, -1, np.int32)
+    keys = np.empty(min(span, n), v.dtype)
+    idx = np.empty(n, np.int32)
+    base = np.uint64(lo)
+    k = 0
+    for i in range(n):
+        x = v[i]
+        j = np.uint64(x) - base
+        s = table[j]
+        if s < 0:
+            if k >= limit:
+                return keys[:0], idx[:0], -1
+            table[j] = k
+            keys[k] = x
+            s = k
+            k += 1
+        idx[i] = s
     return keys[:k], idx, k
 
 
@@ -428,8 +491,10 @@ def warm_up() -> None:
     _delta(v, out)
     idx = (v % 3).astype(np.int32)
     _hybrid(idx, 2, np.empty(hybrid_bound(40, 2), np.uint8), 0)
-    _dict_hash(v, 16)
-    _dict_hash(v.astype(np.uint32), 16)
+    wide = v * 1_000_003                      # a range too wide for a table: hashed
+    for x in (v, wide):
+        _dict_hash(x, 16)
+        _dict_hash(x.astype(np.uint32), 16)
     for dt in (np.uint8, np.uint16, np.uint32, np.uint64, np.int64):
         _range(v.astype(dt))
     _dict_direct(v.astype(np.uint8), 256)

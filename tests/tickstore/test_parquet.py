@@ -872,12 +872,18 @@ def first_seen(xs: list) -> list:
 
 @SETTINGS
 @given(st.sampled_from([np.int64, np.uint32]), st.integers(1, 2000), st.integers(1, 60),
-       st.integers(0, 2**32 - 1))
+       st.integers(0, 2**32 - 1), st.sampled_from(["any", "narrow", "around zero"]))
 def test_dict_hash_gives_the_first_seen_keys_and_indices_or_gives_up_past_the_limit(dt, n, limit,
-                                                                                    seed):
+                                                                                    seed, spread):
     rng = np.random.default_rng(seed)
-    pool = rng.integers(np.iinfo(dt).min, np.iinfo(dt).max, int(rng.integers(1, 80)), dtype=dt,
-                        endpoint=True)
+    lo, hi = int(np.iinfo(dt).min), int(np.iinfo(dt).max)
+    if spread == "narrow":             # a range a table covers (sizes): at either end, or inside
+        span = int(rng.integers(1, 3000))
+        lo = int(rng.choice([lo, hi - span, int(rng.integers(lo, hi - span))]))
+        hi = lo + span
+    elif spread == "around zero":
+        lo, hi = max(lo, -500), 500
+    pool = rng.integers(lo, hi, int(rng.integers(1, 80)), dtype=dt, endpoint=True)
     v = rng.choice(pool, n)
     keys, idx, k = _dict_hash(v, limit)
     want = first_seen(v.tolist())
