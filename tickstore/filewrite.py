@@ -826,10 +826,17 @@ def supports(schema: pa.Schema, rows: int = 0) -> bool:
     """Whether a file of ``rows`` rows of ``schema`` is written here: libzstd and a CRC-32 found,
     no ``float64`` column, and the bound of its image within :data:`MAX_IMAGE` (a larger
     file is written in row groups as they are encoded, by :class:`FileWriter`)."""
-    if not AVAILABLE or any(pq_.column_of(f).physical == DOUBLE for f in schema):
-        return False
-    return _bound(rows, 1, sum(pq_.column_of(f).dtype.itemsize for f in schema),
-                  len(schema)) <= MAX_IMAGE
+    width = _row_width(schema)
+    return width > 0 and _bound(rows, 1, width, len(schema)) <= MAX_IMAGE
+
+
+@pq_.by_schema
+def _row_width(schema: pa.Schema) -> int:
+    """The bytes of a row's values, or 0 when this writer does not write the schema."""
+    columns = pq_.columns_of(schema)
+    if not AVAILABLE or any(c.physical == DOUBLE for c in columns):
+        return 0
+    return sum(c.dtype.itemsize for c in columns)
 
 
 def _bound(rows: int, groups: int, width: int, ncols: int) -> int:
@@ -837,12 +844,12 @@ def _bound(rows: int, groups: int, width: int, ncols: int) -> int:
     return rows * (width + ncols) + rows // 4 + groups * ncols * 512 + (1 << 16)
 
 
-@functools.lru_cache(maxsize=64)
+@pq_.by_schema
 def _layout(schema: pa.Schema, policy: tuple, sorting: tuple) -> tuple:
     """What the compiled writer needs of a schema, a policy (``(name, (encoding, compress))``
     pairs) and the sort columns: the columns' rows (nulls-only flag 0), their names' bytes
     and bounds, the footer's schema-only parts, the sort columns' indexes."""
-    columns = [pq_.column_of(f) for f in schema]
+    columns = list(pq_.columns_of(schema))
     pol = dict(policy)
     cols = np.zeros((len(columns), K_FIELDS), np.int64)
     for i, c in enumerate(columns):

@@ -520,6 +520,35 @@ class Column:
     plain_dtype: np.dtype | None = None   # PLAIN's bytes (int32 for the narrow integers)
 
 
+def by_schema(fn):
+    """``fn(schema, *args)`` cached by the schema object itself (its identity) and ``args``
+    (hashable): a ``pa.Schema`` hashes its fields each time, 18 us for ``mbo``'s, which an
+    append paid several times a file. The schema is kept with its value, so its id is not
+    reused while the entry lives; up to 256 entries, then the cache starts again."""
+    kept: dict = {}
+    lock = threading.Lock()
+
+    @functools.wraps(fn)
+    def cached(schema: pa.Schema, *args):
+        key = (id(schema),) + args
+        hit = kept.get(key)
+        if hit is not None and hit[0] is schema:
+            return hit[1]
+        value = fn(schema, *args)
+        with lock:
+            if len(kept) >= 256:
+                kept.clear()
+            kept[key] = (schema, value)
+        return value
+    return cached
+
+
+@by_schema
+def columns_of(schema: pa.Schema) -> tuple:
+    """:func:`column_of` of each field of ``schema``, in order."""
+    return tuple(column_of(f) for f in schema)
+
+
 @functools.lru_cache(maxsize=256)
 def column_of(f: pa.Field) -> Column:
     """How ``f`` is stored (a TypeError for a type the writer does not store)."""

@@ -38,6 +38,7 @@ import json
 import os
 import re
 import threading
+import types
 import uuid
 import zlib
 from collections import OrderedDict
@@ -325,8 +326,33 @@ def _keys(t) -> tuple[np.ndarray, np.ndarray]:
             t.column("ts_event").cast(pa.int64()).to_numpy())
 
 
-def _sort_order(ts: np.ndarray, inst: np.ndarray,
-                slot_ns: int) -> tuple[np.ndarray | None, np.ndarray, tuple | None]:
+@numba.njit(cache=True, nogil=True)
+def _scan(ts, inst):
+    """Whether ``ts`` never falls, its least value, and the least and greatest of ``inst``,
+    in two compiled loops (numpy's four passes took 25 to 45 ms of the benchmark day's 0.7 s
+    append, on one thread before the others start; these take 9)."""
+    n = ts.size
+    if n == 0:
+        return True, 0, 0, 0
+    falls = 0
+    tlo = ts[0]
+    ilo = np.int64(inst[0])
+    ihi = ilo
+    cur = ts[1:]                  # (slices from 0 and no branches: loops LLVM vectorizes)
+    prev = ts[:n - 1]
+    for i in range(n - 1):
+        falls |= cur[i] < prev[i]
+        tlo = min(tlo, cur[i])
+    for i in range(n):
+        x = np.int64(inst[i])
+        ilo = min(ilo, x)
+        ihi = max(ihi, x)
+    rises = falls == 0
+    return rises, int(tlo), int(ilo), int(ihi)
+
+
+def _sort_order(ts: np.ndarray, inst: np.ndarray, slot_ns: int,
+                facts: tuple | None = None) -> tuple[np.ndarray | None, np.ndarray, tuple | None]:
     """How to put rows in the store's order, by (slot of ``ts``, instrument, ts), stably: the
     rows' indices in that order (None when they are in it already; int32 when they fit), the
     slots' bounds in it (``cuts``: slot k is ``cuts[k]:cuts[k + 1]``), and what is left to do:
@@ -334,8 +360,9 @@ def _sort_order(ts: np.ndarray, inst: np.ndarray,
     indices (``order``, not filled yet) it fills only when it needs them. Rows in time order (a
     feed's) need only a stable sort by instrument within each slot, whose bounds are where the
     slots' starts fall: a counting sort when the ids span at most 65,536 (ITCH locate codes do)
-    or a quarter of the rows. Other rows: one lexsort of them all."""
-    in_time = ts.size < 2 or bool(np.all(ts[1:] >= ts[:-1]))
+    or a quarter of the rows. Other rows: one lexsort of them all. ``facts``: what
+    :func:`_scan` gives of the rows, when known."""
+    in_time, _, ilo, ihi = _scan(ts, inst) if facts is None else facts
     itype = np.int32 if ts.size < 1 << 31 else np.int64
     if not in_time:
         slot = ts // slot_ns
@@ -349,7 +376,7 @@ def _sort_order(ts: np.ndarray, inst: np.ndarray,
     cuts = np.r_[0, np.searchsorted(ts, starts, "left"), ts.size].astype(np.int64)
     if all(bool(np.all(inst[a + 1:b] >= inst[a:b - 1])) for a, b in zip(cuts[:-1], cuts[1:])):
         return None, cuts, None
-    lo, span = int(inst.min()), int(inst.max()) - int(inst.min()) + 1
+    lo, span = ilo, ihi - ilo + 1
     order = np.empty(ts.size, itype)
     if span <= max(1 << 16, ts.size // 4):
         return order, cuts, (lo, span)
@@ -556,7 +583,7 @@ SHORT_RUNS = 400        # rows an instrument in a file, below which prices pay n
 PLAIN_SMALL = ("instrument_id", "channel", "tracking", "cross_type")
 
 
-def _policy(schema: pa.Schema, rows_per_instrument: float = np.inf) -> dict[str, tuple]:
+def _policy(schema: pa.Schema, rows_per_instrument: float = np.inf) -> types.MappingProxyType:
     """Each column's (encoding, zstd or not), as measured on 10 M simulated ``mbo`` rows, one
     column at a time, zstd level 1 (bench/RESULTS.md, 2026-12-02):
 
@@ -573,8 +600,12 @@ def _policy(schema: pa.Schema, rows_per_instrument: float = np.inf) -> dict[str,
       distinct values a chunk) + zstd.
 
     A chunk that holds one value is a one-entry dictionary whatever this says
-    (:func:`tickstore.parquet.encode_chunk`)."""
-    short = rows_per_instrument < SHORT_RUNS
+    (:func:`tickstore.parquet.encode_chunk`). The mapping is shared, read-only."""
+    return _policy_of(schema, bool(rows_per_instrument < SHORT_RUNS))
+
+
+@parquet.by_schema
+def _policy_of(schema: pa.Schema, short: bool) -> types.MappingProxyType:
     pol = {}
     for f in schema:
         n = f.name
@@ -587,7 +618,7 @@ def _policy(schema: pa.Schema, rows_per_instrument: float = np.inf) -> dict[str,
             pol[n] = ("PLAIN", True)
         else:
             pol[n] = ("RLE_DICTIONARY", True)
-    return pol
+    return types.MappingProxyType(pol)
 
 
 def _columns_of(table: pa.Table, columns) -> dict[str, tuple]:
@@ -627,7 +658,7 @@ class _PartWriter:
         self.name = f"part-{first_ts:019d}-{uuid.uuid4().hex[:12]}.parquet"
         self.tmp = self.part / f".tmp-{self.name}"
         self.arrow = arrow_schema(schema)
-        self.columns = [parquet.column_of(f) for f in self.arrow]
+        self.columns = parquet.columns_of(self.arrow)
         self.policy = _policy(self.arrow, rows / max(instruments, 1))
         self.file = self.writer = self.image = None
         self.pending: list[dict] = []
@@ -977,15 +1008,16 @@ class TickStore:
         tcol = table.column("ts_event")
         ts = tcol.cast(pa.int64())
         ts = (ts.fill_null(-1) if tcol.null_count else ts).to_numpy()
-        if tcol.null_count or int(ts.min()) < 0:
+        inst = table.column("instrument_id").to_numpy()
+        facts = _scan(ts, inst)
+        if tcol.null_count or facts[1] < 0:
             raise StoreError(f"The `{schema}` rows to append have ts_event values that are null "
                              f"or before 1970 (first at row {int(np.argmax(ts < 0))}).")
-        inst = table.column("instrument_id").to_numpy()
         slot_ns = self._slot_of[schema]
-        order, cuts, later = _sort_order(ts, inst, slot_ns)
+        order, cuts, later = _sort_order(ts, inst, slot_ns, facts)
         arrow = arrow_schema(schema)
         pieces = [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
-        columns = [parquet.column_of(f) for f in arrow]
+        columns = parquet.columns_of(arrow)
         nulls_only = frozenset(c.name for c in columns      # their values are not read
                                if table.column(c.name).null_count == table.num_rows)
         src = {c.name: ((np.zeros(1, c.dtype), np.zeros(1, bool)) if c.name in nulls_only

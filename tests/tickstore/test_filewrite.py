@@ -141,6 +141,36 @@ def test_the_appends_counting_sort_gives_each_rows_place_in_a_stable_sort():
     assert (first, last) == (inst[500:2500].min(), inst[500:2500].max())
 
 
+@SETTINGS
+@given(st.lists(st.integers(0, 2**62), max_size=300), st.integers(0, 2**32 - 1),
+       st.booleans())
+def test_the_appends_scan_gives_numpys_order_test_minimum_and_instrument_range(ts, seed, sort):
+    from tickstore.store import _scan
+    ts = np.array(sorted(ts) if sort else ts, np.int64)
+    inst = np.random.default_rng(seed).integers(0, 2**32, ts.size, dtype=np.uint32)
+    got = _scan(ts, inst)
+    if ts.size == 0:
+        assert got[0]
+        return
+    assert got == (bool(np.all(ts[1:] >= ts[:-1])), int(ts.min()), int(inst.min()),
+                   int(inst.max()))
+
+
+def test_a_value_cached_by_schema_is_kept_for_that_schema_object_only():
+    calls = []
+
+    @parquet.by_schema
+    def width(schema, k):
+        calls.append(k)
+        return len(schema) * k
+
+    one = pa.schema([("a", pa.int64()), ("b", pa.int32())])
+    equal = pa.schema([("a", pa.int64()), ("b", pa.int32())])
+    assert width(one, 2) == width(one, 2) == 4 and calls == [2]
+    assert width(one, 3) == 6 and calls == [2, 3]
+    assert width(equal, 2) == 4 and calls == [2, 3, 2]       # an equal schema: its own entry
+
+
 @pytest.mark.parametrize("with_nulls", [False, True])
 def test_rows_in_time_order_are_stored_in_the_stores_order(tmp_path, with_nulls):
     """A feed's rows (in time order) are sorted by the slot's counting sort and scattered to
