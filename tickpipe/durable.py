@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path | str) -> None:
     """fsync a directory, so that the names created, renamed or removed in it survive a crash."""
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -910,15 +910,17 @@ def write_file(schema: pa.Schema, policy: dict, sources: dict, order: np.ndarray
     are scattered by it, and ``order`` is read only for the columns with validity (it must
     then be given). Returns the image in a buffer of this thread's, valid until its next call."""
     bounds = np.ascontiguousarray(bounds, np.int64)
-    if bounds.size < 2 or np.any(np.diff(bounds) <= 0) or np.diff(bounds).max() > page_rows:
+    sizes = np.diff(bounds)
+    if bounds.size < 2 or sizes.min() <= 0 or sizes.max() > page_rows:
         raise ValueError("row groups must be non-empty and one page each")
     if dest is None:
         dest = _NO_DEST
     elif dest.dtype != np.int32 or dest.size != bounds[-1] - bounds[0]:
         raise ValueError(f"dest must be int32, a row each of the file's {bounds[-1] - bounds[0]}")
-    elif order is None and any(sources[n][1] is not None for n in sources
-                               if n not in nulls_only and n in schema.names):
-        raise ValueError("order must be given with dest for columns with validity")
+    elif order is None:
+        names = schema.names
+        if any(sources[n][1] is not None for n in names if n not in nulls_only):
+            raise ValueError("order must be given with dest for columns with validity")
     columns, cols, names, name_at, head, tail, sort_ix = _layout(
         schema, tuple(sorted(policy.items())), tuple(sorting))
     cols = cols.copy()
@@ -939,7 +941,7 @@ def write_file(schema: pa.Schema, policy: dict, sources: dict, order: np.ndarray
         else:
             at[2, i], at[3, i] = _NONE.ctypes.data, 0
     rows = int(bounds[-1] - bounds[0])
-    most = int(np.diff(bounds).max())
+    most = int(sizes.max())
     raw_cap = pq_.delta_bound(most) + pq_.hybrid_bound(most, 16) + pq_.hybrid_bound(most, 1) + 64
     idx = _NO_ORDER if order is None else order
     cap = _bound(rows, bounds.size - 1, int(cols[:, K_WIDTH].sum()), len(columns))
