@@ -344,7 +344,10 @@ def _hybrid(v, w, out, p):
         end = min(i, n)
         p = _uleb(out, p, np.uint64((g << 1) | 1))
         full = (end - start) // 8 * 8               # whole groups: packed from ``v`` itself
-        p = _pack(v, start, full, w, out, p)        # (8 values are ``w`` whole bytes)
+        if w <= 8:                                  # (8 values are ``w`` whole bytes)
+            p = _pack_groups(v, start, full // 8, w, out, p)
+        else:
+            p = _pack(v, start, full, w, out, p)
         if full < g * 8:                            # the last group, padded with 0s
             for k in range(8):
                 last[k] = np.uint64(v[start + full + k]) if start + full + k < end else 0
@@ -353,7 +356,27 @@ def _hybrid(v, w, out, p):
     return p
 
 
+@numba.njit(cache=True, nogil=True)
+def _pack_groups(v, start, groups, w, out, p):
+    """``groups`` groups of 8 values of ``w`` (at most 8) bits from ``v[start]``, bit-packed:
+    a group's bits put together in a word without a chain from value to value, then stored
+    in one 8-byte store, of which the next group's overwrites all but the ``w`` bytes (so
+    ``out`` has 8 bytes of room past the last group; :func:`hybrid_bound` leaves them). A
+    flag or a side took 1.5 to 2 ns a value through :func:`_pack`."""
+    uw = np.uint64(w)
+    for g in range(groups):
+        grp = v[start + 8 * g:start + 8 * g + 8]
+        x = np.uint64(grp[0])
+        for k in range(1, 8):
+            x |= np.uint64(grp[k]) << (uw * np.uint64(k))
+        _store64(out, p, x)
+        p += w
+    return p
+
+
 def hybrid_bound(n: int, w: int) -> int:
+    """Bytes :func:`_hybrid` may take for ``n`` values of ``w`` bits, with the 8 bytes past
+    its end that :func:`_pack_groups` may write."""
     return (n // 8 + 2) * (max(w, 9) + 2) + 16
 
 
