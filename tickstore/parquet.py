@@ -457,7 +457,10 @@ def _dict_span(v, lo, span, limit):
 
 @numba.njit(cache=True, nogil=True)
 def _dict_direct(v, size):
-    """Dictionary of ``v`` (uint8 or uint16, each below ``size``) in first-seen order."""
+    """Dictionary of ``v`` (1 or 2 bytes, each below ``size``) in first-seen order. Signed
+    values index the table from its end (numba wraps negative indices, as Python does): int16
+    -1 is slot 65535. (So this is not :func:`_dict_span` from 0, whose unsigned offset would
+    fall past the table.)"""
     n = v.shape[0]
     table = np.full(size, -1, np.int32)
     keys = np.empty(min(size, n), v.dtype)
