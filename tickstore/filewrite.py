@@ -39,7 +39,7 @@ from tickstore import parquet as pq_
 from tickstore import reader
 from tickstore.parquet import (BYTE_STREAM_SPLIT, DELTA_BINARY_PACKED, DICT_LIMIT, DOUBLE,
                                FIXED_LEN_BYTE_ARRAY, INT64, PLAIN, RLE, RLE_DICTIONARY,
-                               UNCOMPRESSED, ZSTD, _at, _delta, _dict_direct, _dict_hash,
+                               UNCOMPRESSED, ZSTD, _at, _delta, _dict_hash,
                                _footer_ends, _hybrid, _split, _uleb, _width, _zigzag)
 
 
@@ -387,7 +387,7 @@ def _dictionary(v, width, signed, k, dict_limit, raw, wide):
     dictionary page's raw bytes, written into ``raw`` (their length). (A return a branch:
     numba types each branch's keys apart.)"""
     if width <= 2:
-        keys, ix, nk = _dict_direct(v, 1 << (8 * width))
+        keys, ix, nk = _dict_hash(v, 1 << (8 * width))
         return ix, nk, _plain(keys, nk, width, signed, k, raw, 0, wide)
     if width == 8:
         keys8, ix, nk = _dict_hash(v.view(np.int64), dict_limit)

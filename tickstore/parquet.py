@@ -382,9 +382,10 @@ def hybrid_bound(n: int, w: int) -> int:
 
 @numba.njit(cache=True, nogil=True)
 def _dict_hash(v, limit):
-    """Dictionary of ``v`` (int64 or uint32) in first-seen order: (values, indices, count);
-    count -1 when there are more than ``limit`` distinct values. Values that span a short
-    range (at most :data:`DIRECT_SPAN` and twice their number: sizes, say) are looked up in a
+    """Dictionary of ``v`` (integers of any width, signed or not) in first-seen order:
+    (values, indices, count); count -1 when there are more than ``limit`` distinct values
+    (a limit of ``2 ** bits`` for 1- and 2-byte values: never). Values that span a short range
+    (at most :data:`DIRECT_SPAN` and twice their number: sizes, flags, say) are looked up in a
     table of that range (:func:`_dict_span`), not hashed (2.4 -> 1.1 ns a value)."""
     n = v.shape[0]
     if n:
@@ -456,29 +457,6 @@ def _dict_span(v, lo, span, limit):
 
 
 @numba.njit(cache=True, nogil=True)
-def _dict_direct(v, size):
-    """Dictionary of ``v`` (1 or 2 bytes, each below ``size``) in first-seen order. Signed
-    values index the table from its end (numba wraps negative indices, as Python does): int16
-    -1 is slot 65535. (So this is not :func:`_dict_span` from 0, whose unsigned offset would
-    fall past the table.)"""
-    n = v.shape[0]
-    table = np.full(size, -1, np.int32)
-    keys = np.empty(min(size, n), v.dtype)
-    idx = np.empty(n, np.int32)
-    k = 0
-    for i in range(n):
-        x = v[i]
-        s = table[x]
-        if s < 0:
-            table[x] = k
-            keys[k] = x
-            s = k
-            k += 1
-        idx[i] = s
-    return keys[:k], idx, k
-
-
-@numba.njit(cache=True, nogil=True)
 def _split(w, k, out):
     """BYTE_STREAM_SPLIT of ``w`` (n values' bits as unsigned integers of ``k`` bytes) into
     ``out`` (n * k bytes): each value read once, its bytes shifted out to their k streams,
@@ -523,8 +501,8 @@ def warm_up() -> None:
         _dict_hash(x.astype(np.uint32), 16)
     for dt in (np.uint8, np.uint16, np.uint32, np.uint64, np.int64):
         _range(v.astype(dt))
-    _dict_direct(v.astype(np.uint8), 256)
-    _dict_direct(v.astype(np.uint16), 1 << 16)
+    for dt in (np.uint8, np.uint16, np.int8, np.int16):
+        _dict_hash(v.astype(dt), 1 << (8 * np.dtype(dt).itemsize))
     _split(v.view(np.uint64), 8, np.empty(320, np.uint8))
     _split(v.astype(np.uint32), 4, np.empty(160, np.uint8))
     _crc_combine(1, 2, 100, _CRC_ZEROS)
@@ -790,7 +768,7 @@ def encode_chunk(col: Column, values: np.ndarray, valid: np.ndarray | None, enco
         if constant:
             keys, k = nonnull[:1], 1
         elif col.dtype.itemsize <= 2:
-            keys, dict_idx, k = _dict_direct(nonnull, 1 << (8 * col.dtype.itemsize))
+            keys, dict_idx, k = _dict_hash(nonnull, 1 << (8 * col.dtype.itemsize))
         else:
             keys, dict_idx, k = _dict_hash(
                 nonnull.view(np.int64 if col.dtype.itemsize == 8 else np.uint32), DICT_LIMIT)

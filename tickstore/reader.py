@@ -567,15 +567,18 @@ def layout(md, schema: pa.Schema) -> Layout:
 _local = threading.local()
 
 
-def _crc_checker():
-    """A compiled loop over a column's pages that gives the first whose body's CRC-32 is not
-    the one its header carries (-1: none), by :mod:`tickstore.filewrite`'s CRC-32 (libdeflate's
-    or zlib's); None where that module has no C library to call."""
+def _first_bad_page(buf, table, k):
+    """The first of a column's ``k`` pages (``table``'s rows) whose body's CRC-32 is not the
+    one its header carries (-1: none)."""
     from tickstore import filewrite          # (which imports this module)
-    if not filewrite.AVAILABLE:
-        return None
-    return lambda buf, table, k: filewrite.first_bad_page(buf, table[:k, P_OFF],
-                                                          table[:k, P_COMP], table[:k, P_CRC])
+    return filewrite.first_bad_page(buf, table[:k, P_OFF], table[:k, P_COMP], table[:k, P_CRC])
+
+
+def _crc_checker():
+    """:func:`_first_bad_page`, by :mod:`tickstore.filewrite`'s compiled CRC-32 (libdeflate's
+    or zlib's); None where that module has no C library to call."""
+    from tickstore import filewrite
+    return _first_bad_page if filewrite.AVAILABLE else None
 
 
 KEEP_BYTES = 64 << 20     # a thread keeps its read buffer up to this size for the next read

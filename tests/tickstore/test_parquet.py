@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from normalize.records import RECORD_TYPES, arrow_schema
 from tickstore import parquet
-from tickstore.parquet import (DICT_LIMIT, FileWriter, _delta, _dict_direct, _dict_hash, _hybrid,
+from tickstore.parquet import (DICT_LIMIT, FileWriter, _delta, _dict_hash, _hybrid,
                                arrow_values, column_of, delta_bound, hybrid_bound)
 from tickstore.store import _policy
 
@@ -897,12 +897,12 @@ def test_dict_hash_gives_the_first_seen_keys_and_indices_or_gives_up_past_the_li
 @SETTINGS
 @given(st.sampled_from([(np.uint8, 256), (np.uint16, 1 << 16)]), st.integers(1, 3000),
        st.integers(0, 2**32 - 1))
-def test_dict_direct_gives_the_first_seen_keys_and_indices(dt_size, n, seed):
+def test_a_narrow_columns_dictionary_gives_the_first_seen_keys_and_indices(dt_size, n, seed):
     dt, size = dt_size
     rng = np.random.default_rng(seed)
     pool = rng.integers(0, size, int(rng.integers(1, 300)), dtype=dt)
     v = rng.choice(pool, n)
-    keys, idx, k = _dict_direct(v, size)
+    keys, idx, k = _dict_hash(v, size)
     want = first_seen(v.tolist())
     assert k == len(want) and keys.tolist() == want
     assert (keys[idx] == v).all()
