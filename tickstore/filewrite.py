@@ -71,6 +71,7 @@ def _load() -> ctypes.CDLL | None:
     try:
         lib = ctypes.CDLL(zstd)
         lib.ZSTD_createCCtx.restype = ctypes.c_void_p
+        lib.ZSTD_createDCtx.restype = ctypes.c_void_p
         _llvm.load_library_permanently(zstd)
     except (OSError, AttributeError):
         return None
@@ -100,6 +101,48 @@ def _zstd_into(typingctx, cctx, dst, dpos, cap, src, spos, n, level):
                                  _at(context, builder, signature.args[4], s, sp), nn,
                                  builder.trunc(lv, _ir.IntType(32))])
     return sig, codegen
+
+
+@_intrinsic
+def _zstd_from(typingctx, dctx, dst, dpos, cap, src, spos, n):
+    """``ZSTD_decompressDCtx(dctx, dst + dpos, cap, src + spos, n)``: the bytes written, or a
+    zstd error code (negative here, as :func:`_zstd_into`'s)."""
+    sig = _types.int64(_types.int64, dst, _types.int64, _types.int64, src, _types.int64,
+                       _types.int64)
+
+    def codegen(context, builder, signature, args):
+        i64, i8p = _ir.IntType(64), _ir.IntType(8).as_pointer()
+        fnty = _ir.FunctionType(i64, [i8p, i8p, i64, i8p, i64])
+        fn = _cgutils.get_or_insert_function(builder.module, fnty, "ZSTD_decompressDCtx")
+        c, d, dp, cp, s, sp, nn = args
+        return builder.call(fn, [builder.inttoptr(c, i8p),
+                                 _at(context, builder, signature.args[1], d, dp), cp,
+                                 _at(context, builder, signature.args[4], s, sp), nn])
+    return sig, codegen
+
+
+@numba.njit(cache=True, nogil=True)
+def decompress_pages(dctx, src, offs, comps, dst, ats, sizes):
+    """Each zstd page ``src[offs[i]:offs[i] + comps[i]]`` into ``dst[ats[i]:ats[i] + sizes[i]]``
+    (the reader's pages, in one call): -1, or the first page that is not a zstd frame of
+    exactly that size."""
+    for i in range(offs.size):
+        if offs[i] + comps[i] > src.size or ats[i] + sizes[i] > dst.size:
+            return i
+        got = _zstd_from(dctx, dst, ats[i], sizes[i], src, offs[i], comps[i])
+        if got != sizes[i]:
+            return i
+    return -1
+
+
+def dctx() -> int:
+    """This thread's zstd decompression context (libzstd's, for :func:`decompress_pages`)."""
+    d = getattr(_local, "dctx", None)
+    if d is None:
+        d = _local.dctx = _LIB.ZSTD_createDCtx()
+        if not d:
+            raise MemoryError("ZSTD_createDCtx failed")
+    return d
 
 
 @_intrinsic

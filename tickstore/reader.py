@@ -38,9 +38,12 @@ from tickstore import parquet
 # a page in the table that _pages fills: these fields, int64 each
 P_KIND, P_BUF, P_OFF, P_SIZE, P_VALUES, P_ENC, P_CHUNK, P_COMP, P_CRC = range(9)
 P_FIELDS = 9
+SKIPPED = -1        # P_KIND of a dictionary page whose chunk has no row wanted (not decoded)
+FILLED = -2         # P_KIND of a data page of a chunk of one value (P_OFF): filled with it
 CODECS = {"UNCOMPRESSED": parquet.UNCOMPRESSED, "ZSTD": parquet.ZSTD}
-# the layout of a row group's column chunk: where it starts, its bytes, codec, rows
-L_START, L_SIZE, L_CODEC, L_ROWS = range(4)
+# the layout of a row group's column chunk: where it starts, its bytes, codec, rows, whether
+# its statistics say it holds one value and no null, and that value (its physical bits)
+L_START, L_SIZE, L_CODEC, L_ROWS, L_ONE, L_VALUE = range(6)
 
 # _pages and _decode errors (negative; the chunk in question is reported with them)
 E_BOUNDS, E_HEADER, E_PAGE, E_ENCODING, E_COUNT, E_DICT, E_WIDTH, E_CRC = range(-1, -9, -1)
@@ -273,6 +276,7 @@ def _pages(buf, starts, sizes, rows, table):
 
 # -- decoding ----------------------------------------------------------------------------------
 SLACK = 16      # bytes past the end of every buffer the decoders read: a value's 8-byte load
+WORK_BYTES = 22     # :func:`_decode`'s work space, bytes a value of its largest page
 
 
 @numba.njit(cache=True, nogil=True)
@@ -419,6 +423,29 @@ def _plain(src, p, n, pw, dst, base):
 
 
 @numba.njit(cache=True, nogil=True)
+def _unsplit(src, p, n, pw, a, b, dst, base):
+    """Values ``a:b`` of ``n`` byte-stream-split ones ``pw`` bytes wide at ``p`` into
+    ``dst[base:]``: each value's bytes from the ``pw`` streams in one pass (a pass a stream
+    over ``dst`` is bound by memory)."""
+    if pw == 8:
+        for j in range(a, b):
+            q = p + j
+            dst[base + j - a] = (np.uint64(src[q]) | np.uint64(src[q + n]) << np.uint64(8)
+                                 | np.uint64(src[q + 2 * n]) << np.uint64(16)
+                                 | np.uint64(src[q + 3 * n]) << np.uint64(24)
+                                 | np.uint64(src[q + 4 * n]) << np.uint64(32)
+                                 | np.uint64(src[q + 5 * n]) << np.uint64(40)
+                                 | np.uint64(src[q + 6 * n]) << np.uint64(48)
+                                 | np.uint64(src[q + 7 * n]) << np.uint64(56))
+    else:
+        for j in range(a, b):
+            v = np.uint64(0)
+            for c in range(pw):
+                v |= np.uint64(src[p + c * n + j]) << np.uint64(8 * c)
+            dst[base + j - a] = v
+
+
+@numba.njit(cache=True, nogil=True)
 def _values(src, p, end, enc, nn, pw, keys, have_dict, ix, dst, base):
     """A data page's ``nn`` values (after its levels) at ``p`` into ``dst[base:]``; 0 or E_*."""
     if enc == parquet.PLAIN:
@@ -449,32 +476,145 @@ def _values(src, p, end, enc, nn, pw, keys, have_dict, ix, dst, base):
     elif enc == parquet.BYTE_STREAM_SPLIT:
         if p + nn * pw > end:
             return E_BOUNDS
-        for j in range(nn):
-            dst[base + j] = src[p + j]
-        for b in range(1, pw):
-            q = p + b * nn
-            sh = np.uint64(8 * b)
-            for j in range(nn):
-                dst[base + j] |= np.uint64(src[q + j]) << sh
+        _unsplit(src, p, nn, pw, 0, nn, dst, base)
     else:
         return E_ENCODING
     return 0
 
 
 @numba.njit(cache=True, nogil=True)
-def _decode(big, scratch, table, npages, pw, nullable, out, valid):
+def _picked(src, p, end, enc, n, pw, keys, have_dict, ix, pg, out, o, sel, s, r):
+    """The rows of the ranges ``sel[s:]`` that fall in a data page of ``n`` rows from row
+    ``r``, its values at ``p`` (no nulls), into ``out[o:]``, one after another: of plain and
+    byte-stream-split values only those rows are read; a dictionary's indices are decoded
+    whole and only those rows looked up; deltas are summed whole into ``pg``. Returns
+    (0 or E_*, the next place in ``out``)."""
+    if enc == parquet.DELTA_BINARY_PACKED:
+        st = _values(src, p, end, enc, n, pw, keys, have_dict, ix, pg, 0)
+        if st < 0:
+            return st, o
+    elif enc == parquet.PLAIN or enc == parquet.BYTE_STREAM_SPLIT:
+        if p + n * pw > end:
+            return E_BOUNDS, o
+    elif enc == parquet.RLE_DICTIONARY or enc == 2:
+        if not have_dict:
+            return E_DICT, o
+        if n > 0:
+            if p >= end:
+                return E_BOUNDS, o
+            w = np.int64(src[p])
+            if w > 32:
+                return E_WIDTH, o
+            if _hybrid(src, p + 1, end, w, n, ix, 0) < 0:
+                return E_BOUNDS, o
+    else:
+        return E_ENCODING, o
+    t = s
+    while t < sel.shape[0] and sel[t, 0] < r + n:
+        a = max(sel[t, 0], r) - r
+        b = min(sel[t, 1], r + n) - r
+        m = b - a
+        if enc == parquet.DELTA_BINARY_PACKED:
+            out[o:o + m] = pg[a:b]
+        elif enc == parquet.PLAIN:
+            _plain(src, p + a * pw, m, pw, out, o)
+        elif enc == parquet.BYTE_STREAM_SPLIT:
+            _unsplit(src, p, n, pw, a, b, out, o)
+        else:
+            top = np.uint32(0)
+            for j in range(a, b):
+                top = max(top, ix[j])
+            if top >= keys.shape[0]:
+                return E_DICT, o
+            for j in range(m):
+                out[o + j] = keys[ix[a + j]]
+        o += m
+        t += 1
+    return 0, o
+
+
+@numba.njit(cache=True, nogil=True)
+def _levels(src, p, end, n, lv):
+    """A nullable page's ``n`` definition levels at ``p`` into ``lv``: (the position after
+    them, or -1 when malformed; how many are 1)."""
+    if p + 4 > end:
+        return -1, 0
+    ln = np.int64(_le(src, p, 4))
+    p += 4
+    if p + ln > end or _hybrid(src, p, p + ln, 1, n, lv, 0) < 0:
+        return -1, 0
+    nn = 0
+    for j in range(n):
+        nn += np.int64(lv[j])
+    return p + ln, nn
+
+
+@numba.njit(cache=True, nogil=True)
+def _page(src, p, end, enc, n, pw, nullable, keys, have_dict, ix, tmp, lv, dst, valid, base):
+    """A data page's ``n`` rows at ``p`` (levels, then values) into ``dst[base:]`` and, for a
+    nullable column, ``valid[base:]``; 0 or E_*."""
+    nn = n
+    if nullable:
+        p, nn = _levels(src, p, end, n, lv)
+        if p < 0:
+            return E_BOUNDS
+        valid[base:base + n] = lv[:n]
+    if nn == n:
+        return _values(src, p, end, enc, nn, pw, keys, have_dict, ix, dst, base)
+    st = _values(src, p, end, enc, nn, pw, keys, have_dict, ix, tmp, 0)
+    if st < 0:
+        return st
+    j = 0
+    for i in range(n):
+        if lv[i]:
+            dst[base + i] = tmp[j]
+            j += 1
+        else:
+            dst[base + i] = 0
+    return 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _all_or_none(src, p, end, n, lv, valid, o, sel, s, r):
+    """Whether a nullable page's rows (``n`` from row ``r``, levels at ``p``) are all valid or
+    all null; if so, the validity of the rows of ``sel[s:]`` in it is put in ``valid[o:]``."""
+    q, nn = _levels(src, p, end, n, lv)
+    if q < 0 or (nn != 0 and nn != n):
+        return False
+    t = s
+    while t < sel.shape[0] and sel[t, 0] < r + n:
+        a = max(sel[t, 0], r) - r
+        b = min(sel[t, 1], r + n) - r
+        valid[o:o + b - a] = lv[a:b]
+        o += b - a
+        t += 1
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _decode(big, scratch, table, npages, pw, nullable, out, valid, whole, sel, work):
     """The pages ``table[:npages]`` (a column's, in row order) into ``out`` (unsigned, of the
     column's width; values ``pw`` bytes wide in the pages) and, for a nullable column,
-    ``valid`` (uint8). Returns 0, or ``E_* * 2 ** 32 - chunk`` for the first bad page."""
-    r = 0
+    ``valid`` (uint8): every row (``whole``), or the rows of the ranges ``sel`` (``[start,
+    end)`` pairs in the pages' row numbering, in order, not overlapping), one after another.
+    A page with none of them is not decoded. ``work``: :data:`WORK_BYTES` bytes a value of the
+    largest page (the caller's: a fresh allocation's pages fault in on every call). Returns 0,
+    or ``E_* * 2 ** 32 - chunk`` for the first bad page."""
     most = 0
     for k in range(npages):
         most = max(most, table[k, P_VALUES])
-    tmp = np.empty(most if nullable else 0, np.uint64)
-    lv = np.empty(most if nullable else 0, np.uint8)
+    if work.size < WORK_BYTES * most:
+        return E_BOUNDS * (1 << 32)
+    tmp = work[:8 * most].view(np.uint64)               # a nullable page's values
+    pg = work[8 * most:16 * most].view(np.uint64)       # a page cut by the ranges, whole
+    ix = work[16 * most:20 * most].view(np.uint32)      # a page's dictionary indices
+    lv = work[20 * most:21 * most]                      # a page's levels
+    pv = work[21 * most:22 * most]                      # and those of a page cut
     keys = np.empty(0, np.uint64)
-    ix = np.empty(most, np.uint32)
     dchunk = -1
+    r = 0               # the page's first row
+    o = 0               # where its rows wanted go in ``out``
+    s = 0               # the first range not wholly before the page
     for k in range(npages):
         row = table[k]
         src = scratch if row[P_BUF] else big
@@ -483,6 +623,30 @@ def _decode(big, scratch, table, npages, pw, nullable, out, valid):
         c = row[P_CHUNK]
         n = row[P_VALUES]
         enc = row[P_ENC]
+        if row[P_KIND] == SKIPPED:
+            continue
+        if row[P_KIND] == FILLED:                 # a chunk of one value, ``P_OFF``
+            v = row[P_OFF]
+            t = s
+            while not whole and t < sel.shape[0] and sel[t, 1] <= r:
+                t += 1
+            s = t
+            a, b = r, r + n                       # the rows to fill: all, or the ranges'
+            while True:
+                if not whole:
+                    if t == sel.shape[0] or sel[t, 0] >= r + n:
+                        break
+                    a, b = max(sel[t, 0], r), min(sel[t, 1], r + n)
+                at = a if whole else o
+                out[at:at + b - a] = v
+                if nullable:
+                    valid[at:at + b - a] = 1
+                if whole:
+                    break
+                o += b - a
+                t += 1
+            r += n
+            continue
         if row[P_KIND] == parquet.DICTIONARY_PAGE:
             if enc != parquet.PLAIN and enc != 2:          # PLAIN (or PLAIN_DICTIONARY)
                 return E_ENCODING * (1 << 32) - c
@@ -492,33 +656,49 @@ def _decode(big, scratch, table, npages, pw, nullable, out, valid):
             _plain(src, p, n, pw, keys, 0)
             dchunk = c
             continue
-        nn = n
-        if nullable:
-            if p + 4 > end:
-                return E_BOUNDS * (1 << 32) - c
-            ln = np.int64(_le(src, p, 4))
-            p += 4
-            if p + ln > end or _hybrid(src, p, p + ln, 1, n, lv, 0) < 0:
-                return E_BOUNDS * (1 << 32) - c
-            p += ln
-            nn = 0
-            for j in range(n):
-                valid[r + j] = lv[j]
-                nn += np.int64(lv[j])
-        if nullable and nn < n:
-            st = _values(src, p, end, enc, nn, pw, keys, dchunk == c, ix, tmp, 0)
+        if whole:
+            st = _page(src, p, end, enc, n, pw, nullable, keys, dchunk == c, ix, tmp, lv,
+                       out, valid, r)
         else:
-            st = _values(src, p, end, enc, nn, pw, keys, dchunk == c, ix, out, r)
+            while s < sel.shape[0] and sel[s, 1] <= r:
+                s += 1
+            if s == sel.shape[0] or sel[s, 0] >= r + n:        # none of the page's rows
+                r += n
+                continue
+            if sel[s, 0] <= r and sel[s, 1] >= r + n:         # all of them
+                st = _page(src, p, end, enc, n, pw, nullable, keys, dchunk == c, ix, tmp, lv,
+                           out, valid, o)
+                o += n
+            elif not nullable:
+                st, o = _picked(src, p, end, enc, n, pw, keys, dchunk == c, ix, pg, out, o,
+                                sel, s, r)
+            elif _all_or_none(src, p, end, n, lv, valid, o, sel, s, r):
+                q, nn = _levels(src, p, end, n, lv)       # (decoded again: cheap, a run)
+                if nn:
+                    st, o = _picked(src, q, end, enc, n, pw, keys, dchunk == c, ix, pg, out,
+                                    o, sel, s, r)
+                else:
+                    st = 0
+                    t = s
+                    while t < sel.shape[0] and sel[t, 0] < r + n:
+                        m = min(sel[t, 1], r + n) - max(sel[t, 0], r)
+                        out[o:o + m] = 0
+                        o += m
+                        t += 1
+            else:
+                st = _page(src, p, end, enc, n, pw, nullable, keys, dchunk == c, ix, tmp, lv,
+                           pg, pv, 0)
+                t = s
+                while t < sel.shape[0] and sel[t, 0] < r + n:
+                    a = max(sel[t, 0], r) - r
+                    b = min(sel[t, 1], r + n) - r
+                    out[o:o + b - a] = pg[a:b]
+                    if nullable:
+                        valid[o:o + b - a] = pv[a:b]
+                    o += b - a
+                    t += 1
         if st < 0:
             return st * (1 << 32) - c
-        if nullable and nn < n:
-            j = 0
-            for i in range(n):
-                if lv[i]:
-                    out[r + i] = tmp[j]
-                    j += 1
-                else:
-                    out[r + i] = 0
         r += n
     return 0
 
@@ -552,7 +732,7 @@ def layout(md, schema: pa.Schema) -> Layout:
         except TypeError as err:
             raise Unsupported(str(err)) from err
         cols[f.name] = (j, col)         # (float64 too: its values' bits as a uint64)
-    chunks = np.empty((md.num_row_groups, len(names), 4), np.int64)
+    chunks = np.zeros((md.num_row_groups, len(names), 6), np.int64)
     for g in range(md.num_row_groups):
         rg = md.row_group(g)
         for name, (j, col) in cols.items():
@@ -560,7 +740,13 @@ def layout(md, schema: pa.Schema) -> Layout:
             if _PHYSICAL.get(c.physical_type) != col.physical or c.compression not in CODECS:
                 raise Unsupported(f"{name}: {c.physical_type}, {c.compression}")
             start = c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset
-            chunks[g, j] = (start, c.total_compressed_size, CODECS[c.compression], rg.num_rows)
+            chunks[g, j, :4] = (start, c.total_compressed_size, CODECS[c.compression],
+                                rg.num_rows)
+            st = c.statistics           # (not doubles: statistics leave NaN out, and -0 == 0)
+            if (col.physical in (parquet.INT32, parquet.INT64) and st is not None
+                    and st.has_min_max and st.has_null_count and st.null_count == 0
+                    and st.min_raw == st.max_raw):
+                chunks[g, j, L_ONE:] = (1, st.min_raw)
     return Layout(chunks, cols)
 
 
@@ -611,17 +797,33 @@ def _width_of(col: parquet.Column) -> int:
         (4 if col.physical == parquet.INT32 else 8)
 
 
-def read(parts: list, fields: list[pa.Field], map_fn=map) -> dict[str, pa.Array]:
-    """The columns ``fields`` of the row groups ``parts`` (``(path, Layout, group ids)``,
-    in order) as one Arrow array each. ``map_fn`` runs the columns (threads)."""
+@dataclass
+class Fetched:
+    """The bytes of some row groups' column chunks, read (:func:`fetch`), to decode
+    (:func:`decode`): ``big`` the reading thread's buffer, valid until its next fetch."""
+
+    big: np.ndarray
+    chunks: np.ndarray          # [group, field] as Layout.chunks, the start moved into ``big``
+    fields: dict                # name: (index in ``chunks``' fields, pa.Field, Column)
+    rows: int
+    group_rows: np.ndarray      # each group's first row, and the rows' count at the end
+    spans: list                 # each group's (path, group id, first byte, end, place in big)
+
+
+NO_RANGES = np.zeros((0, 2), np.int64)
+
+
+def fetch(parts: list, fields: list[pa.Field]) -> Fetched | None:
+    """The chunks of ``fields`` of the row groups ``parts`` (``(path, Layout, group ids)``, in
+    order), read: one ``pread`` a row group, from its first wanted chunk's start to its last
+    one's end. None when no group is asked for."""
     if not parts:
-        return {f.name: pa.array([], f.type) for f in fields}
+        return None
     lay0 = parts[0][1]
     want = [lay0.columns[f.name][0] for f in fields]
-    # one read a row group: from the first wanted chunk's start to the last one's end
     ch = [lay.chunks[ids][:, want] for _, lay, ids in parts if len(ids)]
     if not ch:
-        return {f.name: pa.array([], f.type) for f in fields}
+        return None
     ch = np.concatenate(ch)
     lo = ch[:, :, L_START].min(axis=1)
     hi = (ch[:, :, L_START] + ch[:, :, L_SIZE]).max(axis=1)
@@ -645,17 +847,81 @@ def read(parts: list, fields: list[pa.Field], map_fn=map) -> dict[str, pa.Array]
         finally:
             os.close(fd)
         k += len(ids)
-    rows = int(ch[:, 0, L_ROWS].sum())
-    shift = at[:-1] - lo                 # a chunk's place in the buffer: its offset + shift
+    ch[:, :, L_START] += (at[:-1] - lo)[:, None]
+    group_rows = np.concatenate([[0], np.cumsum(ch[:, 0, L_ROWS])])
+    cols = {f.name: (i, f, lay0.columns[f.name][1]) for i, f in enumerate(fields)}
+    return Fetched(big, ch, cols, int(group_rows[-1]), group_rows, spans)
 
-    def one(i):
-        f = fields[i]
-        _, col = lay0.columns[f.name]
-        c = np.ascontiguousarray(ch[:, i])
-        return _column(big, shift + c[:, L_START], c[:, L_SIZE].copy(), c[:, L_ROWS].copy(),
-                       c[:, L_CODEC].copy(), f, col, rows, spans)
 
-    return dict(zip([f.name for f in fields], map_fn(one, range(len(fields)))))
+def decode(got: Fetched, names: list[str], map_fn=map,
+           ranges: np.ndarray | None = None) -> dict[str, pa.Array]:
+    """The columns ``names`` of ``got`` as one Arrow array each: all rows, or those of
+    ``ranges`` (``[start, end)`` pairs of rows in ``got``'s numbering, in order, not
+    overlapping), one after another. ``map_fn`` runs the columns (threads)."""
+    sel = None if ranges is None else np.ascontiguousarray(ranges, np.int64).reshape(-1, 2)
+    keep = None if sel is None else _groups_wanted(got, sel)
+
+    def one(name):
+        return _finish(got, name, _prepare(got, name, keep, True), sel)
+
+    return dict(zip(names, map_fn(one, names)))
+
+
+def decode_within(got: Fetched, keys: list[str], rest: list[str], pick, map_fn=map):
+    """The columns ``keys`` of ``got`` whole, and of the columns ``rest`` the rows of the ranges
+    ``pick(keys' arrays)`` gives (as :func:`decode`'s; all rows when it gives None), with the
+    ``rest``'s pages parsed, checked and decompressed while the keys are decoded (all columns
+    on ``map_fn``'s threads, the keys first: a column waits for the ranges only after its
+    pages are ready). Returns (the arrays by name, the ranges)."""
+    state: dict = {}
+    lock = threading.Lock()
+    ready = threading.Event()
+
+    def one(name):
+        if name in keys:
+            try:
+                arr = _finish(got, name, _prepare(got, name, None, True), None)
+            except BaseException:
+                ready.set()
+                raise
+            with lock:
+                state[name] = arr
+                last = all(k in state for k in keys)
+            if last:
+                try:
+                    sel = pick({k: state[k] for k in keys})
+                    state["sel"] = (None if sel is None else
+                                    np.ascontiguousarray(sel, np.int64).reshape(-1, 2))
+                finally:
+                    ready.set()
+            return arr
+        prep = _prepare(got, name, None, False)
+        ready.wait()
+        if "sel" not in state:                  # a key's task failed: it raises
+            return None
+        return _finish(got, name, prep, state["sel"])
+
+    names = list(keys) + [n for n in rest if n not in keys]
+    out = dict(zip(names, map_fn(one, names)))
+    return out, state.get("sel")
+
+
+def _groups_wanted(got: Fetched, sel: np.ndarray) -> np.ndarray:
+    """Which of ``got``'s row groups hold rows of the ranges ``sel``."""
+    g = got.group_rows
+    if sel.shape[0] == 0:
+        return np.zeros(g.size - 1, bool)
+    first = np.searchsorted(sel[:, 1], g[:-1], side="right")
+    return (first < sel.shape[0]) & (sel[np.minimum(first, sel.shape[0] - 1), 0] < g[1:])
+
+
+def read(parts: list, fields: list[pa.Field], map_fn=map) -> dict[str, pa.Array]:
+    """The columns ``fields`` of the row groups ``parts`` (``(path, Layout, group ids)``,
+    in order) as one Arrow array each. ``map_fn`` runs the columns (threads)."""
+    got = fetch(parts, fields)
+    if got is None:
+        return {f.name: pa.array([], f.type) for f in fields}
+    return decode(got, [f.name for f in fields], map_fn)
 
 
 def _bad(status: int, spans, starts, name: str, what: str | None = None) -> Exception:
@@ -672,8 +938,35 @@ def _bad(status: int, spans, starts, name: str, what: str | None = None) -> Exce
                        f"{what or _MESSAGES.get(code, 'cannot be decoded')}")
 
 
-def _column(big, starts, sizes, nrows, codec, f: pa.Field, col: parquet.Column, rows: int,
-            spans) -> pa.Array:
+def _unzstd(view, zi, table, spans, starts, name, scratch, at) -> None:
+    """The zstd pages ``zi`` of ``table`` into ``scratch`` at ``at``, by ``zstandard``; an
+    error names the page's chunk."""
+    d = _decompressor()
+    for i, off, comp, size, a in zip(zi.tolist(), table[zi, P_OFF].tolist(),
+                                     table[zi, P_COMP].tolist(), table[zi, P_SIZE].tolist(),
+                                     at[:-1].tolist()):
+        try:
+            raw = d.decompress(view[off:off + comp], max_output_size=size)
+        except zstandard.ZstdError as err:
+            raise _bad(E_HEADER * (1 << 32) - int(table[i, P_CHUNK]), spans, starts,
+                       name, f"zstd: {err}") from err
+        if len(raw) != size:
+            raise _bad(E_BOUNDS * (1 << 32) - int(table[i, P_CHUNK]), spans, starts,
+                       name, f"zstd gave {len(raw)} bytes for a page of {size}")
+        scratch[a:a + size] = np.frombuffer(raw, np.uint8)
+
+
+def _prepare(got: Fetched, name: str, keep: np.ndarray | None, local: bool):
+    """Column ``name``'s pages in ``got``: parsed, their CRC-32s checked, the zstd ones
+    decompressed (into this thread's scratch buffer when ``local``, else into one of their
+    own); those of row groups not in ``keep`` (None: all) are not decompressed, and those of
+    chunks of one value (by the chunk's statistics) are not decompressed either, but filled
+    (:data:`FILLED`). Returns (page table, scratch buffer)."""
+    i, f, col = got.fields[name]
+    c = got.chunks[:, i]
+    starts, sizes, nrows, codec = (np.ascontiguousarray(c[:, j]) for j in (
+        L_START, L_SIZE, L_ROWS, L_CODEC))
+    big, spans = got.big, got.spans
     table = np.empty((starts.size * 2 + 8, P_FIELDS), np.int64)
     while True:
         k = _pages(big, starts, sizes, nrows, table)
@@ -683,50 +976,74 @@ def _column(big, starts, sizes, nrows, codec, f: pa.Field, col: parquet.Column, 
     if k < 0:
         raise _bad(k, spans, starts, f.name)
     table = table[:k]
-    zstd = codec[table[:, P_CHUNK]] == parquet.ZSTD
-    scratch = _buffer("scratch", int(table[zstd, P_SIZE].sum()) + SLACK)
-    d = _decompressor()
-    view = memoryview(big)
     check = _crc_checker()
+    view = memoryview(big)
     if check is not None:             # each page's CRC-32, when written: one call
-        i = check(big, table, k)
-        if i >= 0:
-            raise _bad(E_CRC * (1 << 32) - int(table[i, P_CHUNK]), spans, starts, f.name)
-    if check is None:
-        for i in range(k):
-            off, comp = int(table[i, P_OFF]), int(table[i, P_COMP])
-            if table[i, P_CRC] >= 0 and zlib.crc32(view[off:off + comp]) != table[i, P_CRC]:
-                raise _bad(E_CRC * (1 << 32) - int(table[i, P_CHUNK]), spans, starts, f.name)
+        bad = check(big, table, k)
+        if bad >= 0:
+            raise _bad(E_CRC * (1 << 32) - int(table[bad, P_CHUNK]), spans, starts, f.name)
+    else:
+        for j in range(k):
+            off, comp = int(table[j, P_OFF]), int(table[j, P_COMP])
+            if table[j, P_CRC] >= 0 and zlib.crc32(view[off:off + comp]) != table[j, P_CRC]:
+                raise _bad(E_CRC * (1 << 32) - int(table[j, P_CHUNK]), spans, starts, f.name)
+    chunk = table[:, P_CHUNK]
+    one = c[:, L_ONE][chunk] != 0
+    if one.any():                   # a chunk of one value: its data pages filled, no dictionary
+        table[one & (table[:, P_KIND] == parquet.DICTIONARY_PAGE), P_KIND] = SKIPPED
+        filled = one & (table[:, P_KIND] == parquet.DATA_PAGE)
+        table[filled, P_KIND] = FILLED
+        table[filled, P_OFF] = c[:, L_VALUE][chunk[filled]]
+    zstd = (codec[chunk] == parquet.ZSTD) & ~one
+    if keep is not None:                  # the pages of chunks with no row wanted: not needed
+        kept = keep[chunk]
+        zstd &= kept
+        table[~kept & (table[:, P_KIND] == parquet.DICTIONARY_PAGE), P_KIND] = SKIPPED
+    need = int(table[zstd, P_SIZE].sum()) + SLACK
+    scratch = (_buffer("scratch", need) if local else
+               np.frombuffer(pa.allocate_buffer(need), np.uint8))
     zi = np.flatnonzero(zstd)
     if zi.size:
         sizes_z = table[zi, P_SIZE]
         at = np.concatenate([[0], np.cumsum(sizes_z)])
-        for i, off, comp, size, a in zip(zi.tolist(), table[zi, P_OFF].tolist(),
-                                         table[zi, P_COMP].tolist(), sizes_z.tolist(),
-                                         at[:-1].tolist()):
-            try:
-                raw = d.decompress(view[off:off + comp], max_output_size=size)
-            except zstandard.ZstdError as err:
-                raise _bad(E_HEADER * (1 << 32) - int(table[i, P_CHUNK]), spans, starts,
-                           f.name, f"zstd: {err}") from err
-            if len(raw) != size:
-                raise _bad(E_BOUNDS * (1 << 32) - int(table[i, P_CHUNK]), spans, starts,
-                           f.name, f"zstd gave {len(raw)} bytes for a page of {size}")
-            scratch[a:a + size] = np.frombuffer(raw, np.uint8)
+        if check is not None:            # libzstd from compiled code: all pages in one call
+            from tickstore import filewrite
+            offs, comps = table[zi, P_OFF].copy(), table[zi, P_COMP].copy()
+            bad = filewrite.decompress_pages(filewrite.dctx(), big, offs, comps, scratch,
+                                             at[:-1].copy(), sizes_z.copy())
+            if bad >= 0:      # say why: the same page again, through zstandard
+                _unzstd(view, zi[bad:bad + 1], table, spans, starts, f.name, scratch, at[bad:])
+                raise _bad(E_HEADER * (1 << 32) - int(table[zi[bad], P_CHUNK]), spans, starts,
+                           f.name, "zstd: the page does not decompress")
+        else:
+            _unzstd(view, zi, table, spans, starts, f.name, scratch, at)
         table[zi, P_BUF] = 1
         table[zi, P_OFF] = at[:-1]
-    nonzstd = codec[table[:, P_CHUNK]] == parquet.UNCOMPRESSED
+    nonzstd = codec[chunk] == parquet.UNCOMPRESSED
     table[nonzstd, P_SIZE] = table[nonzstd, P_COMP]
+    return table, scratch
+
+
+def _finish(got: Fetched, name: str, prepared, sel: np.ndarray | None) -> pa.Array:
+    """Column ``name`` decoded from its :func:`_prepare`'d pages: all rows (``sel`` None), or
+    those of the ranges ``sel``."""
+    table, scratch = prepared
+    i, f, col = got.fields[name]
+    rows = got.rows if sel is None else int((sel[:, 1] - sel[:, 0]).sum())
     w = col.dtype.itemsize
-    out = np.empty(rows, np.dtype(f"u{w}"))
+    data = pa.allocate_buffer(max(rows * w, 1))     # Arrow's pool: pages mapped already
+    out = np.frombuffer(data, np.dtype(f"u{w}"), count=rows)
     valid = np.empty(rows if col.nullable else 0, np.uint8)
-    status = _decode(big, scratch, table, k, _width_of(col), col.nullable, out, valid)
+    most = int(table[:, P_VALUES].max()) if table.shape[0] else 0
+    status = _decode(got.big, scratch, table, table.shape[0], _width_of(col), col.nullable,
+                     out, valid, sel is None, NO_RANGES if sel is None else sel,
+                     _buffer("work", WORK_BYTES * most + 64))
     if status < 0:
-        raise _bad(status, spans, starts, f.name)
+        raise _bad(status, got.spans, np.ascontiguousarray(got.chunks[:, i, L_START]), f.name)
     if col.nullable:
         ok = valid.view(bool)
         nulls = rows - int(np.count_nonzero(ok))
         bitmap = pa.py_buffer(np.packbits(ok, bitorder="little")) if nulls else None
     else:
         nulls, bitmap = 0, None
-    return pa.Array.from_buffers(f.type, rows, [bitmap, pa.py_buffer(out)], null_count=nulls)
+    return pa.Array.from_buffers(f.type, rows, [bitmap, data], null_count=nulls)

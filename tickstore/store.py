@@ -311,6 +311,87 @@ def _keep(g: np.ndarray, inst, lo, hi) -> tuple[np.ndarray, np.ndarray]:
     return keep, exact
 
 
+@numba.njit(cache=True, nogil=True)
+def _rising(v, i, j):
+    """Whether ``v[i:j]`` does not decrease (a pass without a branch, which LLVM
+    vectorizes)."""
+    if j - i < 2:
+        return True
+    a, b = v[i:j - 1], v[i + 1:j]
+    bad = 0
+    for x in range(a.size):
+        bad |= b[x] < a[x]
+    return bad == 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _run_end(inst, i, end):
+    """The end of the run of ``inst[i]``'s value in ``inst[i:end]`` (non-decreasing there):
+    by galloping, then binary search."""
+    v = inst[i]
+    step = 1
+    hi = i + 1
+    while hi < end and inst[hi] == v:
+        lo = hi
+        hi = min(end, hi + step)
+        step *= 2
+        if inst[hi - 1] != v:
+            hi = lo + np.searchsorted(inst[lo:hi], v, side="right")
+            break
+    return hi
+
+
+@numba.njit(cache=True, nogil=True)
+def _wanted(inst, ts, group_rows, ids, any_id, lo, hi):
+    """The rows of row groups (``group_rows``: each one's first row, then the end) sorted by
+    (instrument, time) that are of the instruments ``ids`` (sorted; ``any_id``: all) with a
+    time in ``[lo, hi)``: ``[start, end)`` pairs, in order, adjacent ones joined. An
+    instrument's run in a group and its rows in time are found by binary search, after a
+    check (one pass, no branch: vectorized) that the group's instruments, and the times of
+    each instrument wanted, are in order. ``(pairs, False)`` when they are not (the caller
+    then filters)."""
+    out = np.empty((16, 2), np.int64)
+    m = 0
+    for g in range(group_rows.size - 1):
+        i, end = group_rows[g], group_rows[g + 1]
+        if not _rising(inst, i, end):
+            return out[:m], False
+        while i < end:
+            j = _run_end(inst, i, end)
+            ok = any_id
+            if not ok:
+                k = np.searchsorted(ids, inst[i])
+                ok = k < ids.size and ids[k] == inst[i]
+            if ok:
+                if not _rising(ts, i, j):
+                    return out[:m], False
+                a = i + np.searchsorted(ts[i:j], lo)
+                b = i + np.searchsorted(ts[i:j], hi)
+                if b > a:
+                    if m and out[m - 1, 1] == a:
+                        out[m - 1, 1] = b
+                    else:
+                        if m == out.shape[0]:
+                            grown = np.empty((2 * m, 2), np.int64)
+                            grown[:m] = out
+                            out = grown
+                        out[m, 0] = a
+                        out[m, 1] = b
+                        m += 1
+            i = j
+    return out[:m], True
+
+
+@numba.njit(cache=True, nogil=True)
+def _take_ranges(v, sel, out):
+    """The rows ``sel`` (``[start, end)`` pairs) of ``v``, one after another, into ``out``."""
+    o = 0
+    for r in range(sel.shape[0]):
+        n = sel[r, 1] - sel[r, 0]
+        out[o:o + n] = v[sel[r, 0]:sel[r, 1]]
+        o += n
+
+
 def _date(day: int) -> str:
     return str(np.datetime64(day, "D"))
 
@@ -1404,14 +1485,15 @@ class TickStore:
                 picked = self._by_statistics(picked, extra)
                 if not picked:
                     continue
+            bounds = (items[0][1], lo, hi) if cut else None     # one id set a date (symbols)
             if wanted is not None:
-                t = self._read_native(schema, picked, wanted)
+                t = self._read_native(schema, picked, wanted, bounds)
                 if t is not None and extra is not None:
                     t = t.filter(extra)
             if t is None:
                 t = self._read_arrow(schema, picked, need, extra, items, lo, hi)
-            if cut:             # the rows of groups kept that are not all wanted: one id set
-                t = t.filter(self._filter(items[0][1], lo, hi, None))      # a date (symbols)
+                if cut:             # the rows of groups kept that are not all wanted
+                    t = t.filter(self._filter(*bounds, None))
             slots = [e.slot for e in entries]
             if len(set(slots)) < len(slots) and t.num_rows:
                 inst, ts = _keys(t)
@@ -1455,10 +1537,14 @@ class TickStore:
                 continue
         return None
 
-    def _read_native(self, schema, picked, need) -> pa.Table | None:
+    def _read_native(self, schema, picked, need, bounds=None) -> pa.Table | None:
         """The row groups ``picked`` (``(entry, group ids)``, in order) by the store's own
         decoders (:mod:`tickstore.reader`), a column's pages of all files at once, the columns
-        on the store's threads; None when a file is not one they decode."""
+        on the store's threads; None when a file is not one they decode. With ``bounds``
+        (instrument ids, sorted, or None; start; end), only the rows in them: the key columns
+        are decoded first (the others' pages decompressed meanwhile), and of the others only
+        the rows they pick, so that a minute of long slots' files costs little more than their
+        pages' zstd."""
         parts = []
         for e, ids in picked:
             _, lay, path = self._footer(e)
@@ -1467,13 +1553,53 @@ class TickStore:
             parts.append((path, lay, ids))
         want = arrow_schema(schema)
         fields = [want.field(c) for c in need]
+        out_schema = pa.schema(fields)
         try:
-            cols = reader.read(parts, fields, self._map)
+            got = reader.fetch(parts, fields)
+            if got is None:
+                return out_schema.empty_table()
+            names = [f.name for f in fields]
+            sel = None
+            if bounds is None:
+                cols = reader.decode(got, names, self._map)
+            else:
+                keys = ["instrument_id", "ts_event"]
+                cols, sel = reader.decode_within(
+                    got, keys, names, lambda k: self._rows_within(k, got.group_rows, bounds),
+                    self._map)
+                if sel is not None:
+                    rows = int((sel[:, 1] - sel[:, 0]).sum())
+                    for n in keys:
+                        arr = cols[n]
+                        dt = np.uint32 if n == "instrument_id" else np.int64
+                        dst = np.empty(rows, dt)
+                        _take_ranges(np.frombuffer(arr.buffers()[1], dt, count=len(arr)), sel,
+                                     dst)
+                        cols[n] = pa.Array.from_buffers(arr.type, rows, [None, pa.py_buffer(dst)])
         except reader.Unsupported:
             return None
         except (OSError, reader.CorruptFile) as err:
             raise StoreError(f"The committed file {err}") from err
-        return pa.Table.from_arrays([cols[f.name] for f in fields], schema=pa.schema(fields))
+        t = pa.Table.from_arrays([cols[f.name] for f in fields], schema=out_schema)
+        if bounds is not None and sel is None:
+            t = t.filter(self._filter(*bounds, None))
+        return t
+
+    @staticmethod
+    def _rows_within(keys, group_rows, bounds) -> np.ndarray | None:
+        """The ranges of rows (:func:`_wanted`) of the decoded key columns ``keys`` within
+        ``bounds``; None when they cannot be found so (nulls, rows out of order)."""
+        inst, ts = keys["instrument_id"], keys["ts_event"]
+        if inst.null_count or ts.null_count:
+            return None
+        ids, lo, hi = bounds
+        i64 = np.iinfo(np.int64)
+        sel, ok = _wanted(np.frombuffer(inst.buffers()[1], np.uint32, count=len(inst)),
+                          np.frombuffer(ts.buffers()[1], np.int64, count=len(ts)),
+                          group_rows, np.zeros(0, np.int64) if ids is None else ids,
+                          ids is None, i64.min if lo is None else lo,
+                          i64.max if hi is None else hi)
+        return sel if ok else None
 
     def _read_arrow(self, schema, picked, need, extra, items, lo, hi) -> pa.Table:
         """The row groups ``picked`` through pyarrow's dataset scanner, with ``extra``."""

@@ -140,6 +140,21 @@ def test_a_store_read_gives_the_same_rows_by_its_decoders_and_by_pyarrow(tmp_pat
             arrow = s._read_arrow("mbo", picked, need, None, plan, a, b)
             mine = s._read_native("mbo", picked, need)
             assert mine.equals(arrow) and native.num_rows > 0
+        ts = t.column("ts_event").cast(pa.int64()).to_numpy()
+        for kw in ({"start": lo}, {"instruments": [1, 3]}, {"start": int(ts.min()) + 10**9,
+                                                           "end": int(np.median(ts))},
+                   {"instruments": [2], "end": lo}):           # the rows in bounds, by ranges
+            native = s.read("mbo", **kw)
+            plan, a, b = s._plan("mbo", None, kw.get("instruments"), kw.get("start"),
+                                 kw.get("end"))
+            need = s._columns("mbo", None)
+            picked = [(e, s._pruned(e, inst, a, b)[0]) for e, inst in plan]
+            picked = [(e, ids) for e, ids in picked if ids is not None]
+            bounds = (plan[0][1], a, b)
+            arrow = s._read_arrow("mbo", picked, need, None, plan, a, b).filter(
+                s._filter(*bounds, None))
+            mine = s._read_native("mbo", picked, need, bounds)
+            assert mine.equals(arrow) and native.equals(arrow) and native.num_rows > 0
         size = int(np.median(t.column("size").to_numpy()))
         for flt in (pc.field("size") > size,                     # columns not asked for
                     (pc.field("side") == ord("B")) & pc.field("action").isin([ord("A"), 65]),
@@ -159,3 +174,68 @@ def test_a_store_read_gives_the_same_rows_by_its_decoders_and_by_pyarrow(tmp_pat
         plan, a, b = s._plan("mbo", None, None, None, None)
         assert s._by_statistics([(e, s._pruned(e, None, a, b)[0]) for e, _ in plan], none) == []
         assert s.read("mbo", filter=none).num_rows == 0
+
+
+def _ranges(draw, rows):
+    """Sorted, disjoint ``[start, end)`` ranges of ``rows`` rows (some empty gaps, some
+    adjacent ones), as an (m, 2) int64 array."""
+    cuts = sorted(set(draw(st.lists(st.integers(0, rows), max_size=12))))
+    pairs = [(a, b) for a, b in zip(cuts[::2], cuts[1::2]) if b > a]
+    return np.array(pairs, np.int64).reshape(-1, 2)
+
+
+@SETTINGS
+@given(case=cases(), data=st.data())
+def test_the_decoders_give_the_rows_of_any_ranges_and_fill_chunks_of_one_value(
+        tmp_path_factory, case, data):
+    d = tmp_path_factory.mktemp("ranges")
+    a = _write(d / "a.parquet", case)
+    groups = len(case.bounds) - 1
+    ids = data.draw(st.lists(st.integers(0, groups - 1), min_size=1, unique=True).map(sorted))
+    whole = _groups(case, ids)
+    got = reader.fetch([(a[0], a[1], ids)], list(case.schema))
+    assert got.rows == whole.num_rows
+    sel = _ranges(data.draw, whole.num_rows)
+    want = pa.concat_tables([whole.slice(s, e - s) for s, e in sel] or [whole.slice(0, 0)])
+    names = case.schema.names
+    assert_same_table(_table(reader.decode(got, names, ranges=sel), case.schema), want)
+    # the same, with the ranges picked from the first column decoded whole
+    key = names[:1]
+    seen = {}
+
+    def pick(keys):
+        seen.update(keys)
+        return sel
+
+    cols, used = reader.decode_within(got, key, names, pick)
+    assert np.array_equal(used, sel)
+    assert_same_table(_table({**cols, key[0]: want.column(key[0]).combine_chunks()},
+                             case.schema), want)
+    assert_same_table(_table(seen, pa.schema([case.schema.field(key[0])])), whole.select(key))
+    cols, used = reader.decode_within(got, key, names, lambda keys: None)      # all rows
+    assert used is None
+    assert_same_table(_table(cols, case.schema), whole)
+
+
+def test_chunks_of_one_value_are_filled_from_their_statistics_whole_or_in_ranges(tmp_path):
+    path, schema, t = _store_file(tmp_path, rows=3000)
+    n = t.num_rows
+    t = t.set_column(schema.get_field_index("channel"), schema.field("channel"),
+                     pa.array(np.full(n, 7), pa.uint16()))
+    t = t.set_column(schema.get_field_index("ts_recv"), schema.field("ts_recv"),  # no nulls
+                     pa.array(np.full(n, 10**18), pa.timestamp("ns", "UTC")))
+    with open(path, "wb") as f:
+        w = FileWriter(f, schema, _policy(schema), level=1, page_rows=1000)
+        w.write(w.encode(t.slice(0, 2000)))
+        w.write(w.encode(t.slice(2000)))
+        w.close()
+    lay = reader.layout(pq.read_metadata(path), schema)
+    one = {name: bool(lay.chunks[:, j, reader.L_ONE].all()) for j, name in
+           enumerate(schema.names)}
+    assert one["channel"] and one["ts_recv"] and not one["price"]
+    assert lay.chunks[0, schema.get_field_index("ts_recv"), reader.L_VALUE] == 10**18
+    got = reader.fetch([(str(path), lay, [0, 1])], list(schema))
+    assert _table(reader.decode(got, schema.names), schema).equals(t)
+    sel = np.array([[5, 900], [1999, 2001], [2500, 3000]], np.int64)
+    want = pa.concat_tables([t.slice(a, b - a) for a, b in sel])
+    assert _table(reader.decode(got, schema.names, ranges=sel), schema).equals(want)

@@ -406,6 +406,45 @@ def test_a_read_keeps_the_row_groups_that_can_hold_its_rows_and_filters_only_whe
             assert got.equals(as_sorted(t.filter(pa.array(want))))
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 40)), max_size=60),
+                min_size=1, max_size=4),
+       st.one_of(st.none(), st.lists(st.integers(0, 6), unique=True).map(sorted)),
+       st.one_of(st.none(), st.integers(-1, 41)), st.one_of(st.none(), st.integers(-1, 41)),
+       st.booleans())
+def test_the_rows_a_read_wants_are_found_as_ranges_in_sorted_groups(groups, ids, lo, hi,
+                                                                    shuffle):
+    """_wanted over row groups each sorted by (instrument, time): the ranges of rows of the
+    instruments and times asked for are exactly the rows a mask picks; rows out of that order
+    are said to be so (the read then filters)."""
+    from tickstore.store import _wanted
+    keys = [sorted(g) for g in groups]
+    if shuffle and any(len(set(g)) > 1 for g in keys):
+        g = next(g for g in keys if len(set(g)) > 1)
+        g.reverse()                                  # out of order
+    inst = np.array([i for g in keys for i, _ in g], np.uint32)
+    ts = np.array([t for g in keys for _, t in g], np.int64)
+    bounds = np.r_[0, np.cumsum([len(g) for g in keys])].astype(np.int64)
+    big = np.iinfo(np.int64)
+    sel, ok = _wanted(inst, ts, bounds, np.array(ids or [], np.int64), ids is None,
+                      big.min if lo is None else lo, big.max if hi is None else hi)
+    wanted = set(range(7)) if ids is None else set(ids)
+    ordered = all(g == sorted(g, key=lambda r: r[0]) and all(   # instruments, and the times
+        [t for i, t in g if i == w] == sorted(t for i, t in g if i == w) for w in wanted)
+        for g in keys)                                           # of those wanted, in order
+    assert ok == ordered
+    if not ok:
+        return
+    mask = np.ones(ts.size, bool) if ids is None else np.isin(inst, ids)
+    mask &= (ts >= (big.min if lo is None else lo)) & (ts < (big.max if hi is None else hi))
+    got = np.zeros(ts.size, bool)
+    for a, b in sel:
+        assert not got[a:b].any() and b > a
+        got[a:b] = True
+    assert np.array_equal(got, mask)
+    assert all(b0 < a1 for (_, b0), (a1, _) in zip(sel, sel[1:]))    # apart: joined if not
+
+
 def test_a_compacted_slot_has_the_row_groups_of_one_append_of_its_rows(tmp_path):
     t = busy_day(n_light=60, seed=3)
     with TickStore(tmp_path / "one", slot="1D", row_group_rows=16_384) as s:
