@@ -901,8 +901,9 @@ def decode_within(got: Fetched, keys: list[str], rest: list[str], pick, map_fn=m
             return None
         return _finish(got, name, prep, state["sel"])
 
-    names = list(keys) + [n for n in rest if n not in keys]
-    out = dict(zip(names, map_fn(one, names)))
+    size = {n: int(got.chunks[:, got.fields[n][0], L_SIZE].sum()) for n in rest}
+    names = list(keys) + sorted((n for n in rest if n not in keys), key=lambda n: -size[n])
+    out = dict(zip(names, map_fn(one, names)))          # (the biggest first: fewer idle ends)
     return out, state.get("sel")
 
 

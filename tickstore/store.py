@@ -660,42 +660,47 @@ def _merge_sorted(streams: list[Iterator[pa.RecordBatch]]) -> Iterator[pa.Table]
 
 
 SORTING = ("instrument_id", "ts_event")      # the rows' order in a file
-SHORT_RUNS = 400        # rows an instrument in a file, below which prices pay no dictionary
+PLAIN_PRICES = 1500     # rows an instrument in a file, below which prices pay no dictionary
+SPLIT_ORDERS = 5000     # ... and below which order references are byte-stream split
 PLAIN_SMALL = ("instrument_id", "channel", "tracking", "cross_type")
 
 
 def _policy(schema: pa.Schema, rows_per_instrument: float = np.inf) -> types.MappingProxyType:
-    """Each column's (encoding, zstd or not), as measured on 10 M simulated ``mbo`` rows, one
-    column at a time, zstd level 1 (bench/RESULTS.md, 2026-12-02):
+    """Each column's (encoding, zstd or not), as measured on 10 M simulated ``mbo`` rows
+    (bench/RESULTS.md, 2026-12-02 and 2026-12-03), zstd level 1:
 
     - the times and sequence numbers, which rise within an instrument: delta, uncompressed
       (zstd finds under 3% in the bit-packed deltas, for more time than the encoding takes);
-    - order references: delta in files with many rows an instrument (a day's: 2.76 B/row at 4
-      ns/row, against 2.58 B/row at 17 ns/row for byte-stream split + zstd); byte-stream split
-      + zstd in short slots' files (one minute: 2.42 against 2.76 B/row);
+    - order references: byte-stream split + zstd in files of up to an hour's slot (B/row
+      against delta: 2.37 / 2.75 at 5 minutes, 2.39 / 2.75 at 10, 2.46 / 2.76 at 30, 2.51 /
+      2.76 at an hour), delta in longer ones' (a day's: 2.62 against 2.76 B/row, but 4 against
+      17 ns/row to encode);
     - the mostly-zero match and new-order references, and columns of long runs of one value:
       plain + zstd (zstd packs a run faster than a dictionary);
-    - prices: plain + zstd in short slots' files (1.74 against 2.08 B/row for the dictionary),
-      else a dictionary + zstd (1.06 against 1.20);
+    - prices: plain + zstd in files of up to 15 minutes' slots (1.37 against 1.55 B/row for
+      the dictionary at 5 minutes, 1.30 / 1.41 at 10, 1.27 / 1.31 at 15), else a dictionary +
+      zstd (1.18 / 1.24 at 30 minutes, 0.93 / 1.20 for a day);
     - every other column: dictionary (plain past :data:`tickstore.parquet.DICT_LIMIT`
       distinct values a chunk) + zstd.
 
     A chunk that holds one value is a one-entry dictionary whatever this says
     (:func:`tickstore.parquet.encode_chunk`). The mapping is shared, read-only."""
-    return _policy_of(schema, bool(rows_per_instrument < SHORT_RUNS))
+    return _policy_of(schema, bool(rows_per_instrument < PLAIN_PRICES),
+                      bool(rows_per_instrument < SPLIT_ORDERS))
 
 
 @parquet.by_schema
-def _policy_of(schema: pa.Schema, short: bool) -> types.MappingProxyType:
+def _policy_of(schema: pa.Schema, plain_prices: bool,
+               split_orders: bool) -> types.MappingProxyType:
     pol = {}
     for f in schema:
         n = f.name
-        if n.startswith("ts_") or n == "sequence" or (n == "order_id" and not short):
+        if n.startswith("ts_") or n == "sequence" or (n == "order_id" and not split_orders):
             pol[n] = ("DELTA_BINARY_PACKED", False)
         elif n == "order_id":
             pol[n] = ("BYTE_STREAM_SPLIT", True)
         elif (n in ("match_id", "new_order_id") or n in PLAIN_SMALL or f.type == pa.float64()
-              or (n == "price" and short)):
+              or (n == "price" and plain_prices)):
             pol[n] = ("PLAIN", True)
         else:
             pol[n] = ("RLE_DICTIONARY", True)

@@ -222,7 +222,7 @@ def test_an_mbo_file_with_the_stores_policy_and_sort_columns_is_the_python_write
     schema = arrow_schema("mbo")
     t = t.take(pa.array(np.lexsort((t.column("ts_event").cast(pa.int64()).to_numpy(),
                                     t.column("instrument_id").to_numpy()))))
-    for rows_per_instrument in (10, 1000):
+    for rows_per_instrument in (10, 3000, np.inf):     # each of the policies
         policy = _policy(schema, rows_per_instrument)
         bounds = [0, 7_000, 16_384, 20_000]
         want = python_file(schema, t, policy, bounds, 1, SORTING)

@@ -720,7 +720,7 @@ def test_arrow_values_gives_the_values_with_nulls_as_zero_and_the_validity():
 
 # -- the record schemas ----------------------------------------------------------------------
 @pytest.mark.parametrize("schema_name", list(RECORD_TYPES))
-@pytest.mark.parametrize("rows_per_instrument", [np.inf, 5.0])
+@pytest.mark.parametrize("rows_per_instrument", [np.inf, 3000.0, 5.0])
 def test_each_record_schema_round_trips_with_the_stores_policy(schema_name, rows_per_instrument,
                                                                tmp_path):
     schema = arrow_schema(schema_name)

@@ -462,9 +462,9 @@ def test_a_compacted_slot_has_the_row_groups_of_one_append_of_its_rows(tmp_path)
 def test_a_compacted_slot_is_encoded_as_one_append_of_its_rows_with_sparse_ids(tmp_path):
     """The encodings depend on the rows an instrument (:func:`tickstore.store._policy`): a
     compaction counts the instruments, as an append does, not the span of their ids (two
-    instruments, 1 and 5,000, 1,000 rows each: long runs, not 0.4 rows an id)."""
-    t = mbo(2000, seed=5)
-    inst = np.where(np.arange(2000) % 2 == 0, 1, 5000).astype(np.uint32)
+    instruments, 1 and 5,000, 6,000 rows each: long runs, not 2.4 rows an id)."""
+    t = mbo(12_000, seed=5)
+    inst = np.where(np.arange(12_000) % 2 == 0, 1, 5000).astype(np.uint32)
     k = t.schema.get_field_index("instrument_id")
     t = t.set_column(k, t.schema.field(k), pa.array(inst))
     t = t.sort_by([("ts_event", "ascending")])
@@ -477,12 +477,13 @@ def test_a_compacted_slot_is_encoded_as_one_append_of_its_rows_with_sparse_ids(t
     with TickStore(tmp_path / "one", slot="1D") as s:
         (whole,) = s.append("mbo", t)
     with TickStore(tmp_path / "many", slot="1D") as s:
-        for lo in range(0, 2000, 300):
-            s.append("mbo", t.slice(lo, 300))
+        for lo in range(0, 12_000, 1_800):
+            s.append("mbo", t.slice(lo, 1_800))
         (merged,) = s.compact("mbo")
         assert s.read("mbo").equals(as_sorted(t))
     one, many = encodings(tmp_path / "one" / whole.path), encodings(tmp_path / "many" / merged.path)
     assert one == many and "DELTA_BINARY_PACKED" in one["order_id"]
+    assert "RLE_DICTIONARY" in one["price"]
 
 
 def test_the_footers_kept_for_reads_stay_within_their_memory(tmp_path, monkeypatch):
