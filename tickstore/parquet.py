@@ -240,6 +240,19 @@ def _store64(typingctx, out, pos, x):
     return sig, codegen
 
 
+@_intrinsic
+def _load64(typingctx, buf, pos):
+    """The uint64 at ``buf[pos:pos + 8]``, little-endian, in one unaligned load (the caller
+    keeps ``pos + 8`` within ``buf``)."""
+    sig = _types.uint64(buf, _types.int64)
+
+    def codegen(context, builder, signature, args):
+        b, p = args
+        ptr = _at(context, builder, signature.args[0], b, p)
+        return builder.load(builder.bitcast(ptr, _ir.IntType(64).as_pointer()), align=1)
+    return sig, codegen
+
+
 @numba.njit(cache=True, nogil=True)
 def _pack(vals, start, count, w, out, p):
     """``count`` unsigned values of ``w`` bits (each below 2**w), packed LSB first at ``p``:

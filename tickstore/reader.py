@@ -318,6 +318,18 @@ def _unpack(words, n, w, dst, base, add, mind, prev):
 
 
 @numba.njit(cache=True, nogil=True)
+def _unpack_bytes(src, p, start, n, w, dst, base):
+    """Values ``start:start + n`` of ``w`` bits each (at most 56), LSB first, packed from
+    ``src[p]``, into ``dst[base:]``: each by one unaligned 8-byte load from its first byte
+    (up to 7 bytes past the values: :data:`SLACK`)."""
+    mask = (np.uint64(1) << np.uint64(w)) - np.uint64(1)
+    d = dst[base:base + n]
+    for j in range(n):
+        bit = (start + j) * w
+        d[j] = (parquet._load64(src, p + (bit >> 3)) >> np.uint64(bit & 7)) & mask
+
+
+@numba.njit(cache=True, nogil=True)
 def _hybrid(src, p, end, w, n, dst, base):
     """``n`` values of the RLE/bit-packed hybrid of width ``w`` at ``p`` into ``dst[base:]``;
     the position after them, or -1 when they run past ``end``."""
@@ -334,6 +346,8 @@ def _hybrid(src, p, end, w, n, dst, base):
             m = min(np.int64(h >> np.uint64(1)) * 8, n - got)
             if w == 0:
                 dst[base + got:base + got + m] = 0
+            elif w <= 56:
+                _unpack_bytes(src, p, 0, m, w, dst, base + got)
             else:
                 _unpack(_words(src, p, nbytes), m, w, dst, base + got, False, np.uint64(0),
                         np.uint64(0))
@@ -347,6 +361,66 @@ def _hybrid(src, p, end, w, n, dst, base):
             m = min(np.int64(h >> np.uint64(1)), n - got)
             dst[base + got:base + got + m] = v
             got += m
+    return p
+
+
+@numba.njit(cache=True, nogil=True)
+def _unpack_at(words, start, n, w, dst, base):
+    """Values ``start:start + n`` of ``w`` bits each, LSB first, from ``words`` into
+    ``dst[base:]``."""
+    mask = (np.uint64(1) << np.uint64(w)) - np.uint64(1) if w < 64 else ~np.uint64(0)
+    for j in range(n):
+        bit = (start + j) * w
+        wi = bit >> 6
+        sh = np.uint64(bit & 63)
+        v = words[wi] >> sh
+        if sh + np.uint64(w) > np.uint64(64):
+            v |= words[wi + 1] << (np.uint64(64) - sh)
+        dst[base + j] = v & mask
+
+
+@numba.njit(cache=True, nogil=True)
+def _hybrid_at(src, p, end, w, n, dst, sel, s, r):
+    """As :func:`_hybrid` (``n`` values, width ``w``, at ``p``, into ``dst[0:n]``), but only the
+    values at the rows of the ranges ``sel[s:]`` (the values being rows ``r:r + n``) are
+    unpacked: the others are left as they were. The position after them, or -1."""
+    got = 0
+    vb = (w + 7) // 8
+    t = s
+    while got < n:
+        h, p = _varint(src, p, end)
+        if p < 0:
+            return -1
+        if h & np.uint64(1):
+            nbytes = np.int64(h >> np.uint64(1)) * w
+            if p + nbytes > end:
+                return -1
+            m = min(np.int64(h >> np.uint64(1)) * 8, n - got)
+        else:
+            if p + vb > end:
+                return -1
+            nbytes = vb
+            m = min(np.int64(h >> np.uint64(1)), n - got)
+        lo, hi = r + got, r + got + m               # this run's rows
+        while t < sel.shape[0] and sel[t, 1] <= lo:
+            t += 1
+        u = t
+        while u < sel.shape[0] and sel[u, 0] < hi:
+            a = max(sel[u, 0], lo) - lo
+            b = min(sel[u, 1], hi) - lo
+            if not h & np.uint64(1):
+                dst[got + a:got + b] = _le(src, p, vb)
+            elif w == 0:
+                dst[got + a:got + b] = 0
+            elif w <= 56:
+                _unpack_bytes(src, p, a, b - a, w, dst, got + a)
+            else:
+                _unpack_at(_words(src, p, nbytes), a, b - a, w, dst, got + a)
+            if sel[u, 1] > hi:
+                break
+            u += 1
+        got += m
+        p += nbytes
     return p
 
 
@@ -395,6 +469,14 @@ def _delta(src, p, end, n, dst, base):
                 for j in range(m):
                     cur += mind
                     dst[base + i + j] = cur
+            elif w <= 56:                  # a value within the 8 bytes from its first: a load
+                mask = (np.uint64(1) << np.uint64(w)) - np.uint64(1)
+                d = dst[base + i:base + i + m]
+                for j in range(m):
+                    bit = j * w
+                    cur += mind + ((parquet._load64(src, p + (bit >> 3))
+                                    >> np.uint64(bit & 7)) & mask)
+                    d[j] = cur
             else:
                 cur = _unpack(_words(src, p, nbytes), m, w, dst, base + i, True, mind, cur)
             i += m
@@ -405,21 +487,23 @@ def _delta(src, p, end, n, dst, base):
 @numba.njit(cache=True, nogil=True)
 def _plain(src, p, n, pw, dst, base):
     """``n`` PLAIN values ``pw`` bytes wide at ``p`` into ``dst[base:]`` (narrowed)."""
+    d = dst[base:base + n]          # (slices from 0: no index arithmetic for LLVM to doubt)
     if pw == 8:
         v8 = src[p:p + 8 * n].view(np.uint64)
         for j in range(n):
-            dst[base + j] = v8[j]
+            d[j] = v8[j]
     elif pw == 4:
         v4 = src[p:p + 4 * n].view(np.uint32)
         for j in range(n):
-            dst[base + j] = v4[j]
+            d[j] = v4[j]
     elif pw == 2:
         v2 = src[p:p + 2 * n].view(np.uint16)
         for j in range(n):
-            dst[base + j] = v2[j]
+            d[j] = v2[j]
     else:
+        v1 = src[p:p + n]
         for j in range(n):
-            dst[base + j] = src[p + j]
+            d[j] = v1[j]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -427,16 +511,17 @@ def _unsplit(src, p, n, pw, a, b, dst, base):
     """Values ``a:b`` of ``n`` byte-stream-split ones ``pw`` bytes wide at ``p`` into
     ``dst[base:]``: each value's bytes from the ``pw`` streams in one pass (a pass a stream
     over ``dst`` is bound by memory)."""
-    if pw == 8:
-        for j in range(a, b):
-            q = p + j
-            dst[base + j - a] = (np.uint64(src[q]) | np.uint64(src[q + n]) << np.uint64(8)
-                                 | np.uint64(src[q + 2 * n]) << np.uint64(16)
-                                 | np.uint64(src[q + 3 * n]) << np.uint64(24)
-                                 | np.uint64(src[q + 4 * n]) << np.uint64(32)
-                                 | np.uint64(src[q + 5 * n]) << np.uint64(40)
-                                 | np.uint64(src[q + 6 * n]) << np.uint64(48)
-                                 | np.uint64(src[q + 7 * n]) << np.uint64(56))
+    if pw == 8:             # (slices from 0: no index arithmetic for LLVM to doubt)
+        s0, s1, s2, s3 = (src[p + a:p + b], src[p + n + a:p + n + b],
+                          src[p + 2 * n + a:p + 2 * n + b], src[p + 3 * n + a:p + 3 * n + b])
+        s4, s5, s6, s7 = (src[p + 4 * n + a:p + 4 * n + b], src[p + 5 * n + a:p + 5 * n + b],
+                          src[p + 6 * n + a:p + 6 * n + b], src[p + 7 * n + a:p + 7 * n + b])
+        d = dst[base:base + b - a]
+        for j in range(b - a):
+            d[j] = (np.uint64(s0[j]) | np.uint64(s1[j]) << np.uint64(8)
+                    | np.uint64(s2[j]) << np.uint64(16) | np.uint64(s3[j]) << np.uint64(24)
+                    | np.uint64(s4[j]) << np.uint64(32) | np.uint64(s5[j]) << np.uint64(40)
+                    | np.uint64(s6[j]) << np.uint64(48) | np.uint64(s7[j]) << np.uint64(56))
     else:
         for j in range(a, b):
             v = np.uint64(0)
@@ -486,8 +571,8 @@ def _values(src, p, end, enc, nn, pw, keys, have_dict, ix, dst, base):
 def _picked(src, p, end, enc, n, pw, keys, have_dict, ix, pg, out, o, sel, s, r):
     """The rows of the ranges ``sel[s:]`` that fall in a data page of ``n`` rows from row
     ``r``, its values at ``p`` (no nulls), into ``out[o:]``, one after another: of plain and
-    byte-stream-split values only those rows are read; a dictionary's indices are decoded
-    whole and only those rows looked up; deltas are summed whole into ``pg``. Returns
+    byte-stream-split values only those rows are read, and of a dictionary's indices only
+    theirs unpacked; deltas are summed whole into ``pg``. Returns
     (0 or E_*, the next place in ``out``)."""
     if enc == parquet.DELTA_BINARY_PACKED:
         st = _values(src, p, end, enc, n, pw, keys, have_dict, ix, pg, 0)
@@ -505,7 +590,7 @@ def _picked(src, p, end, enc, n, pw, keys, have_dict, ix, pg, out, o, sel, s, r)
             w = np.int64(src[p])
             if w > 32:
                 return E_WIDTH, o
-            if _hybrid(src, p + 1, end, w, n, ix, 0) < 0:
+            if _hybrid_at(src, p + 1, end, w, n, ix, sel, s, r) < 0:
                 return E_BOUNDS, o
     else:
         return E_ENCODING, o
