@@ -884,8 +884,9 @@ def _width_of(col: parquet.Column) -> int:
 
 @dataclass
 class Fetched:
-    """The bytes of some row groups' column chunks, read (:func:`fetch`), to decode
-    (:func:`decode`): ``big`` the reading thread's buffer, valid until its next fetch."""
+    """The bytes of some row groups' column chunks, read (:func:`fetch`), to decode once
+    (:func:`decode`, :func:`decode_within`): ``big`` the reading thread's buffer, valid until
+    its next fetch."""
 
     big: np.ndarray
     chunks: np.ndarray          # [group, field] as Layout.chunks, the start moved into ``big``
@@ -893,15 +894,40 @@ class Fetched:
     rows: int
     group_rows: np.ndarray      # each group's first row, and the rows' count at the end
     spans: list                 # each group's (path, group id, first byte, end, place in big)
+    fds: list | None = None     # a lazy fetch's open files, a group's each: its columns' tasks
+    shift: np.ndarray | None = None   # ... read their own chunks (a chunk's file offset + it)
+
+    def close(self) -> None:
+        for fd in set(self.fds or ()):
+            os.close(fd)
+        self.fds = None
 
 
 NO_RANGES = np.zeros((0, 2), np.int64)
+LAZY_GROUPS = 16    # row groups up to which each column's task reads its own chunks (a fetch
+#                     of many files' groups reads each group's span at once: fewer calls)
+
+
+def _read_chunks(got: Fetched, i: int) -> None:
+    """Field ``i``'s chunks of a lazy fetch, read into their places in ``got.big``."""
+    view = memoryview(got.big)
+    for g in range(got.chunks.shape[0]):
+        to, n = int(got.chunks[g, i, L_START]), int(got.chunks[g, i, L_SIZE])
+        a = to - int(got.shift[g])
+        have = os.preadv(got.fds[g], [view[to:to + n]], a)
+        if have != n:
+            path, gid = got.spans[g][:2]
+            raise CorruptFile(f"{path}: row group {gid} needs bytes {a}-{a + n}, the file "
+                              f"ends at {a + have}")
 
 
 def fetch(parts: list, fields: list[pa.Field]) -> Fetched | None:
     """The chunks of ``fields`` of the row groups ``parts`` (``(path, Layout, group ids)``, in
     order), read: one ``pread`` a row group, from its first wanted chunk's start to its last
-    one's end. None when no group is asked for."""
+    one's end; or, for up to :data:`LAZY_GROUPS` groups, the files opened, and each column's
+    chunks read by its own task as the decoding starts (on the decoders' threads, so that
+    reading overlaps decoding; :func:`decode` closes the files). None when no group is asked
+    for."""
     if not parts:
         return None
     lay0 = parts[0][1]
@@ -915,27 +941,38 @@ def fetch(parts: list, fields: list[pa.Field]) -> Fetched | None:
     at = np.concatenate([[0], np.cumsum(hi - lo)])
     big = _buffer("big", int(at[-1]) + SLACK)
     view = memoryview(big)
-    spans = []
+    lazy = ch.shape[0] <= LAZY_GROUPS
+    spans, fds = [], []
     k = 0
-    for path, _, ids in parts:
-        if not len(ids):
-            continue
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            for g, a, b, to in zip(ids, lo[k:k + len(ids)].tolist(),
-                                   hi[k:k + len(ids)].tolist(), at[k:k + len(ids)].tolist()):
-                got = os.preadv(fd, [view[to:to + b - a]], a)
-                if got != b - a:
-                    raise CorruptFile(f"{path}: row group {g} needs bytes {a}-{b}, the file "
-                                      f"ends at {a + got}")
-                spans.append((path, g, a, b, to))
-        finally:
+    try:
+        for path, _, ids in parts:
+            if not len(ids):
+                continue
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                for g, a, b, to in zip(ids, lo[k:k + len(ids)].tolist(),
+                                       hi[k:k + len(ids)].tolist(), at[k:k + len(ids)].tolist()):
+                    if not lazy:
+                        got = os.preadv(fd, [view[to:to + b - a]], a)
+                        if got != b - a:
+                            raise CorruptFile(f"{path}: row group {g} needs bytes {a}-{b}, the "
+                                              f"file ends at {a + got}")
+                    spans.append((path, g, a, b, to))
+                    fds.append(fd)
+            finally:
+                if not lazy:
+                    os.close(fd)
+            k += len(ids)
+    except BaseException:
+        for fd in set(fds) if lazy else ():
             os.close(fd)
-        k += len(ids)
-    ch[:, :, L_START] += (at[:-1] - lo)[:, None]
+        raise
+    shift = at[:-1] - lo
+    ch[:, :, L_START] += shift[:, None]
     group_rows = np.concatenate([[0], np.cumsum(ch[:, 0, L_ROWS])])
     cols = {f.name: (i, f, lay0.columns[f.name][1]) for i, f in enumerate(fields)}
-    return Fetched(big, ch, cols, int(group_rows[-1]), group_rows, spans)
+    return Fetched(big, ch, cols, int(group_rows[-1]), group_rows, spans,
+                   fds if lazy else None, shift if lazy else None)
 
 
 def decode(got: Fetched, names: list[str], map_fn=map,
@@ -949,46 +986,69 @@ def decode(got: Fetched, names: list[str], map_fn=map,
     def one(name):
         return _finish(got, name, _prepare(got, name, keep, True), sel)
 
-    return dict(zip(names, map_fn(one, names)))
+    try:
+        return dict(zip(names, map_fn(one, names)))
+    finally:
+        got.close()
 
 
 def decode_within(got: Fetched, keys: list[str], rest: list[str], pick, map_fn=map):
     """The columns ``keys`` of ``got`` whole, and of the columns ``rest`` the rows of the ranges
     ``pick(keys' arrays)`` gives (as :func:`decode`'s; all rows when it gives None), with the
-    ``rest``'s pages parsed, checked and decompressed while the keys are decoded (all columns
-    on ``map_fn``'s threads, the keys first: a column waits for the ranges only after its
-    pages are ready). Returns (the arrays by name, the ranges)."""
+    ``rest``'s pages parsed, checked and decompressed while the keys are decoded and the
+    ranges found. All on ``map_fn``'s threads, as tasks in this order: the keys, then each
+    other column's pages (the biggest first), then each one's rows, which wait for the ranges
+    and their pages (tasks taken in order never wait on one not yet taken). Returns (the
+    arrays by name, the ranges)."""
     state: dict = {}
     lock = threading.Lock()
     ready = threading.Event()
+    others = [n for n in rest if n not in keys]
+    size = {n: int(got.chunks[:, got.fields[n][0], L_SIZE].sum()) for n in others}
+    others.sort(key=lambda n: -size[n])
+    pages = {n: [threading.Event(), None] for n in others}
 
-    def one(name):
-        if name in keys:
+    def key(name):
+        try:
+            arr = _finish(got, name, _prepare(got, name, None, True), None)
+        except BaseException:
+            ready.set()
+            raise
+        with lock:
+            state[name] = arr
+            last = all(k in state for k in keys)
+        if last:
             try:
-                arr = _finish(got, name, _prepare(got, name, None, True), None)
-            except BaseException:
+                sel = pick({k: state[k] for k in keys})
+                state["sel"] = (None if sel is None else
+                                np.ascontiguousarray(sel, np.int64).reshape(-1, 2))
+            finally:
                 ready.set()
-                raise
-            with lock:
-                state[name] = arr
-                last = all(k in state for k in keys)
-            if last:
-                try:
-                    sel = pick({k: state[k] for k in keys})
-                    state["sel"] = (None if sel is None else
-                                    np.ascontiguousarray(sel, np.int64).reshape(-1, 2))
-                finally:
-                    ready.set()
-            return arr
-        prep = _prepare(got, name, None, False)
-        ready.wait()
-        if "sel" not in state:                  # a key's task failed: it raises
-            return None
-        return _finish(got, name, prep, state["sel"])
+        return arr
 
-    size = {n: int(got.chunks[:, got.fields[n][0], L_SIZE].sum()) for n in rest}
-    names = list(keys) + sorted((n for n in rest if n not in keys), key=lambda n: -size[n])
-    out = dict(zip(names, map_fn(one, names)))          # (the biggest first: fewer idle ends)
+    def prepare(name):
+        box = pages[name]
+        try:
+            box[1] = _prepare(got, name, None, False)
+        finally:
+            box[0].set()
+
+    def finish(name):
+        box = pages[name]
+        box[0].wait()
+        ready.wait()
+        if "sel" not in state or box[1] is None:     # a task before failed: it raises
+            return None
+        return _finish(got, name, box[1], state["sel"])
+
+    tasks = ([(key, n) for n in keys] + [(prepare, n) for n in others]
+             + [(finish, n) for n in others])
+    try:
+        done = list(map_fn(lambda task: task[0](task[1]), tasks))
+    finally:
+        got.close()
+    out = dict(zip(keys, done[:len(keys)]))
+    out.update(zip(others, done[len(keys) + len(others):]))
     return out, state.get("sel")
 
 
@@ -1049,6 +1109,8 @@ def _prepare(got: Fetched, name: str, keep: np.ndarray | None, local: bool):
     chunks of one value (by the chunk's statistics) are not decompressed either, but filled
     (:data:`FILLED`). Returns (page table, scratch buffer)."""
     i, f, col = got.fields[name]
+    if got.fds is not None:
+        _read_chunks(got, i)
     c = got.chunks[:, i]
     starts, sizes, nrows, codec = (np.ascontiguousarray(c[:, j]) for j in (
         L_START, L_SIZE, L_ROWS, L_CODEC))
