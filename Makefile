@@ -42,8 +42,9 @@ bench: $(STAMP)
 	$(PY) bench/capture.py --size full --json bench/out/capture.json
 	$(PY) bench/features.py --events 20000000 --instruments 1000
 	$(PY) bench/forecast.py --instruments 10000 --length 2000 --sample 100
+	$(PY) bench/store.py --slot 5min --json bench/out/store-5min.json
 	$(PY) bench/store.py --slot 1min --json bench/out/store-1min.json
-	$(PY) bench/store.py --slot 1D --json bench/out/store-1D.json
+	$(PY) bench/store.py --slot 10min --json bench/out/store-10min.json
 
 bench-quick: $(STAMP)
 	$(PY) bench/run.py --size quick --json bench/out/quick.json

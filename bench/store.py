@@ -13,7 +13,8 @@ bytes as a ``uint32``, since ArcticDB stores no fixed-size binary; default libra
 100,000 rows per segment, LZ4). Layout (b): one symbol per instrument (``write_batch``), for the
 range queries too, so that each layout of ArcticDB is compared on both.
 
-What is timed (in-process; each the median of several runs after a warm-up, page cache warm):
+What is timed (in-process; each the median of several runs after two warm-ups, page cache
+warm):
 
 - write: ``append`` into a fresh store (sort, encode, zstd, fsync, catalog line) against
   ``lib.write`` into a fresh LMDB library, from the DataFrame ArcticDB needs (the Arrow->pandas
@@ -289,7 +290,7 @@ def _arctic_arrow_write(mbo: pa.Table, root: Path, repeats: int) -> float | None
 # the run
 
 def run(rows: int, instruments: int, seed: int, repeats: int, write_repeats: int,
-        per_symbol: bool, workdir: Path, log=print, slot: str = "1min") -> dict:
+        per_symbol: bool, workdir: Path, log=print, slot: str = "5min") -> dict:
     import arcticdb as adb
     import pandas as pd
 
@@ -387,9 +388,9 @@ def run(rows: int, instruments: int, seed: int, repeats: int, write_repeats: int
     del df
 
     # -- queries ---------------------------------------------------------------------------
-    def both(name, tp_fn, adb_fn, check=None, **extra):
-        t_tp, r_tp = measure(tp_fn, repeats)
-        t_adb, r_adb = measure(adb_fn, repeats)
+    def both(name, tp_fn, adb_fn, check=None, **extra):     # two warm-ups each (numba's
+        t_tp, r_tp = measure(tp_fn, repeats, warmup=2)         # load, then the threads'
+        t_adb, r_adb = measure(adb_fn, repeats, warmup=2)      # buffers grown: a slow 2nd run)
         ok = r_tp.num_rows == r_adb.num_rows if check is None else check(r_tp, r_adb)
         if not ok:
             raise SystemExit(f"error: {name}: tickpipe and ArcticDB disagree "
@@ -568,8 +569,8 @@ def main(argv=None) -> int:
                     help="where the stores are written (default bench/out/store)")
     ap.add_argument("--keep", action="store_true", help="keep the stores afterwards")
     ap.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON here")
-    ap.add_argument("--slot", default="1min", help="the tick store's time slot: each file holds "
-                    "one slot (1min, 5min, ..., 1D; default 1min)")
+    ap.add_argument("--slot", default="5min", help="the tick store's time slot: each file holds "
+                    "one slot (1min, 5min, ..., 1D; default 5min, the store's)")
     a = ap.parse_args(argv)
     for name in ("rows", "repeats", "write_repeats", "instruments"):
         if getattr(a, name) < 1:

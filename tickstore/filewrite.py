@@ -135,14 +135,20 @@ def decompress_pages(dctx, src, offs, comps, dst, ats, sizes):
     return -1
 
 
+def _context(name: str, create) -> int:
+    """This thread's libzstd context ``name``, made by ``create`` on first use."""
+    c = getattr(_local, name, None)
+    if c is None:
+        c = create()
+        if not c:
+            raise MemoryError(f"libzstd could not make a {name}")
+        setattr(_local, name, c)
+    return c
+
+
 def dctx() -> int:
     """This thread's zstd decompression context (libzstd's, for :func:`decompress_pages`)."""
-    d = getattr(_local, "dctx", None)
-    if d is None:
-        d = _local.dctx = _LIB.ZSTD_createDCtx()
-        if not d:
-            raise MemoryError("ZSTD_createDCtx failed")
-    return d
+    return _context("dctx", _LIB.ZSTD_createDCtx)
 
 
 @_intrinsic
@@ -926,12 +932,7 @@ _NO_DEST = np.zeros(0, np.int32)
 
 
 def _cctx() -> int:
-    c = getattr(_local, "cctx", None)
-    if c is None:
-        c = _local.cctx = _LIB.ZSTD_createCCtx()
-        if not c:
-            raise MemoryError("ZSTD_createCCtx failed")
-    return c
+    return _context("cctx", _LIB.ZSTD_createCCtx)
 
 
 _NONE = np.zeros(1, np.uint8)

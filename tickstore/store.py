@@ -7,10 +7,10 @@ Layout (an open format: any Parquet reader reads the files as they are)::
     {root}/_lock                        held by the one writer
     {root}/_readers                     shared by readers while they read
 
-A file holds one schema and one time slot of ``ts_event`` (the store's ``slot``: one minute
-by default, up to a UTC day, chosen when the store is made), rows sorted by ``(instrument_id,
-ts_event)``. Its catalog entry records its rows, instrument and time ranges, size and CRC-32, so
-queries choose files without opening them.
+A file holds one schema and one time slot of ``ts_event`` (the store's ``slot``: five
+minutes by default, one minute to a UTC day, chosen when the store is made), rows sorted by
+``(instrument_id, ts_event)``. Its catalog entry records its rows, instrument and time
+ranges, size and CRC-32, so queries choose files without opening them.
 
 **Commit protocol.** An append writes each slot's rows to ``.tmp-*`` in the partition, fsyncs
 it and renames it to its final name, fsyncs the partitions' directories once all are renamed,
@@ -204,7 +204,7 @@ def _ns(value, name: str) -> int | None:
 
 SLOTS = {"1min": 60, "2min": 120, "5min": 300, "10min": 600, "15min": 900, "30min": 1800,
          "1h": 3600, "2h": 7200, "4h": 14400, "1D": 86400}
-DEFAULT_SLOT = "1min"
+DEFAULT_SLOT = "5min"     # (bench/RESULTS.md, 2026-12-03: the slots against ArcticDB)
 FORMAT = 1                    # the layout's version, in _catalog/_store.json
 EVENT_SCHEMAS = ("mbo", "trades")      # the schemas the store's slot applies to (others: 1D)
 
