@@ -10,11 +10,16 @@ data pages v1; ``PLAIN``, ``RLE_DICTIONARY``, ``DELTA_BINARY_PACKED``, ``BYTE_ST
 zstd or none; flat columns, required or optional) with:
 
 - one ``pread`` a row group (the chunks of the columns wanted are adjacent), all into one buffer
-  (kept by the thread for its next read);
+  (kept by the thread for its next read); for a few row groups, each column's task reads its
+  own chunks into their places there (reading overlaps decoding);
 - a column's page headers (Thrift compact protocol) parsed for all its chunks in one numba call;
 - each page's CRC-32 checked against its header's, in one compiled loop;
-- zstd pages decompressed by a context kept per thread (``zstandard``), into one scratch buffer;
-- a column's pages decoded into its output in one numba call (``nogil``: columns on threads).
+- a column's zstd pages decompressed in one numba call by libzstd (a context kept per thread;
+  ``zstandard`` where the system has no libzstd), into one scratch buffer; chunks whose
+  statistics give one value and no null filled with it instead;
+- a column's pages decoded into its output in one numba call (``nogil``: columns on threads):
+  all rows, or only those of given ranges (:func:`decode`, :func:`decode_within`: the rows a
+  query's bounds pick out of the key columns).
 
 Anything else (another codec, data pages v2, a type the store does not write) is
 :class:`Unsupported`, and the caller reads those files with pyarrow. A malformed page is a
