@@ -239,3 +239,21 @@ def test_chunks_of_one_value_are_filled_from_their_statistics_whole_or_in_ranges
     sel = np.array([[5, 900], [1999, 2001], [2500, 3000]], np.int64)
     want = pa.concat_tables([t.slice(a, b - a) for a, b in sel])
     assert _table(reader.decode(got, schema.names, ranges=sel), schema).equals(want)
+
+
+def test_bounded_reads_from_many_threads_at_once_give_their_own_rows(tmp_path):
+    """Queries on one store from several threads share its decoding threads (their tasks
+    interleave in its queue): none waits for ever, and each gets its own rows."""
+    import concurrent.futures
+    t = mbo(30_000, seed=11)
+    ts = t.column("ts_event").cast(pa.int64()).to_numpy()
+    with TickStore(tmp_path, slot="15min", threads=2) as s:
+        s.append("mbo", t)
+        cuts = np.quantile(ts, np.linspace(0, 1, 9)).astype(np.int64)
+        asks = [dict(start=int(a), end=int(b)) for a, b in zip(cuts[:-1], cuts[1:])]
+        asks += [dict(instruments=[i], start=int(cuts[2]), end=int(cuts[6])) for i in (1, 2, 3)]
+        want = [s.read("mbo", **kw) for kw in asks]
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            for _ in range(3):
+                got = list(pool.map(lambda kw: s.read("mbo", **kw), asks, timeout=120))
+                assert all(g.equals(w) and w.num_rows for g, w in zip(got, want))
