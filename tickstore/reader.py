@@ -15,8 +15,7 @@ zstd or none; flat columns, required or optional) with:
 - a column's page headers (Thrift compact protocol) parsed for all its chunks in one numba call;
 - each page's CRC-32 checked against its header's, in one compiled loop;
 - a column's zstd pages decompressed in one numba call by libzstd (a context kept per thread;
-  ``zstandard`` where the system has no libzstd), into one scratch buffer; chunks whose
-  statistics give one value and no null filled with it instead;
+  ``zstandard`` where the system has no libzstd), into one scratch buffer;
 - a column's pages decoded into its output in one numba call (``nogil``: columns on threads):
   all rows, or only those of given ranges (:func:`decode`, :func:`decode_within`: the rows a
   query's bounds pick out of the key columns).
@@ -44,11 +43,9 @@ from tickstore import parquet
 P_KIND, P_BUF, P_OFF, P_SIZE, P_VALUES, P_ENC, P_CHUNK, P_COMP, P_CRC = range(9)
 P_FIELDS = 9
 SKIPPED = -1        # P_KIND of a dictionary page whose chunk has no row wanted (not decoded)
-FILLED = -2         # P_KIND of a data page of a chunk of one value (P_OFF): filled with it
 CODECS = {"UNCOMPRESSED": parquet.UNCOMPRESSED, "ZSTD": parquet.ZSTD}
-# the layout of a row group's column chunk: where it starts, its bytes, codec, rows, whether
-# its statistics say it holds one value and no null, and that value (its physical bits)
-L_START, L_SIZE, L_CODEC, L_ROWS, L_ONE, L_VALUE = range(6)
+# the layout of a row group's column chunk: where it starts, its bytes, codec, rows
+L_START, L_SIZE, L_CODEC, L_ROWS = range(4)
 
 # _pages and _decode errors (negative; the chunk in question is reported with them)
 E_BOUNDS, E_HEADER, E_PAGE, E_ENCODING, E_COUNT, E_DICT, E_WIDTH, E_CRC = range(-1, -9, -1)
@@ -551,6 +548,11 @@ def _values(src, p, end, enc, nn, pw, keys, have_dict, ix, dst, base):
             w = np.int64(src[p])
             if w > 32:
                 return E_WIDTH
+            if w == 0:           # every index 0 (a chunk of one value): the entry, no unpacking
+                if keys.shape[0] == 0:
+                    return E_DICT
+                dst[base:base + nn] = keys[0]
+                return 0
             if _hybrid(src, p + 1, end, w, nn, ix, 0) < 0:
                 return E_BOUNDS
             top = np.uint32(0)
@@ -579,6 +581,7 @@ def _picked(src, p, end, enc, n, pw, keys, have_dict, ix, pg, out, o, sel, s, r)
     byte-stream-split values only those rows are read, and of a dictionary's indices only
     theirs unpacked; deltas are summed whole into ``pg``. Returns
     (0 or E_*, the next place in ``out``)."""
+    one = False
     if enc == parquet.DELTA_BINARY_PACKED:
         st = _values(src, p, end, enc, n, pw, keys, have_dict, ix, pg, 0)
         if st < 0:
@@ -595,7 +598,11 @@ def _picked(src, p, end, enc, n, pw, keys, have_dict, ix, pg, out, o, sel, s, r)
             w = np.int64(src[p])
             if w > 32:
                 return E_WIDTH, o
-            if _hybrid_at(src, p + 1, end, w, n, ix, sel, s, r) < 0:
+            if w == 0:               # every index 0: the one entry at every row wanted
+                if keys.shape[0] == 0:
+                    return E_DICT, o
+                one = True
+            elif _hybrid_at(src, p + 1, end, w, n, ix, sel, s, r) < 0:
                 return E_BOUNDS, o
     else:
         return E_ENCODING, o
@@ -610,6 +617,8 @@ def _picked(src, p, end, enc, n, pw, keys, have_dict, ix, pg, out, o, sel, s, r)
             _plain(src, p + a * pw, m, pw, out, o)
         elif enc == parquet.BYTE_STREAM_SPLIT:
             _unsplit(src, p, n, pw, a, b, out, o)
+        elif one:
+            out[o:o + m] = keys[0]
         else:
             top = np.uint32(0)
             for j in range(a, b):
@@ -715,28 +724,6 @@ def _decode(big, scratch, table, npages, pw, nullable, out, valid, whole, sel, w
         enc = row[P_ENC]
         if row[P_KIND] == SKIPPED:
             continue
-        if row[P_KIND] == FILLED:                 # a chunk of one value, ``P_OFF``
-            v = row[P_OFF]
-            t = s
-            while not whole and t < sel.shape[0] and sel[t, 1] <= r:
-                t += 1
-            s = t
-            a, b = r, r + n                       # the rows to fill: all, or the ranges'
-            while True:
-                if not whole:
-                    if t == sel.shape[0] or sel[t, 0] >= r + n:
-                        break
-                    a, b = max(sel[t, 0], r), min(sel[t, 1], r + n)
-                at = a if whole else o
-                out[at:at + b - a] = v
-                if nullable:
-                    valid[at:at + b - a] = 1
-                if whole:
-                    break
-                o += b - a
-                t += 1
-            r += n
-            continue
         if row[P_KIND] == parquet.DICTIONARY_PAGE:
             if enc != parquet.PLAIN and enc != 2:          # PLAIN (or PLAIN_DICTIONARY)
                 return E_ENCODING * (1 << 32) - c
@@ -822,7 +809,7 @@ def layout(md, schema: pa.Schema) -> Layout:
         except TypeError as err:
             raise Unsupported(str(err)) from err
         cols[f.name] = (j, col)         # (float64 too: its values' bits as a uint64)
-    chunks = np.zeros((md.num_row_groups, len(names), 6), np.int64)
+    chunks = np.zeros((md.num_row_groups, len(names), 4), np.int64)
     for g in range(md.num_row_groups):
         rg = md.row_group(g)
         for name, (j, col) in cols.items():
@@ -832,11 +819,6 @@ def layout(md, schema: pa.Schema) -> Layout:
             start = c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset
             chunks[g, j, :4] = (start, c.total_compressed_size, CODECS[c.compression],
                                 rg.num_rows)
-            st = c.statistics           # (not doubles: statistics leave NaN out, and -0 == 0)
-            if (col.physical in (parquet.INT32, parquet.INT64) and st is not None
-                    and st.has_min_max and st.has_null_count and st.null_count == 0
-                    and st.min_raw == st.max_raw):
-                chunks[g, j, L_ONE:] = (1, st.min_raw)
     return Layout(chunks, cols)
 
 
@@ -1110,9 +1092,8 @@ def _unzstd(view, zi, table, spans, starts, name, scratch, at) -> None:
 def _prepare(got: Fetched, name: str, keep: np.ndarray | None, local: bool):
     """Column ``name``'s pages in ``got``: parsed, their CRC-32s checked, the zstd ones
     decompressed (into this thread's scratch buffer when ``local``, else into one of their
-    own); those of row groups not in ``keep`` (None: all) are not decompressed, and those of
-    chunks of one value (by the chunk's statistics) are not decompressed either, but filled
-    (:data:`FILLED`). Returns (page table, scratch buffer)."""
+    own); those of row groups not in ``keep`` (None: all) are not decompressed. Returns (page
+    table, scratch buffer)."""
     i, f, col = got.fields[name]
     if got.fds is not None:
         _read_chunks(got, i)
@@ -1141,13 +1122,7 @@ def _prepare(got: Fetched, name: str, keep: np.ndarray | None, local: bool):
             if table[j, P_CRC] >= 0 and zlib.crc32(view[off:off + comp]) != table[j, P_CRC]:
                 raise _bad(E_CRC * (1 << 32) - int(table[j, P_CHUNK]), spans, starts, f.name)
     chunk = table[:, P_CHUNK]
-    one = c[:, L_ONE][chunk] != 0
-    if one.any():                   # a chunk of one value: its data pages filled, no dictionary
-        table[one & (table[:, P_KIND] == parquet.DICTIONARY_PAGE), P_KIND] = SKIPPED
-        filled = one & (table[:, P_KIND] == parquet.DATA_PAGE)
-        table[filled, P_KIND] = FILLED
-        table[filled, P_OFF] = c[:, L_VALUE][chunk[filled]]
-    zstd = (codec[chunk] == parquet.ZSTD) & ~one
+    zstd = codec[chunk] == parquet.ZSTD
     if keep is not None:                  # the pages of chunks with no row wanted: not needed
         kept = keep[chunk]
         zstd &= kept
