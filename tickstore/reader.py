@@ -298,9 +298,10 @@ def _words(src, p, nbytes):
 
 
 @numba.njit(cache=True, nogil=True)
-def _unpack(words, n, w, dst, base, add, mind, prev):
-    """``n`` values of ``w`` bits, LSB first, from ``words`` into ``dst[base:]``: as they are
-    (``add`` False) or as deltas (value + ``mind``) summed from ``prev``; returns the last."""
+def _unpack(words, n, w, dst, base, mind, prev):
+    """``n`` deltas of ``w`` bits (over 56: a value may span 9 bytes), LSB first, from
+    ``words``, each plus ``mind``, summed from ``prev`` into ``dst[base:]``; returns the
+    last."""
     mask = (np.uint64(1) << np.uint64(w)) - np.uint64(1) if w < 64 else ~np.uint64(0)
     cur = prev
     for j in range(n):
@@ -310,12 +311,8 @@ def _unpack(words, n, w, dst, base, add, mind, prev):
         v = words[wi] >> sh
         if sh + np.uint64(w) > np.uint64(64):
             v |= words[wi + 1] << (np.uint64(64) - sh)
-        v &= mask
-        if add:
-            cur += mind + v
-            dst[base + j] = cur
-        else:
-            dst[base + j] = v
+        cur += mind + (v & mask)
+        dst[base + j] = cur
     return cur
 
 
@@ -332,60 +329,13 @@ def _unpack_bytes(src, p, start, n, w, dst, base):
 
 
 @numba.njit(cache=True, nogil=True)
-def _hybrid(src, p, end, w, n, dst, base):
-    """``n`` values of the RLE/bit-packed hybrid of width ``w`` at ``p`` into ``dst[base:]``;
-    the position after them, or -1 when they run past ``end``."""
-    got = 0
-    vb = (w + 7) // 8
-    while got < n:
-        h, p = _varint(src, p, end)
-        if p < 0:
-            return -1
-        if h & np.uint64(1):                       # bit-packed: groups of 8 values
-            nbytes = np.int64(h >> np.uint64(1)) * w
-            if p + nbytes > end:
-                return -1
-            m = min(np.int64(h >> np.uint64(1)) * 8, n - got)
-            if w == 0:
-                dst[base + got:base + got + m] = 0
-            elif w <= 56:
-                _unpack_bytes(src, p, 0, m, w, dst, base + got)
-            else:
-                _unpack(_words(src, p, nbytes), m, w, dst, base + got, False, np.uint64(0),
-                        np.uint64(0))
-            got += m
-            p += nbytes
-        else:                                      # a run
-            if p + vb > end:
-                return -1
-            v = _le(src, p, vb)
-            p += vb
-            m = min(np.int64(h >> np.uint64(1)), n - got)
-            dst[base + got:base + got + m] = v
-            got += m
-    return p
-
-
-@numba.njit(cache=True, nogil=True)
-def _unpack_at(words, start, n, w, dst, base):
-    """Values ``start:start + n`` of ``w`` bits each, LSB first, from ``words`` into
-    ``dst[base:]``."""
-    mask = (np.uint64(1) << np.uint64(w)) - np.uint64(1) if w < 64 else ~np.uint64(0)
-    for j in range(n):
-        bit = (start + j) * w
-        wi = bit >> 6
-        sh = np.uint64(bit & 63)
-        v = words[wi] >> sh
-        if sh + np.uint64(w) > np.uint64(64):
-            v |= words[wi + 1] << (np.uint64(64) - sh)
-        dst[base + j] = v & mask
-
-
-@numba.njit(cache=True, nogil=True)
 def _hybrid_at(src, p, end, w, n, dst, sel, s, r):
-    """As :func:`_hybrid` (``n`` values, width ``w``, at ``p``, into ``dst[0:n]``), but only the
-    values at the rows of the ranges ``sel[s:]`` (the values being rows ``r:r + n``) are
-    unpacked: the others are left as they were. The position after them, or -1."""
+    """``n`` values of the RLE/bit-packed hybrid of width ``w`` (at most 32: levels, dictionary
+    indices) at ``p``, into ``dst[0:n]``; of them only those at the rows of the ranges
+    ``sel[s:]`` (the values being rows ``r:r + n``), the others left as they were. The
+    position after them, or -1 when they run past ``end``."""
+    if w > 32:
+        return -1
     got = 0
     vb = (w + 7) // 8
     t = s
@@ -414,16 +364,23 @@ def _hybrid_at(src, p, end, w, n, dst, sel, s, r):
                 dst[got + a:got + b] = _le(src, p, vb)
             elif w == 0:
                 dst[got + a:got + b] = 0
-            elif w <= 56:
-                _unpack_bytes(src, p, a, b - a, w, dst, got + a)
             else:
-                _unpack_at(_words(src, p, nbytes), a, b - a, w, dst, got + a)
+                _unpack_bytes(src, p, a, b - a, w, dst, got + a)
             if sel[u, 1] > hi:
                 break
             u += 1
         got += m
         p += nbytes
     return p
+
+
+@numba.njit(cache=True, nogil=True)
+def _hybrid(src, p, end, w, n, dst):
+    """All ``n`` values of the hybrid at ``p`` into ``dst[0:n]`` (:func:`_hybrid_at`)."""
+    whole = np.empty((1, 2), np.int64)
+    whole[0, 0] = 0
+    whole[0, 1] = n
+    return _hybrid_at(src, p, end, w, n, dst, whole, 0, 0)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -480,7 +437,7 @@ def _delta(src, p, end, n, dst, base):
                                     >> np.uint64(bit & 7)) & mask)
                     d[j] = cur
             else:
-                cur = _unpack(_words(src, p, nbytes), m, w, dst, base + i, True, mind, cur)
+                cur = _unpack(_words(src, p, nbytes), m, w, dst, base + i, mind, cur)
             i += m
             p += nbytes
     return p
@@ -553,7 +510,7 @@ def _values(src, p, end, enc, nn, pw, keys, have_dict, ix, dst, base):
                     return E_DICT
                 dst[base:base + nn] = keys[0]
                 return 0
-            if _hybrid(src, p + 1, end, w, nn, ix, 0) < 0:
+            if _hybrid(src, p + 1, end, w, nn, ix) < 0:
                 return E_BOUNDS
             top = np.uint32(0)
             for j in range(nn):
@@ -640,7 +597,7 @@ def _levels(src, p, end, n, lv):
         return -1, 0
     ln = np.int64(_le(src, p, 4))
     p += 4
-    if p + ln > end or _hybrid(src, p, p + ln, 1, n, lv, 0) < 0:
+    if p + ln > end or _hybrid(src, p, p + ln, 1, n, lv) < 0:
         return -1, 0
     nn = 0
     for j in range(n):
@@ -676,10 +633,11 @@ def _page(src, p, end, enc, n, pw, nullable, keys, have_dict, ix, tmp, lv, dst, 
 @numba.njit(cache=True, nogil=True)
 def _all_or_none(src, p, end, n, lv, valid, o, sel, s, r):
     """Whether a nullable page's rows (``n`` from row ``r``, levels at ``p``) are all valid or
-    all null; if so, the validity of the rows of ``sel[s:]`` in it is put in ``valid[o:]``."""
+    all null: (where its values start, or -1 when neither; how many are valid). If so, the
+    validity of the rows of ``sel[s:]`` in it is put in ``valid[o:]``."""
     q, nn = _levels(src, p, end, n, lv)
     if q < 0 or (nn != 0 and nn != n):
-        return False
+        return -1, nn
     t = s
     while t < sel.shape[0] and sel[t, 0] < r + n:
         a = max(sel[t, 0], r) - r
@@ -687,7 +645,7 @@ def _all_or_none(src, p, end, n, lv, valid, o, sel, s, r):
         valid[o:o + b - a] = lv[a:b]
         o += b - a
         t += 1
-    return True
+    return q, nn
 
 
 @numba.njit(cache=True, nogil=True)
@@ -749,12 +707,12 @@ def _decode(big, scratch, table, npages, pw, nullable, out, valid, whole, sel, w
             elif not nullable:
                 st, o = _picked(src, p, end, enc, n, pw, keys, dchunk == c, ix, pg, out, o,
                                 sel, s, r)
-            elif _all_or_none(src, p, end, n, lv, valid, o, sel, s, r):
-                q, nn = _levels(src, p, end, n, lv)       # (decoded again: cheap, a run)
-                if nn:
+            else:
+                q, nn = _all_or_none(src, p, end, n, lv, valid, o, sel, s, r)
+                if q >= 0 and nn:                    # all valid: the values as above
                     st, o = _picked(src, q, end, enc, n, pw, keys, dchunk == c, ix, pg, out,
                                     o, sel, s, r)
-                else:
+                elif q >= 0:                         # all null
                     st = 0
                     t = s
                     while t < sel.shape[0] and sel[t, 0] < r + n:
@@ -762,18 +720,17 @@ def _decode(big, scratch, table, npages, pw, nullable, out, valid, whole, sel, w
                         out[o:o + m] = 0
                         o += m
                         t += 1
-            else:
-                st = _page(src, p, end, enc, n, pw, nullable, keys, dchunk == c, ix, tmp, lv,
-                           pg, pv, 0)
-                t = s
-                while t < sel.shape[0] and sel[t, 0] < r + n:
-                    a = max(sel[t, 0], r) - r
-                    b = min(sel[t, 1], r + n) - r
-                    out[o:o + b - a] = pg[a:b]
-                    if nullable:
+                else:                                # some of each: the page whole, then cut
+                    st = _page(src, p, end, enc, n, pw, nullable, keys, dchunk == c, ix, tmp,
+                               lv, pg, pv, 0)
+                    t = s
+                    while t < sel.shape[0] and sel[t, 0] < r + n:
+                        a = max(sel[t, 0], r) - r
+                        b = min(sel[t, 1], r + n) - r
+                        out[o:o + b - a] = pg[a:b]
                         valid[o:o + b - a] = pv[a:b]
-                    o += b - a
-                    t += 1
+                        o += b - a
+                        t += 1
         if st < 0:
             return st * (1 << 32) - c
         r += n

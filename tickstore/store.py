@@ -1576,7 +1576,7 @@ class TickStore:
                     rows = int((sel[:, 1] - sel[:, 0]).sum())
                     for n in keys:
                         arr = cols[n]
-                        dt = np.uint32 if n == "instrument_id" else np.int64
+                        dt = np.dtype(f"u{arr.type.bit_width // 8}")
                         dst = np.empty(rows, dt)
                         _take_ranges(np.frombuffer(arr.buffers()[1], dt, count=len(arr)), sel,
                                      dst)
